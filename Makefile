@@ -1,0 +1,46 @@
+# k210-deploy: TF1 model -> K210 kmodel -> board, and proof that the board computes what TF computes.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The tflite converter runs `toco_from_protos`, which lives in the venv's bin/.
+export PATH := $(abspath $(VENV)/bin):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+# Python 3.7 (TensorFlow 1.15 needs it): `python3.7` on PATH if it runs, else pyenv's 3.7.
+PYTHON37 ?= $(shell (python3.7 -c '' >/dev/null 2>&1 && command -v python3.7) || \
+              ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.7*/bin/python3.7 2>/dev/null | tail -n 1)
+
+BUILD   ?= build
+EXAMPLE := examples/face
+
+.PHONY: help setup kmodel train-example test clean
+
+help:
+	@echo "make setup          create .venv (Python 3.7) with the pinned requirements"
+	@echo "make kmodel         freeze + BatchNorm check + tflite + nncase kmodel + report (example model)"
+	@echo "make train-example  retrain the example face detector (<= 15 min on 2 cores)"
+	@echo "make test           run the test suite (what CI runs)"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -n "$(PYTHON37)" || { echo "error: Python 3.7 not found: install it (pyenv install 3.7.16) or pass PYTHON37=/path/to/python3.7" >&2; exit 2; }
+	$(PYTHON37) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade "pip<24"
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+kmodel: $(STAMP)
+	$(PY) host/convert.py --config $(EXAMPLE)/convert.json --out $(BUILD)
+
+train-example: $(STAMP)
+	$(PY) $(EXAMPLE)/train.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(BUILD)

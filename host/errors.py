@@ -1,0 +1,13 @@
+"""The one error type users see: a one-line message saying what is wrong and what to do."""
+
+
+class UserError(Exception):
+    """A problem the user can fix. Printed as one line without traceback; exit code 2."""
+
+    exit_code = 2
+
+
+class FidelityError(UserError):
+    """The board (or the kmodel) does not reproduce TensorFlow closely enough; exit code 1."""
+
+    exit_code = 1
