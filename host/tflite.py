@@ -1,0 +1,39 @@
+"""Frozen GraphDef -> .tflite (float), the format nncase imports."""
+import os
+import re
+import shutil
+import tempfile
+
+from host.errors import UserError
+from host.tf_infer import node_name, tf
+
+
+def convert(graph_def, input_node, output_nodes, input_hw):
+    if not shutil.which("toco_from_protos"):
+        raise UserError("toco_from_protos is not on PATH: run through `make` or put .venv/bin "
+                        "on PATH (the tflite converter calls it)")
+    workdir = tempfile.mkdtemp(prefix="k210-tflite-")
+    try:
+        pb = os.path.join(workdir, "model.pb")
+        with open(pb, "wb") as f:
+            f.write(graph_def.SerializeToString())
+        converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
+            pb, [node_name(input_node)], [node_name(n) for n in output_nodes],
+            input_shapes={node_name(input_node): [1, input_hw[0], input_hw[1], 3]})
+        try:
+            return converter.convert()
+        except Exception as exc:
+            raise UserError("the tflite converter rejected the frozen graph: %s"
+                            % _converter_reason(str(exc)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _converter_reason(message):
+    """The converter's error is a long log: keep the line that names the problem."""
+    for pattern in (r"[^\n]*not supported[^\n]*", r"[^\n]*Unsupported[^\n]*",
+                    r"[^\n]*Check failed[^\n]*", r"[^\n]*rror[^\n]*"):
+        match = re.search(pattern, message)
+        if match:
+            return match.group(0).strip()[:240]
+    return message.strip().splitlines()[-1][:240] if message.strip() else "unknown error"
