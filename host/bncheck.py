@@ -80,8 +80,10 @@ def check_checkpoint(graph_variable_names, reader, checkpoint):
 
 
 def _const_bool(node):
-    tensor = node.attr["value"].tensor
-    return bool(tensor.bool_val[0]) if tensor.bool_val else None
+    """A bool Const's value (stored in bool_val or tensor_content)."""
+    from tensorflow import make_ndarray
+    value = make_ndarray(node.attr["value"].tensor)
+    return bool(value.item()) if value.size == 1 else None
 
 
 def check_graph_def(graph_def):

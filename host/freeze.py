@@ -176,7 +176,32 @@ def fold_constant_branches(graph_def, output_nodes):
     rewrite = config.graph_options.rewrite_options
     rewrite.optimizers.extend(["constfold", "loop", "dependency", "pruning", "constfold"])
     rewrite.meta_optimizer_iterations = rewrite.ONE
-    return tf_optimizer.OptimizeGraph(config, meta)
+    return _bypass_constant_switches(tf_optimizer.OptimizeGraph(config, meta))
+
+
+def _bypass_constant_switches(graph_def):
+    """Grappler leaves a Switch with a constant predicate in front of the live branch:
+    turn it into an Identity when only the live port is consumed."""
+    nodes = {n.name: n for n in graph_def.node}
+    used_ports = {}
+    for n in graph_def.node:
+        for ref in n.input:
+            name, _, port = ref.lstrip("^").partition(":")
+            used_ports.setdefault(name, set()).add(int(port or 0))
+    for n in graph_def.node:
+        if n.op != "Switch":
+            continue
+        pred = nodes.get(node_name(n.input[1]))
+        if pred is None or pred.op != "Const" or pred.attr["dtype"].type != tf.bool.as_datatype_enum:
+            continue
+        live_port = 1 if tf.make_ndarray(pred.attr["value"].tensor).item() else 0
+        if used_ports.get(n.name, set()) <= {live_port}:
+            for consumer in graph_def.node:
+                consumer.input[:] = [n.name if ref == "%s:%d" % (n.name, live_port) else ref
+                                     for ref in consumer.input]
+            n.op = "Identity"
+            del n.input[1:]
+    return graph_def
 
 
 def _restore_checked(graph, session, reader, checkpoint, frozen):

@@ -1,0 +1,285 @@
+"""`make kmodel`: freeze -> BatchNorm check -> tflite -> nncase kmodel -> report -> manifest.
+
+This process runs TensorFlow; nncase runs in its own process (host.quantize spawns it).
+All artifacts are staged and moved into --out only when every step succeeded.
+"""
+import os
+import time
+
+import numpy as np
+
+from host import atomic, bncheck, freeze, k210fit, kmodel, manifest, metrics, pixels, quantize
+from host import report, tflite
+from host.errors import UserError
+from host.tf_infer import FrozenRunner
+
+REPRODUCTION_SAMPLES = 8
+AUTO_METHODS = ("no_clip", "l2", "kld_m2", "cdf")
+
+
+class Timer(object):
+    def __init__(self):
+        self.stages = {}
+
+    def stage(self, name):
+        timer = self
+
+        class _Stage(object):
+            def __enter__(self):
+                self.start = time.time()
+
+            def __exit__(self, *exc):
+                timer.stages[name] = timer.stages.get(name, 0.0) + time.time() - self.start
+        return _Stage()
+
+
+def split_calibration(paths, min_calib, holdout_paths=None):
+    """Every 4th calibration image is held out for the float-vs-kmodel report, unless a
+    separate held-out folder is given."""
+    if len(paths) < min_calib:
+        raise UserError("calibration folder has %d image(s), fewer than --min-calib %d: add "
+                        "representative images (nncase calibrates uint8 ranges on them)"
+                        % (len(paths), min_calib))
+    if holdout_paths:
+        return list(paths), list(holdout_paths)
+    return [p for i, p in enumerate(paths) if i % 4 != 3], paths[3::4]
+
+
+def build(opts, log):
+    """Run the whole conversion; returns the report dict. `log(text)` prints progress."""
+    timer = Timer()
+    warnings = []
+
+    def warn(text):
+        warnings.append(text)
+        log("WARNING: " + text)
+
+    h, w = opts.input_hw
+    input_scale = {"scale": opts.input_scale, "mean": opts.mean, "std": opts.std}
+    # Input checks first: nothing is written and no minute is spent before they pass.
+    calib_paths, holdout_paths = split_calibration(
+        pixels.list_images(opts.calib_dir, "calibration folder --calib-dir"), opts.min_calib,
+        pixels.list_images(opts.holdout_dir, "--holdout-dir") if opts.holdout_dir else None)
+    with timer.stage("load images"):
+        calib_u8 = np.stack([pixels.board_pixels(p, w, h) for p in calib_paths])
+        holdout_u8 = np.stack([pixels.board_pixels(p, w, h) for p in holdout_paths])
+    placement = k210fit.check_flash_placement(opts.flash_address, 0)
+
+    with timer.stage("freeze"):
+        frozen = _freeze(opts)
+    log("frozen: %s -> %s (%s)" % (frozen.input_node, ", ".join(frozen.output_nodes),
+                                   frozen.source))
+    with timer.stage("batchnorm check"):
+        bn = _batchnorm_check(frozen, calib_u8, input_scale, opts, warn)
+    with timer.stage("tflite"):
+        tflite_bytes = tflite.convert(frozen.graph_def, frozen.input_node, frozen.output_nodes,
+                                      opts.input_hw)
+    runner = FrozenRunner(frozen.graph_def, frozen.input_node, frozen.output_nodes)
+    with timer.stage("float reference"):
+        float_outputs = runner.run(pixels.model_input(holdout_u8, input_scale))
+    runner.close()
+    output_info = [{"node": node, "tf_shape": [1] + list(out.shape[1:]),
+                    "shape_chw": _chw_shape(out.shape)}
+                   for node, out in zip(frozen.output_nodes, float_outputs)]
+    decoder = _decoder_params(opts, output_info)
+
+    with atomic.staged_dir(opts.out) as stage:
+        pb_path = os.path.join(stage, "model.pb")
+        tflite_path = os.path.join(stage, "model.tflite")
+        kmodel_path = os.path.join(stage, "model.kmodel")
+        atomic.write_bytes(pb_path, frozen.graph_def.SerializeToString())
+        atomic.write_bytes(tflite_path, tflite_bytes)
+        with timer.stage("nncase compile"):
+            quant = _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
+                              float_outputs, decoder, stage, log)
+        with timer.stage("report"):
+            info = kmodel.read_header(kmodel_path)
+            fit = k210fit.assess(os.path.join(stage, "dump"), quant["compile"], info,
+                                 opts.firmware, opts.input_hw)
+            for text in fit["warnings"]:
+                warn(text)
+            size = os.path.getsize(kmodel_path)
+            placement = k210fit.check_flash_placement(opts.flash_address, size)
+            for text in placement.get("warnings", []):
+                warn(text)
+        result = {
+            "source": frozen.source, "input": {"node": frozen.input_node, "height": h,
+                                               "width": w, **input_scale},
+            "batchnorm": bn, "quantization": quant["report"], "k210_fit": fit,
+            "flash": placement, "warnings": warnings,
+        }
+        manifest_data = _manifest(opts, frozen, output_info, decoder, kmodel_path, size, info,
+                                  pb_path, tflite_path, input_scale, quant)
+        result["timings"] = dict(timer.stages)
+        atomic.write_json(os.path.join(stage, "convert_report.json"), result)
+        manifest.write(os.path.join(stage, "manifest.json"), manifest_data)
+    log(report.convert_summary(result, manifest_data, opts.out))
+    return result
+
+
+def _freeze(opts):
+    if opts.checkpoint and opts.model_fn:
+        frozen = freeze.from_checkpoint(opts.checkpoint, opts.model_fn, opts.model_kwargs,
+                                        opts.input_node or "Input_image", opts.output_nodes,
+                                        opts.input_hw)
+    elif opts.meta:
+        frozen = freeze.from_meta(opts.meta, opts.training_placeholder, opts.input_node,
+                                  opts.output_nodes, opts.input_hw, opts.checkpoint)
+    elif opts.frozen_pb:
+        frozen = freeze.from_frozen_pb(opts.frozen_pb, opts.input_node, opts.output_nodes)
+    else:
+        frozen = freeze.from_keras_h5(opts.keras_h5, opts.input_hw)
+    freeze.set_input_shape(frozen.graph_def, frozen.input_node, opts.input_hw)
+    return frozen
+
+
+def _batchnorm_check(frozen, calib_u8, input_scale, opts, warn):
+    graph_findings, graph_summary = bncheck.check_graph_def(frozen.graph_def)
+    findings = frozen.findings + graph_findings
+    summary = dict(frozen.bn_summary, **graph_summary)
+    sample = pixels.model_input(calib_u8[:REPRODUCTION_SAMPLES], input_scale)
+    if frozen.reference is not None and not findings:
+        runner = FrozenRunner(frozen.graph_def, frozen.input_node, frozen.output_nodes)
+        repro_findings, repro = bncheck.check_reproduction(runner.run(sample),
+                                                           frozen.reference(sample))
+        runner.close()
+        findings += repro_findings
+        summary.update(repro)
+    if frozen.training_reference is not None and frozen.reference is not None:
+        # Information only: how much batch statistics would change the outputs.
+        train = frozen.training_reference(sample)
+        infer = frozen.reference(sample)
+        per_output = [metrics.tensor_metrics(t, i) for t, i in zip(train, infer)]
+        summary["training_vs_inference"] = {
+            "images": len(sample), "max_abs": max(m["max_abs"] for m in per_output),
+            "cos": min(m["cos"] for m in per_output),
+            "l2r": max(m["l2r"] for m in per_output)}
+    bncheck.enforce(findings, opts.allow_bn_risk, warn)
+    verdict = "ok" if not findings else "risk accepted (--allow-bn-risk)"
+    return {"verdict": verdict, "findings": [f.as_dict() for f in findings],
+            "summary": summary, "notes": frozen.notes}
+
+
+def _chw_shape(nhwc_batch_shape):
+    shape = list(nhwc_batch_shape[1:])
+    if len(shape) == 3:
+        return [shape[2], shape[0], shape[1]]
+    return [int(np.prod(shape)) if shape else 1, 1, 1]
+
+
+def to_chw(array):
+    """One sample's TF output (NHWC without batch, or flat) -> flat CHW floats."""
+    a = np.asarray(array, dtype=np.float32)
+    return a.transpose(2, 0, 1).ravel() if a.ndim == 3 else a.ravel()
+
+
+def _decoder_params(opts, output_info):
+    decoder = {"type": opts.decoder, "anchors": list(opts.anchors or []),
+               "classes": opts.classes, "labels": list(opts.labels or []),
+               "threshold": opts.threshold, "nms": opts.nms}
+    if opts.decoder == "yolo2":
+        c = output_info[0]["shape_chw"][0]
+        anchors = len(decoder["anchors"]) // 2
+        if not anchors or len(decoder["anchors"]) % 2:
+            raise UserError("--decoder yolo2 needs --anchors w0,h0,w1,h1,... (grid units)")
+        if c != anchors * (5 + opts.classes):
+            raise UserError("--anchors/--classes do not match the output: %d anchors x (5 + %d "
+                            "classes) = %d channels, but %s has %d"
+                            % (anchors, opts.classes, anchors * (5 + opts.classes),
+                               output_info[0]["node"], c))
+    if opts.decoder == "grid" and output_info[0]["shape_chw"][0] != 5:
+        raise UserError("--decoder grid needs an output with 5 channels (x, y, w, h, conf); "
+                        "%s has %d" % (output_info[0]["node"], output_info[0]["shape_chw"][0]))
+    return decoder
+
+
+def _decode_all(outputs_chw, shape_chw, decoder):
+    from device import decoders
+    return [decoders.decode(decoder["type"], list(sample), shape_chw, decoder)
+            for sample in outputs_chw]
+
+
+def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
+              float_outputs, decoder, stage, log):
+    """Compile with nncase (or an ncc binary), simulate the held-out images, compare."""
+    methods = AUTO_METHODS if opts.calibrate_method == "auto" else (opts.calibrate_method,)
+    float_chw = [[to_chw(s) for s in out] for out in float_outputs]
+    candidates = []
+    best = None
+    for method in methods:
+        candidate_path = kmodel_path if len(methods) == 1 else kmodel_path + "." + method
+        start = time.time()
+        compiled = quantize.compile_kmodel(
+            tflite_path, candidate_path, pixels.to_nchw(calib_u8), input_scale,
+            calibrate_method=method, dump_dir=os.path.join(stage, "dump"), ncc=opts.ncc)
+        sim = quantize.simulate(candidate_path, pixels.to_nchw(holdout_u8), ncc=compiled)
+        compile_seconds = time.time() - start
+        evaluation = _compare(float_chw, sim, float_outputs, decoder)
+        evaluation.update({"calibrate_method": method, "compile_seconds": compile_seconds})
+        candidates.append(evaluation)
+        log("nncase %-8s mean cos %.5f  l2r %.4f  detection F1 %s  (%.1f s)"
+            % (method, evaluation["mean_cos"], evaluation["mean_l2r"],
+               "%.3f" % evaluation["detection"]["f1"] if evaluation["detection"] else "n/a",
+               compile_seconds))
+        if best is None or evaluation["mean_l2r"] < best[0]["mean_l2r"]:
+            best = (evaluation, candidate_path, compiled)
+    evaluation, chosen_path, compiled = best
+    if chosen_path != kmodel_path:
+        os.replace(chosen_path, kmodel_path)
+        for c in candidates:
+            path = kmodel_path + "." + c["calibrate_method"]
+            if os.path.exists(path):
+                os.remove(path)
+    quant_report = dict(evaluation, calibration_images=len(calib_u8),
+                        holdout_images=len(holdout_u8))
+    if len(candidates) > 1:
+        quant_report["candidates"] = [{k: c[k] for k in ("calibrate_method", "mean_cos",
+                                                         "mean_l2r", "compile_seconds")}
+                                      for c in candidates]
+    return {"report": quant_report, "compile": compiled}
+
+
+def _compare(float_chw, sim_outputs, float_outputs, decoder):
+    """sim_outputs[i][k]: output k of held-out image i from the simulator (CHW)."""
+    per_output = []
+    for k, ref in enumerate(float_chw):
+        samples = [metrics.tensor_metrics(np.ravel(sim_outputs[i][k]), ref[i])
+                   for i in range(len(ref))]
+        per_output.append(metrics.summarize_tensor_metrics(samples))
+    result = {"outputs": per_output,
+              "mean_cos": float(np.mean([o["cos"] for o in per_output])),
+              "mean_l2r": float(np.mean([o["l2r"] for o in per_output])),
+              "detection": None}
+    if decoder["type"] != "raw":
+        shape = _chw_shape(float_outputs[0].shape)
+        float_boxes = _decode_all(float_chw[0], shape, decoder)
+        sim_boxes = _decode_all([np.ravel(s[0]) for s in sim_outputs], shape, decoder)
+        matches = [metrics.match_detections(k, f) for k, f in zip(sim_boxes, float_boxes)]
+        pooled = metrics.pool_matches(matches)
+        pooled["float_boxes"] = sum(len(b) for b in float_boxes)
+        pooled["kmodel_boxes"] = sum(len(b) for b in sim_boxes)
+        result["detection"] = pooled
+    return result
+
+
+def _manifest(opts, frozen, output_info, decoder, kmodel_path, size, info, pb_path,
+              tflite_path, input_scale, quant):
+    h, w = opts.input_hw
+    return {
+        "schema": manifest.SCHEMA,
+        "kmodel": {"path": "model.kmodel", "sha256": manifest.sha256_file(kmodel_path),
+                   "size": size, "version": info["version"],
+                   "compiler": quant["compile"].get("compiler", "nncase")},
+        "input": {"node": frozen.input_node, "height": h, "width": w, "channels": 3,
+                  "format": "rgb", "kmodel_layout": "NCHW", "kmodel_dtype": "uint8",
+                  "scale": input_scale["scale"], "mean": input_scale["mean"],
+                  "std": input_scale["std"]},
+        "outputs": output_info,
+        "decoder": decoder,
+        "flash": {"address": opts.flash_address, "end": opts.flash_address + size},
+        "firmware": opts.firmware,
+        "frozen_pb": {"path": "model.pb", "sha256": manifest.sha256_file(pb_path),
+                      "input_node": frozen.input_node, "output_nodes": frozen.output_nodes},
+        "tflite": {"path": "model.tflite", "sha256": manifest.sha256_file(tflite_path)},
+        "calibrate_method": quant["report"]["calibrate_method"],
+    }

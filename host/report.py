@@ -1,0 +1,68 @@
+"""Human-readable summaries of the JSON reports (the JSON files are the full record)."""
+
+TENSOR_COLUMNS = (("cos", "%.5f"), ("l2r", "%.4f"), ("rmse", "%.4f"), ("mae", "%.4f"),
+                  ("max_abs", "%.4f"))
+
+
+def tensor_table(rows, names):
+    """rows: summarize_tensor_metrics dicts; names: one label per row."""
+    width = max([len(n) for n in names] + [6])
+    lines = ["  %-*s  %s" % (width, "output", "  ".join("%8s" % c for c, _ in TENSOR_COLUMNS))]
+    for name, row in zip(names, rows):
+        lines.append("  %-*s  %s" % (width, name, "  ".join(
+            "%8s" % (fmt % row[c]) for c, fmt in TENSOR_COLUMNS)))
+    return lines
+
+
+def _prf(d):
+    return "P %.3f R %.3f F1 %.3f" % (d["precision"], d["recall"], d["f1"])
+
+
+def convert_summary(result, manifest, out_dir):
+    km = manifest["kmodel"]
+    lines = ["", "kmodel V%d written to %s/%s (%d bytes, sha256 %s..., %s)"
+             % (km["version"], out_dir, km["path"], km["size"], km["sha256"][:12],
+                km.get("compiler", ""))]
+    bn = result["batchnorm"]
+    s = bn["summary"]
+    text = "BatchNorm: %s" % bn["verdict"].upper()
+    if "bn_layers" in s:
+        text += " - %d BN layer(s), moving statistics saved and updated" % s["bn_layers"] \
+            if not bn["findings"] else " - %d BN layer(s)" % s["bn_layers"]
+    if "frozen_vs_checkpoint_max_abs" in s:
+        text += "; frozen graph reproduces the checkpoint (max abs diff %.2g)" \
+            % s["frozen_vs_checkpoint_max_abs"]
+    if "fused_batch_norm_inference" in s:
+        text += "; %d FusedBatchNorm in inference mode" % s["fused_batch_norm_inference"]
+    lines.append(text)
+    for note in bn["notes"]:
+        lines.append("  note: " + note)
+    tvi = s.get("training_vs_inference")
+    if tvi:
+        lines.append("  information: training vs inference mode on %d calibration images: "
+                     "max abs %.3g, cos %.4f, l2r %.3g (why validation must run with "
+                     "training=False)" % (tvi["images"], tvi["max_abs"], tvi["cos"], tvi["l2r"]))
+    q = result["quantization"]
+    lines.append("Quantisation: nncase %s, %d calibration images, float TF vs kmodel on %d "
+                 "held-out images (board pixel path):" % (q["calibrate_method"],
+                                                          q["calibration_images"],
+                                                          q["holdout_images"]))
+    lines += tensor_table(q["outputs"], [o["node"] for o in manifest["outputs"]])
+    for c in q.get("candidates", []):
+        lines.append("  auto: %-8s l2r %.4f cos %.5f (%.1f s)"
+                     % (c["calibrate_method"], c["mean_l2r"], c["mean_cos"], c["compile_seconds"]))
+    if q.get("detection"):
+        d = q["detection"]
+        lines.append("  detections kmodel vs float: %s (%d float boxes, %d kmodel boxes)"
+                     % (_prf(d), d["float_boxes"], d["kmodel_boxes"]))
+    fit = result["k210_fit"]
+    lines.append("K210 fit (%s): %s" % (manifest["firmware"], fit.get("summary", "")))
+    flash = result["flash"]
+    lines.append("Flash: model at 0x%06X-0x%06X %s" % (flash["address"], flash["end"],
+                                                       "OK" if flash.get("ok", True) else "!"))
+    for w in result["warnings"]:
+        lines.append("WARNING: " + w)
+    t = result["timings"]
+    lines.append("Time: %.1f s (%s)" % (sum(t.values()), ", ".join(
+        "%s %.1f" % (k, v) for k, v in t.items())))
+    return "\n".join(lines)
