@@ -165,7 +165,8 @@ def _model_input_hw(model_io, path):
                          % (path, len(model_io["inputs"])))
     tensor = model_io["inputs"][0]
     shape = tensor["shape"]
-    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or tensor["dtype"] != "float32":
+    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape) < 1 \
+            or tensor["dtype"] != "float32":
         raise StageError("%s: input %r is %s %s; expected float32 [1, H, W, 3] (an RGB image, NHWC)"
                          % (path, tensor["name"], tensor["dtype"], shape))
     return shape[1], shape[2]
@@ -338,8 +339,8 @@ def tflite_io(data, path="<tflite>"):
         return {"inputs": [describe(i) for i in _fb_vector_i32(data, graph, 1)],
                 "outputs": [describe(i) for i in _fb_vector_i32(data, graph, 2)]}
     except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise StageError("%s is a corrupt TensorFlow Lite model (%s); regenerate it from the "
-                         "frozen graph" % (path, exc))
+        raise StageError("%s is a truncated or corrupt TensorFlow Lite model (%s); regenerate "
+                         "it from the frozen graph" % (path, exc))
 
 
 def _fb_root(data):

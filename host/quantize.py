@@ -171,6 +171,7 @@ def _last_step(log_path):
 
 # nncase RuntimeError text -> what the user should do
 def translate_nncase_error(message, what, request):
+    message = " ".join(message.split())  # nncase messages span lines; ours are one line
     if "Unsupported tflite opcode" in message:
         op = message.split("Unsupported tflite opcode:", 1)[-1].strip() or message
         return ("the model uses the TensorFlow Lite op %s, which nncase 1.9 does not support for "
@@ -179,10 +180,13 @@ def translate_nncase_error(message, what, request):
         return ("nncase rejected a tensor shape %s (%s): the input size given does not match "
                 "the model (check --height/--width; height comes first), or the graph uses an op "
                 "nncase cannot shape for the K210, such as a transposed convolution"
-                % (what, message.strip()))
+                % (what, message))
     if "Allocator has ran out of memory" in message:
         return ("the model does not fit the K210's 2 MiB KPU RAM (%s): reduce the input size, "
                 "the feature map sizes (downsample earlier) or the channel counts" % what)
+    if "Invalid tflite model" in message:
+        return ("%s is not a valid TensorFlow Lite model (nncase's verifier rejected it); "
+                "regenerate it from the frozen graph" % request.get("tflite"))
     if "Invalid model indentifier" in message:
         return "not a kmodel: %s: nncase does not recognise the file" % request.get("kmodel")
-    return "nncase failed %s: %s" % (what, message.strip())
+    return "nncase failed %s: %s" % (what, message)

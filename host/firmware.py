@@ -1,0 +1,125 @@
+"""Firmware profiles as data: which kmodel versions a K210 firmware loads, its KPU API, how much
+memory is left for a model, and what it prints when loading fails.
+
+Sources are docs/k210-device.md (shared docs) and the public issue trackers named below; nothing
+here was measured on a board. The heap budgets are conservative estimates of the system heap
+free for the model after the firmware image (which runs from the 6 MiB general RAM) and the
+MicroPython GC heap: the whole kmodel is copied into that heap on load, plus the runtime's
+working memory (for V5, nncase's printed TOTAL covers both).
+"""
+from host.errors import UserError
+
+MIB = 1024 * 1024
+GENERAL_RAM = 6 * MIB  # plus 2 MiB KPU RAM, which only the KPU uses
+KPU_RAM = 2 * MIB
+
+# Flash layout shared by MaixPy and CanMV: firmware from 0, models usually at 0x300000,
+# the /flash SPIFFS file system at 0xD00000 (3 MiB, to the end of the 16 MiB flash).
+FLASH_SIZE = 16 * MIB
+FLASH_MODEL_ADDRESS = 0x300000
+FLASH_FIRMWARE_END = 0x300000  # firmware images are < 3 MiB; models go above
+FLASH_SPIFFS_START = 0xD00000
+FLASH_SECTOR = 4096
+
+API_LEGACY = "maixpy-kpu"   # `import KPU as kpu`: kpu.load / kpu.forward / kpu.set_outputs
+API_CANMV_OLD = "canmv-old"  # `from maix import KPU`: load_kmodel / run_with_output
+API_CANMV_NEW = "canmv-new"  # `from maix import KPU`: load(path, size=) / run / get_outputs
+
+_MAIXPY_ERRORS = {
+    "version": "[MAIXPY]kpu: load error:2002, ERR_KMODEL_VERSION",
+    "memory": "[MAIXPY]kpu: load error:2006, ERR_NO_MEM: memory not enough "
+              "(or 'SYSCALL: Out of memory')",
+}
+_CANMV_ERRORS = {
+    "version": "OSError: Failed to load model",
+    "memory": "MemoryError: Model buffer memory allocation failed "
+              "(or 'SYSCALL: Out of memory' then 'OSError: Failed to load model')",
+}
+
+PROFILES = {
+    "canmv-v5": {
+        "description": "CanMV built from branch feat/kpu with CANMV_ENABLE_KMODEL_V5",
+        "kmodel_versions": (3, 4, 5),
+        "api": API_CANMV_NEW,
+        # CanMV full builds: no direct measurement; taken as MaixPy full builds' worst observed
+        # 1.3 MB free (k210-device.md), minus the ~0.9 MB the V5 runtime adds to the firmware
+        # image. kendryte/canmv#34: a V5 model ran out of memory on a V5 build; maintainers'
+        # advice is a minimum-size build. Shrinking the GC heap frees more.
+        "heap_budget": 1300000 - 900000,
+        "gc_heap": 750 * 1024,  # CanMV default, k210-device.md
+        "errors": _CANMV_ERRORS,
+    },
+    "canmv": {
+        "description": "CanMV main (releases up to v1.0.5), no V5 runtime",
+        "kmodel_versions": (3, 4),
+        "api": API_CANMV_OLD,
+        # as MaixPy full builds: 1.3-2.0 MB observed free, keep the low end; kendryte/canmv#39
+        # shows a ~1 MB model already failing on v1.0.5
+        "heap_budget": 1300000,
+        "gc_heap": 750 * 1024,
+        "errors": _CANMV_ERRORS,
+    },
+    "maixpy-v4": {
+        "description": "MaixPy-v1 full builds (maixpy_*.bin) and *kmodel_v4* builds",
+        "kmodel_versions": (3, 4),
+        "api": API_LEGACY,
+        # k210-device.md: full builds have shown only 1.3-2.0 MB free; 2-3 MB models fail with
+        # 2006 (MaixPy-v1#426: 2.9 MB; #317: 1.9 MB). Keep the low end.
+        "heap_budget": 1300000,
+        "gc_heap": 512 * 1024,
+        "errors": _MAIXPY_ERRORS,
+    },
+    "maixpy-v3": {
+        "description": "MaixPy-v1 minimum builds (V3 only)",
+        "kmodel_versions": (3,),
+        "api": API_LEGACY,
+        # k210-device.md: practical model limit about 3.5 MB on minimum builds; MaixPy-v1#180
+        # kpu.memtest() showed 3460 KB free system heap. Keep ~100 KB for image buffers.
+        "heap_budget": 3400000,
+        "gc_heap": 512 * 1024,
+        "errors": _MAIXPY_ERRORS,
+    },
+}
+
+DEFAULT_PROFILE = "canmv-v5"
+
+# What to do when a firmware cannot load a kmodel version.
+_VERSION_ADVICE = {
+    5: ("nncase 1.x (the pip package) only makes V5; for MaixPy or stock CanMV compile a V4 "
+        "kmodel with the ncc v0.2 binary (--ncc), or flash CanMV built from branch feat/kpu with "
+        "CANMV_ENABLE_KMODEL_V5 (firmware canmv-v5)"),
+    4: ("compile a V3 kmodel with the ncc v0.1 binary (--ncc), or flash a MaixPy full or "
+        "*kmodel_v4* build (firmware maixpy-v4)"),
+    3: "no known firmware refuses V3; check the firmware profile name",
+}
+
+
+def get_profile(name):
+    """The profile dict for `name` (a copy, so callers can override heap_budget)."""
+    if isinstance(name, dict):
+        return name
+    try:
+        profile = dict(PROFILES[name])
+    except KeyError:
+        raise UserError("unknown firmware %r: use one of %s" % (name, ", ".join(sorted(PROFILES))))
+    profile["name"] = name
+    return profile
+
+
+def check_loadable(profile, version, model_size, working_memory=0):
+    """Raise UserError (with what to do) unless the firmware can load a kmodel of `version`
+    needing `model_size` + `working_memory` bytes of system heap."""
+    profile = get_profile(profile)
+    name = profile.get("name", "custom")
+    if version not in profile["kmodel_versions"]:
+        raise UserError("firmware %s loads kmodel V%s only, this kmodel is V%d (on the board: %s): %s"
+                        % (name, "/V".join(str(v) for v in profile["kmodel_versions"]), version,
+                           profile["errors"]["version"], _VERSION_ADVICE[version]))
+    needed = model_size + working_memory
+    if needed > profile["heap_budget"]:
+        raise UserError("the model needs %d bytes of heap (model %d + working memory %d) but firmware "
+                        "%s has about %d free (on the board: %s): make the model smaller (fewer "
+                        "channels, smaller input), use a smaller firmware build, or reduce the "
+                        "MicroPython GC heap (%d KiB)"
+                        % (needed, model_size, working_memory, name, profile["heap_budget"],
+                           profile["errors"]["memory"], profile["gc_heap"] // 1024))

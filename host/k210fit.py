@@ -1,0 +1,139 @@
+"""Does a compiled kmodel fit the K210: where its ops run (KPU or CPU), KPU and main memory,
+the firmware's heap budget, and where it goes in flash.
+
+Reads the files nncase 1.9 writes into the compile's dump_dir (dump_asm + dump_ir):
+- `k210/k210_N/runtime_ops.txt`: ops run by the KPU module function N, one `[Op] name` a line
+  (KPUUpload, KPUConv2D, KPUDownload).
+- `stackvm/main/runtime_ops.txt`: ops run by the CPU (stackvm), same format: `Call k210_N`
+  hands over to the KPU; Dequantize/Quantize move between uint8 and float.
+- `codegen/k210_N.sched`: the KPU schedule, a line per buffer with `@unknown[start, end]`
+  for KPU RAM buffers; the max `end` is the KPU RAM peak.
+Memory numbers come from the compile's printed summary (host.quantize.compile_kmodel "memory").
+"""
+import glob
+import os
+import re
+
+from host import firmware
+from host.errors import UserError
+
+KPU_MAX_HEIGHT = 256  # nncase's K210 feature map limits: H 4-256, W 4-512, C <= 1024
+KPU_MAX_WIDTH = 512
+
+# CPU ops that only glue KPU work together; anything else on the CPU is real compute.
+_GLUE_OPS = {"Call", "Dequantize", "Quantize", "Copy", "Ret"}
+
+_OP_LINE = re.compile(r"^\[(\w+)\]\s*(.*)$")
+_KPU_BUFFER = re.compile(r"@unknown\[(\d+),\s*(\d+)\]")
+
+
+def read_ops(path):
+    """[(op, name)] from a runtime_ops.txt."""
+    ops = []
+    with open(path) as f:
+        for line in f:
+            match = _OP_LINE.match(line.strip())
+            if match:
+                ops.append((match.group(1), match.group(2)))
+    return ops
+
+
+def op_placement(dump_dir):
+    """{"kpu": [(op, name)], "cpu": [(op, name)], "cpu_compute": [(op, name)]}."""
+    kpu_files = sorted(glob.glob(os.path.join(dump_dir, "k210", "k210_*", "runtime_ops.txt")),
+                       key=_module_index)
+    cpu_files = sorted(glob.glob(os.path.join(dump_dir, "stackvm", "*", "runtime_ops.txt")))
+    if not cpu_files:
+        raise UserError("no op placement files in %s: compile with dump_dir set (nncase writes "
+                        "stackvm/main/runtime_ops.txt with dump_asm)" % dump_dir)
+    kpu = [op for path in kpu_files for op in read_ops(path)]
+    cpu = [op for path in cpu_files for op in read_ops(path)]
+    return {"kpu": kpu, "cpu": cpu, "cpu_compute": [op for op in cpu if op[0] not in _GLUE_OPS]}
+
+
+def kpu_peak(dump_dir):
+    """Peak KPU RAM in bytes: max end of the KPU buffers over all k210 schedules (0 if none)."""
+    peak = 0
+    for path in glob.glob(os.path.join(dump_dir, "codegen", "k210_*.sched")):
+        with open(path) as f:
+            for match in _KPU_BUFFER.finditer(f.read()):
+                peak = max(peak, int(match.group(2)))
+    return peak
+
+
+def flash_placement(address, size, allow_below_firmware=False):
+    """Checks for a model of `size` bytes written to flash at `address`; returns (dict, problems)."""
+    end = address + size
+    problems = []
+    if address % firmware.FLASH_SECTOR:
+        problems.append("flash address 0x%X is not 4 KiB aligned: use 0x%X"
+                        % (address, _align_up(address)))
+    if address < firmware.FLASH_FIRMWARE_END and not allow_below_firmware:
+        problems.append("flash address 0x%X is below 0x%X, where the firmware image can reach: "
+                        "use 0x%X (or say the firmware is smaller)"
+                        % (address, firmware.FLASH_FIRMWARE_END, firmware.FLASH_MODEL_ADDRESS))
+    if end > firmware.FLASH_SPIFFS_START:
+        problems.append("the model (0x%X-0x%X) runs into the /flash file system at 0x%X: put it "
+                        "lower or load it from /sd" % (address, end, firmware.FLASH_SPIFFS_START))
+    return {"address": address, "end": end, "size": size, "ok": not problems}, problems
+
+
+def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
+               flash_address=firmware.FLASH_MODEL_ADDRESS, allow_below_firmware=False):
+    """Everything about whether the compiled model fits. `memory` is compile_kmodel()'s
+    "memory" dict, `input_shape` the kmodel input [1, 3, H, W].
+
+    Returns (report, warnings): report is JSON-able with keys kpu_ops, cpu_ops,
+    cpu_compute_ops (lists of "Op name"), kpu_peak_bytes, kpu_ram_bytes, main_memory_bytes,
+    model_bytes, heap_budget_bytes, fits_heap, firmware, flash {address, end, size, ok};
+    warnings is a list of one-line strings.
+    """
+    profile = firmware.get_profile(profile)
+    placement = op_placement(dump_dir)
+    peak = kpu_peak(dump_dir)
+    warnings = []
+    height, width = input_shape[2], input_shape[3]
+    if height > KPU_MAX_HEIGHT or width > KPU_MAX_WIDTH:
+        swapped_fits = width <= KPU_MAX_HEIGHT and height <= KPU_MAX_WIDTH
+        warnings.append(
+            "input %dx%d (HxW) exceeds the KPU's limit of H <= %d, W <= %d: nncase silently runs "
+            "those layers on the CPU in float (slow, large); %s"
+            % (height, width, KPU_MAX_HEIGHT, KPU_MAX_WIDTH,
+               "if the image is %d wide and %d high, give height=%d width=%d"
+               % (height, width, width, height) if swapped_fits else "reduce the input size"))
+    if placement["cpu_compute"]:
+        warnings.append("%d op(s) run on the K210 CPU, not the KPU (slow): %s"
+                        % (len(placement["cpu_compute"]),
+                           ", ".join("%s %s" % op for op in placement["cpu_compute"])))
+    needed = memory["total"]
+    fits = needed <= profile["heap_budget"]
+    if not fits:
+        warnings.append("the model needs %d bytes of main RAM (model %d + working memory %d) but "
+                        "firmware %s leaves about %d: make it smaller or pick a smaller firmware "
+                        "build" % (needed, memory["model"], needed - memory["model"],
+                                   profile.get("name", "custom"), profile["heap_budget"]))
+    flash, problems = flash_placement(flash_address, memory["model"], allow_below_firmware)
+    warnings.extend(problems)
+    report = {
+        "kpu_ops": ["%s %s" % op for op in placement["kpu"]],
+        "cpu_ops": ["%s %s" % op for op in placement["cpu"]],
+        "cpu_compute_ops": ["%s %s" % op for op in placement["cpu_compute"]],
+        "kpu_peak_bytes": peak,
+        "kpu_ram_bytes": firmware.KPU_RAM,
+        "main_memory_bytes": needed,
+        "model_bytes": memory["model"],
+        "heap_budget_bytes": profile["heap_budget"],
+        "fits_heap": fits,
+        "firmware": profile.get("name", "custom"),
+        "flash": flash,
+    }
+    return report, warnings
+
+
+def _module_index(path):
+    name = os.path.basename(os.path.dirname(path))
+    return int(name.split("_")[-1]) if name.split("_")[-1].isdigit() else 0
+
+
+def _align_up(address):
+    return (address + firmware.FLASH_SECTOR - 1) // firmware.FLASH_SECTOR * firmware.FLASH_SECTOR
