@@ -90,6 +90,18 @@ def check_graph_def(graph_def):
     """Inference-mode check of a frozen GraphDef. Returns (findings, summary dict)."""
     nodes = {n.name: n for n in graph_def.node}
     findings = []
+    # The root cause first: a training placeholder explains the batch-statistics branch.
+    training_defaults = []
+    for n in graph_def.node:
+        if n.op == "PlaceholderWithDefault" and n.attr["dtype"].type == 10:  # DT_BOOL
+            default = nodes.get(n.input[0].lstrip("^").split(":")[0])
+            if default is not None and default.op == "Const" and _const_bool(default):
+                training_defaults.append(n.name)
+    if training_defaults:
+        findings.append(Finding("training_placeholder_true", training_defaults,
+                                "frozen graph still contains the training placeholder %s "
+                                "defaulting to True: the converted model runs BatchNorm in "
+                                "training mode; %s" % (_layer_list(training_defaults), FIX_FREEZE)))
     fused = [n for n in graph_def.node if n.op.startswith("FusedBatchNorm")]
     # is_training defaults to true when the attr is absent from the NodeDef.
     batch_stats = [n.name for n in fused
@@ -108,17 +120,6 @@ def check_graph_def(graph_def):
                                 "frozen graph computes BatchNorm from tf.nn.moments (batch "
                                 "statistics) in %d layer(s) (%s); %s"
                                 % (len(moments), _layer_list(moments), FIX_FREEZE)))
-    training_defaults = []
-    for n in graph_def.node:
-        if n.op == "PlaceholderWithDefault" and n.attr["dtype"].type == 10:  # DT_BOOL
-            default = nodes.get(n.input[0].lstrip("^").split(":")[0])
-            if default is not None and default.op == "Const" and _const_bool(default):
-                training_defaults.append(n.name)
-    if training_defaults:
-        findings.append(Finding("training_placeholder_true", training_defaults,
-                                "frozen graph still contains the training placeholder %s "
-                                "defaulting to True: the converted model runs BatchNorm in "
-                                "training mode; %s" % (_layer_list(training_defaults), FIX_FREEZE)))
     switches = [n.name for n in graph_def.node if n.op in ("Switch", "Merge")]
     if switches and not training_defaults:
         findings.append(Finding("conditional_branches", switches,

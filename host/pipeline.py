@@ -4,11 +4,12 @@ This process runs TensorFlow; nncase runs in its own process (host.quantize spaw
 All artifacts are staged and moved into --out only when every step succeeded.
 """
 import os
+import shutil
 import time
 
 import numpy as np
 
-from host import atomic, bncheck, freeze, k210fit, kmodel, manifest, metrics, pixels, quantize
+from host import atomic, bncheck, firmware, freeze, k210fit, kmodel, manifest, metrics, pixels, quantize
 from host import report, tflite
 from host.errors import UserError
 from host.tf_infer import FrozenRunner
@@ -63,7 +64,10 @@ def build(opts, log):
     with timer.stage("load images"):
         calib_u8 = np.stack([pixels.board_pixels(p, w, h) for p in calib_paths])
         holdout_u8 = np.stack([pixels.board_pixels(p, w, h) for p in holdout_paths])
-    placement = k210fit.check_flash_placement(opts.flash_address, 0)
+    _refuse_flash_problems(opts.flash_address, 0)
+    profile = firmware.get_profile(opts.firmware)
+    if 5 not in profile["kmodel_versions"] and not opts.ncc:
+        firmware.check_loadable(profile, 5, 0)  # nncase 1.9 writes V5: refuse before compiling
 
     with timer.stage("freeze"):
         frozen = _freeze(opts)
@@ -93,15 +97,16 @@ def build(opts, log):
             quant = _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
                               float_outputs, decoder, stage, log)
         with timer.stage("report"):
-            info = kmodel.read_header(kmodel_path)
-            fit = k210fit.assess(os.path.join(stage, "dump"), quant["compile"], info,
-                                 opts.firmware, opts.input_hw)
-            for text in fit["warnings"]:
-                warn(text)
-            size = os.path.getsize(kmodel_path)
-            placement = k210fit.check_flash_placement(opts.flash_address, size)
-            for text in placement.get("warnings", []):
-                warn(text)
+            info = kmodel.read(kmodel_path)
+            size = info["size"]
+            placement = _refuse_flash_problems(opts.flash_address, size)
+            firmware.check_loadable(profile, info["version"], 0)
+            fit, fit_warnings = k210fit.fit_report(
+                quant["dump_dir"], quant["compile"]["memory"],
+                quant["compile"]["inputs"][0]["shape"], profile, opts.flash_address)
+            for text in fit_warnings:
+                if text not in placement["problems"]:
+                    warn(text)
         result = {
             "source": frozen.source, "input": {"node": frozen.input_node, "height": h,
                                                "width": w, **input_scale},
@@ -113,8 +118,17 @@ def build(opts, log):
         result["timings"] = dict(timer.stages)
         atomic.write_json(os.path.join(stage, "convert_report.json"), result)
         manifest.write(os.path.join(stage, "manifest.json"), manifest_data)
+        shutil.rmtree(quant["dump_dir"], ignore_errors=True)
     log(report.convert_summary(result, manifest_data, opts.out))
     return result
+
+
+def _refuse_flash_problems(address, size):
+    placement, problems = k210fit.flash_placement(address, size)
+    if problems:
+        raise UserError("--flash-address: " + problems[0])
+    placement["problems"] = problems
+    return placement
 
 
 def _freeze(opts):
@@ -203,6 +217,9 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
               float_outputs, decoder, stage, log):
     """Compile with nncase (or an ncc binary), simulate the held-out images, compare."""
     methods = AUTO_METHODS if opts.calibrate_method == "auto" else (opts.calibrate_method,)
+    # nncase's dump (op placement, schedules; ~16 MB) is read by the K210 fit report, then
+    # discarded with the staging directory.
+    dump_dir = os.path.join(stage, ".nncase-dump")
     float_chw = [[to_chw(s) for s in out] for out in float_outputs]
     candidates = []
     best = None
@@ -211,8 +228,8 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
         start = time.time()
         compiled = quantize.compile_kmodel(
             tflite_path, candidate_path, pixels.to_nchw(calib_u8), input_scale,
-            calibrate_method=method, dump_dir=os.path.join(stage, "dump"), ncc=opts.ncc)
-        sim = quantize.simulate(candidate_path, pixels.to_nchw(holdout_u8), ncc=compiled)
+            calibrate_method=method, dump_dir=dump_dir)
+        sim = quantize.simulate(candidate_path, pixels.to_nchw(holdout_u8))
         compile_seconds = time.time() - start
         evaluation = _compare(float_chw, sim, float_outputs, decoder)
         evaluation.update({"calibrate_method": method, "compile_seconds": compile_seconds})
@@ -236,7 +253,7 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
         quant_report["candidates"] = [{k: c[k] for k in ("calibrate_method", "mean_cos",
                                                          "mean_l2r", "compile_seconds")}
                                       for c in candidates]
-    return {"report": quant_report, "compile": compiled}
+    return {"report": quant_report, "compile": compiled, "dump_dir": dump_dir}
 
 
 def _compare(float_chw, sim_outputs, float_outputs, decoder):

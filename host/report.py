@@ -14,6 +14,10 @@ def tensor_table(rows, names):
     return lines
 
 
+def _kb(n):
+    return "%.0f KB" % (n / 1024.0) if n < 1024 * 1024 else "%.2f MB" % (n / 1048576.0)
+
+
 def _prf(d):
     return "P %.3f R %.3f F1 %.3f" % (d["precision"], d["recall"], d["f1"])
 
@@ -56,7 +60,13 @@ def convert_summary(result, manifest, out_dir):
         lines.append("  detections kmodel vs float: %s (%d float boxes, %d kmodel boxes)"
                      % (_prf(d), d["float_boxes"], d["kmodel_boxes"]))
     fit = result["k210_fit"]
-    lines.append("K210 fit (%s): %s" % (manifest["firmware"], fit.get("summary", "")))
+    lines.append("K210 fit (%s): %d KPU op(s), %d CPU compute op(s)%s; KPU RAM peak %s of %s; "
+                 "main RAM %s (model %s) of ~%s free: %s"
+                 % (manifest["firmware"], len(fit["kpu_ops"]), len(fit["cpu_compute_ops"]),
+                    " (%s)" % ", ".join(fit["cpu_compute_ops"]) if fit["cpu_compute_ops"] else "",
+                    _kb(fit["kpu_peak_bytes"]), _kb(fit["kpu_ram_bytes"]),
+                    _kb(fit["main_memory_bytes"]), _kb(fit["model_bytes"]),
+                    _kb(fit["heap_budget_bytes"]), "fits" if fit["fits_heap"] else "DOES NOT FIT"))
     flash = result["flash"]
     lines.append("Flash: model at 0x%06X-0x%06X %s" % (flash["address"], flash["end"],
                                                        "OK" if flash.get("ok", True) else "!"))

@@ -71,3 +71,15 @@ def run_checkpoint(prefix, batch, training):
     with graph.as_default(), tf.Session(graph=graph, config=session_config()) as sess:
         tf.train.import_meta_graph(prefix + ".meta").restore(sess, prefix)
         return sess.run("output:0", {"Input_image:0": batch, "training_control:0": training})
+
+
+def freeze_with_training_placeholder(prefix, path):
+    """Training_save.pb of the background story: the training graph frozen right after
+    training, training_control still a placeholder defaulting to True."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph, config=session_config()) as sess:
+        tf.train.import_meta_graph(prefix + ".meta").restore(sess, prefix)
+        graph_def = tf.graph_util.convert_variables_to_constants(
+            sess, graph.as_graph_def(), ["output"])
+    with open(path, "wb") as f:
+        f.write(tf.graph_util.extract_sub_graph(graph_def, ["output"]).SerializeToString())
