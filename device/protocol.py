@@ -70,6 +70,10 @@ FORMAT_NAMES = {FMT_RGB565: "rgb565", FMT_JPEG: "jpeg"}
 F_INPUT_CRC = 0x01   # compute the CRC32 of the KPU input bytes
 F_NO_BOXES = 0x02    # skip the board-side decoder
 
+# RESULT flags
+R_DECODE_FAILED = 0x01   # the board decoder raised: boxes empty, see the LOG frame before
+R_PIXELS_SLOW = 0x02     # RGB565 reached the Image through the slow slice path (no uctypes)
+
 # RESULT crc_source
 CRC_NONE = 0     # not computed
 CRC_PIX_AI = 1   # read from the firmware's own KPU input buffer (pix_ai)
@@ -358,6 +362,7 @@ def chunk_for(window, chunk=DEFAULT_CHUNK):
     c = (window // 4) - OVERHEAD - 8
     if c > chunk:
         c = chunk
+    c -= c % 8   # whole pixels: chunks never split an RGB565 pixel
     if c < 64:
         raise ValueError("window too small for image transfer: %d" % window)
     return c
@@ -454,12 +459,12 @@ BOX_LEN = 22
 
 
 def pack_result_parts(image_id, outputs, boxes, kpu_ms=0.0, decode_ms=0.0, prep_ms=0.0,
-                      input_crc=0, pixel_crc=0, crc_source=CRC_NONE, mem_free=0):
+                      input_crc=0, pixel_crc=0, crc_source=CRC_NONE, mem_free=0, flags=0):
     """Payload parts of a RESULT. outputs: [(shape (C, H, W), flat floats)];
     boxes: [(x0, y0, x1, y1, score, class_id)]."""
     parts = [struct.pack(RESULT_FMT, image_id & 0xFFFFFFFF, len(outputs), len(boxes),
                          kpu_ms, decode_ms, prep_ms, input_crc & 0xFFFFFFFF,
-                         pixel_crc & 0xFFFFFFFF, crc_source, 0, 0, mem_free & 0xFFFFFFFF)]
+                         pixel_crc & 0xFFFFFFFF, crc_source, flags, 0, mem_free & 0xFFFFFFFF)]
     for shape, values in outputs:
         parts.append(struct.pack(OUT_FMT, shape[0], shape[1], shape[2], len(values)))
         parts.append(pack_floats(values))
@@ -478,7 +483,7 @@ def unpack_result(payload):
     if len(p) < RESULT_LEN:
         raise ProtocolError("RESULT payload too short")
     (image_id, n_out, n_box, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
-     crc_source, _flags, _res, mem_free) = struct.unpack(RESULT_FMT, p[0:RESULT_LEN])
+     crc_source, flags, _res, mem_free) = struct.unpack(RESULT_FMT, p[0:RESULT_LEN])
     k = RESULT_LEN
     outputs = []
     for _ in range(n_out):
@@ -502,7 +507,7 @@ def unpack_result(payload):
     return {"image_id": image_id, "outputs": outputs, "boxes": boxes,
             "kpu_ms": kpu_ms, "decode_ms": decode_ms, "prep_ms": prep_ms,
             "input_crc": input_crc, "pixel_crc": pixel_crc,
-            "crc_source": crc_source, "mem_free": mem_free}
+            "crc_source": crc_source, "flags": flags, "mem_free": mem_free}
 
 
 # ------------------------------------------------------------------ pixels

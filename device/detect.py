@@ -1,0 +1,726 @@
+# k210-deploy device program: serve mode (serial evaluation server on the REPL
+# UART, docs/protocol.md) and live mode (camera -> KPU -> boxes on the LCD).
+# MicroPython 1.11 dialect (MaixPy-v1 / CanMV). The host imports this file as
+# device.detect for check_config() only: board modules are imported lazily.
+import gc
+import sys
+
+try:
+    import ujson as json
+except ImportError:
+    import json
+try:
+    import utime as time
+except ImportError:  # pragma: no cover - the board always has utime
+    import time
+try:
+    import protocol
+except ImportError:
+    from device import protocol
+try:
+    import decoders
+except ImportError:
+    from device import decoders
+
+P = protocol
+CONFIG_PATHS = ("config.json", "/sd/config.json", "/flash/config.json")
+SKIP_FILES = ("noautostart", "/sd/noautostart", "/flash/noautostart")
+
+API_NEW = "canmv-new"      # from maix import KPU: load(path_or_offset, size=) / run / get_outputs
+API_OLD = "canmv-old"      # from maix import KPU: load_kmodel / run_with_output
+API_LEGACY = "maixpy-kpu"  # import KPU as kpu: load / set_outputs / forward
+
+MAX_JPEG = 262144
+
+
+# ------------------------------------------------------------------ config
+def load_config(path=None):
+    paths = (path,) if path else CONFIG_PATHS
+    last = None
+    for p in paths:
+        try:
+            with open(p) as f:
+                return json.load(f)
+        except OSError as e:
+            last = e
+    raise OSError("config.json not found (%s): %s" % (", ".join(paths), last))
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_config(cfg):
+    """List of problems (empty when the config is usable)."""
+    bad = []
+    if not isinstance(cfg, dict):
+        return ["config is not a JSON object"]
+    if cfg.get("mode") not in ("serve", "live"):
+        bad.append("mode must be serve or live")
+    if not _is_int(cfg.get("baud")) or cfg.get("baud") <= 0:
+        bad.append("baud must be a positive integer")
+    rbl = cfg.get("read_buf_len")
+    if not _is_int(rbl) or not 1024 <= rbl <= 65534:
+        bad.append("read_buf_len must be 1024..65534")
+    m = cfg.get("model")
+    if not isinstance(m, dict):
+        bad.append("model missing")
+    else:
+        if m.get("source") == "flash":
+            if not _is_int(m.get("address")) or m.get("address") <= 0:
+                bad.append("model.address must be a positive integer")
+            if not _is_int(m.get("size")) or m.get("size") <= 0:
+                bad.append("model.size must be a positive integer")
+        elif m.get("source") == "file":
+            if not isinstance(m.get("path"), str) or not m.get("path"):
+                bad.append("model.path missing")
+        else:
+            bad.append("model.source must be flash or file")
+    i = cfg.get("input")
+    if not isinstance(i, dict) or not _is_int(i.get("width")) or not _is_int(i.get("height")):
+        bad.append("input.width/height missing")
+    outs = cfg.get("outputs")
+    if not isinstance(outs, list) or not outs:
+        bad.append("outputs missing")
+    else:
+        for k, o in enumerate(outs):
+            s = o.get("shape") if isinstance(o, dict) else None
+            if not isinstance(s, list) or len(s) != 3 or not all(_is_int(v) and v > 0 for v in s):
+                bad.append("outputs[%d].shape must be [C, H, W]" % k)
+    d = cfg.get("decoder")
+    if not isinstance(d, dict) or d.get("type") not in decoders.KINDS:
+        bad.append("decoder.type must be one of yolo2, grid, raw")
+    return bad
+
+
+def skip_autostart():
+    import uos
+    for p in SKIP_FILES:
+        try:
+            uos.stat(p)
+            return p
+        except OSError:
+            pass
+    return None
+
+
+# ------------------------------------------------------------------ KPU
+def detect_api():
+    """(api name, KPU object or module); chosen by what the firmware offers."""
+    try:
+        from maix import KPU as _KPU
+        k = _KPU()
+        names = dir(k)
+        if "load" in names and "run" in names and "get_outputs" in names:
+            return API_NEW, k
+        if "load_kmodel" in names and "run_with_output" in names:
+            return API_OLD, k
+    except ImportError:
+        pass
+    try:
+        import KPU as kpu
+        names = dir(kpu)
+        if "load" in names and "forward" in names:
+            return API_LEGACY, kpu
+    except ImportError:
+        pass
+    return None, None
+
+
+def _err_text(e):
+    return "%s: %s" % (type(e).__name__, e)
+
+
+class Model:
+    """One loaded kmodel behind the three KPU API generations. Never raises
+    on load: .error holds the firmware's message."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.shapes = [tuple(o["shape"]) for o in cfg["outputs"]]
+        self.api = None
+        self.k = None
+        self.task = None
+        self.error = None
+        try:
+            self.api, self.k = detect_api()
+        except Exception as e:
+            self.error = "KPU unavailable: " + _err_text(e)
+            return
+        if self.api is None:
+            self.error = "this firmware has no KPU API (no maix.KPU, no KPU module)"
+            return
+        try:
+            self._load()
+        except Exception as e:
+            self.error = "model load failed (%s, %s): %s" % (self.api, self._where(), _err_text(e))
+            self.task = None
+            gc.collect()
+
+    def _where(self):
+        m = self.cfg["model"]
+        if m["source"] == "flash":
+            return "flash 0x%x size %d" % (m["address"], m["size"])
+        return m["path"]
+
+    def loaded(self):
+        return self.error is None
+
+    def _load(self):
+        m = self.cfg["model"]
+        flash = m["source"] == "flash"
+        gc.collect()
+        if self.api == API_NEW:
+            if flash:
+                self.k.load(m["address"], size=m["size"])
+            else:
+                self.k.load(m["path"])
+            self.task = self.k
+        elif self.api == API_OLD:
+            if flash:
+                self.k.load_kmodel(m["address"], m["size"])
+            else:
+                self.k.load_kmodel(m["path"])
+            self.task = self.k
+        else:
+            kpu = self.k
+            self.task = kpu.load(m["address"] if flash else m["path"])
+            if m.get("version", 3) >= 4 and "set_outputs" in dir(kpu):
+                for i, s in enumerate(self.shapes):
+                    kpu.set_outputs(self.task, i, s[2], s[1], s[0])
+
+    def run(self, img):
+        """Run on an Image that has pix_to_ai() data; -> list of flat CHW floats."""
+        n = len(self.shapes)
+        if self.api == API_NEW:
+            self.k.run(img)
+            if n == 1:
+                outs = [self.k.get_outputs()]
+            else:
+                outs = [self.k.get_outputs(index=i) for i in range(n)]
+        elif self.api == API_OLD:
+            r = self.k.run_with_output(img, getlist=True)
+            if r is None:
+                raise OSError("run_with_output returned None")
+            if n > 1 or (len(r) and isinstance(r[0], (list, tuple))):
+                outs = list(r)
+            else:
+                outs = [r]
+        else:
+            fmap = self.k.forward(self.task, img)
+            outs = [fmap[:]]
+            if n > 1:
+                raise OSError("the legacy KPU API returns only the first output")
+        if len(outs) < n:
+            raise OSError("KPU gave %d outputs, config lists %d" % (len(outs), n))
+        for i in range(n):
+            s = self.shapes[i]
+            if len(outs[i]) != s[0] * s[1] * s[2]:
+                raise OSError("output %d has %d values, config shape %dx%dx%d needs %d"
+                              % (i, len(outs[i]), s[0], s[1], s[2], s[0] * s[1] * s[2]))
+        return outs[:n]
+
+    def close(self):
+        try:
+            if self.api == API_LEGACY and self.task is not None:
+                self.k.deinit(self.task)
+            elif self.k is not None and "deinit" in dir(self.k):
+                self.k.deinit()
+        except Exception:
+            pass
+        self.task = None
+
+
+def decode_boxes(cfg, outs):
+    d = cfg["decoder"]
+    if d["type"] == "raw":
+        return []
+    return decoders.decode(d["type"], outs[0], cfg["outputs"][0]["shape"], d)
+
+
+# ------------------------------------------------------------------ pixels
+def rgb565_view(img, nbytes):
+    """Writable bytearray over the Image's pixel buffer (uctypes), or None.
+    Image buffers are read-only to Python; uctypes.addressof() takes the
+    buffer address through the read-only buffer protocol and bytearray_at()
+    maps it writable: the received RGB565 bytes are copied straight in."""
+    try:
+        import uctypes
+        return uctypes.bytearray_at(uctypes.addressof(img), nbytes)
+    except Exception:
+        return None
+
+
+def _u(b, k, n):
+    return int.from_bytes(bytes(b[k:k + n]), "little")
+
+
+def pix_ai_view(img, w, h):
+    """The firmware's own KPU input buffer (planar R, G, B uint8) of an Image
+    after pix_to_ai(), or None. The image object is read through uctypes at
+    id(img): layout check (width, height, pixel pointer = addressof(img)) and
+    an address range check must all pass, else None (the caller falls back to
+    recomputing the expansion)."""
+    try:
+        import uctypes
+        data = uctypes.addressof(img)
+        obj = uctypes.bytearray_at(id(img), 64)
+        if _u(obj, 8, 4) != w or _u(obj, 12, 4) != h:
+            return None
+        n = 3 * w * h
+        for off in (16, 24, 32, 40):
+            if _u(obj, off, 8) == data:
+                p = _u(obj, off + 8, 8)
+                if p == 0 or p == data:
+                    return None
+                if (0x80000000 <= p and p + n <= 0x80800000) or \
+                        (0x40000000 <= p and p + n <= 0x40800000):
+                    return uctypes.bytearray_at(p, n)
+                return None
+    except Exception:
+        return None
+    return None
+
+
+_TABLES = None
+
+
+def _tables():
+    global _TABLES
+    if _TABLES is None:
+        _TABLES = P.expansion_tables()
+    return _TABLES
+
+
+def fill_rows(img, w, off, data):
+    """Slow path without uctypes: RGB565 bytes -> (r, g, b) tuples -> slice
+    store (the firmware converts back to the same RGB565 exactly)."""
+    rb, g6 = _tables()
+    cnt = len(data) // 2
+    lst = [None] * cnt
+    j = 0
+    for i in range(cnt):
+        hi = data[j]
+        lo = data[j + 1]
+        lst[i] = (rb[hi >> 3], g6[((hi & 7) << 3) | (lo >> 5)], rb[lo & 31])
+        j += 2
+    p0 = off // 2
+    img[p0:p0 + cnt] = lst
+
+
+def ticks():
+    return time.ticks_ms()
+
+
+def since(t0):
+    return time.ticks_diff(time.ticks_ms(), t0)
+
+
+def mem_free():
+    try:
+        return gc.mem_free()
+    except Exception:
+        return 0
+
+
+# ------------------------------------------------------------------ serve
+class Transfer:
+    def __init__(self, image_id, fmt, flags, w, h, total):
+        self.id = image_id
+        self.fmt = fmt
+        self.flags = flags
+        self.w = w
+        self.h = h
+        self.total = total
+        self.got = 0
+        self.buf = None      # JPEG bytes
+        self.fail = None     # (code, text): consume the data, then one ERROR
+        self.t0 = ticks()
+
+
+class Server:
+    """The serial-eval server. uart: object with any(), readinto(buf), write(buf)."""
+
+    def __init__(self, cfg, uart, model):
+        self.cfg = cfg
+        self.uart = uart
+        self.model = model
+        self.rbl = cfg["read_buf_len"]
+        self.window = P.window_for(self.rbl)
+        self.chunk = P.chunk_for(self.window)
+        self.parser = P.Parser(max_payload=max(P.DEVICE_MAX_PAYLOAD, self.chunk + 8))
+        self.ack_step = self.window // 4
+        self.consumed = 0
+        self.base = 0
+        self.acked = 0
+        self.seq = 0
+        self.w = cfg["input"]["width"]
+        self.h = cfg["input"]["height"]
+        self.img = None
+        self.view = None
+        self.cur = None
+        self.dead = None
+        self.running = True
+        self.crc_mode = cfg.get("input_crc", "auto")
+        self.rowbuf = None
+        self.images = 0
+        self.write = uart.write
+
+    # -- output
+    def send(self, ftype, parts):
+        P.send(self.write, ftype, self.seq, parts)
+        self.seq = (self.seq + 1) & 0xFFFF
+
+    def error(self, code, ref, text):
+        self.send(P.T_ERROR, [P.pack_error(code, ref, text)])
+
+    def log(self, text):
+        self.send(P.T_LOG, [str(text).encode("utf-8")])
+
+    def ack(self):
+        if self.consumed != self.acked:
+            self.acked = self.consumed
+            self.send(P.T_ACK, [P.pack_ack(self.consumed - self.base)])
+
+    def info(self):
+        d = {"proto": P.VERSION, "firmware": self.cfg.get("firmware"),
+             "api": self.model.api, "model_loaded": self.model.loaded(),
+             "load_error": self.model.error,
+             "kmodel_version": self.cfg["model"].get("version"),
+             "model_sha256": self.cfg["model"].get("sha256"),
+             "model_source": self.cfg["model"]["source"],
+             "input": [self.w, self.h],
+             "outputs": [o["shape"] for o in self.cfg["outputs"]],
+             "decoder": self.cfg["decoder"]["type"],
+             "rx_buf": self.rbl, "window": self.window, "chunk": self.chunk,
+             "max_payload": self.parser.max_payload, "baud": self.cfg["baud"],
+             "formats": ["rgb565", "jpeg"], "input_crc": self.crc_mode,
+             "mem_free": mem_free(), "platform": sys.platform}
+        try:
+            from Maix import utils
+            d["heap_free"] = utils.heap_free()
+        except Exception:
+            pass
+        return d
+
+    # -- input
+    def poll(self):
+        """Drain the UART, handle frames, acknowledge. Returns bytes read."""
+        k = self.uart.any()
+        n = 0
+        if k:
+            room = self.parser.free()
+            if k > len(room):
+                k = len(room)
+            if k:
+                n = self.uart.readinto(room[0:k]) or 0
+                self.parser.commit(n)
+                self.consumed += n
+        while self.running:
+            f = self.parser.next()
+            if f is None:
+                break
+            self.handle(f[0], f[1], f[2])
+        if self.consumed - self.acked >= self.ack_step or (n == 0 and self.consumed != self.acked):
+            self.ack()
+        return n
+
+    def loop(self):
+        while self.running:
+            if not self.poll():
+                time.sleep_ms(1)
+
+    def handle(self, ftype, seq, payload):
+        if self.parser.version != P.VERSION:
+            self.error(P.E_VERSION, 0, "board speaks protocol %d, frame is version %d"
+                       % (P.VERSION, self.parser.version))
+            return
+        try:
+            if ftype == P.T_IMAGE_DATA:
+                self.on_data(payload)
+            elif ftype == P.T_IMAGE_BEGIN:
+                self.on_begin(payload)
+            elif ftype == P.T_HELLO:
+                self.cur = None
+                self.base = self.consumed - self.parser.buffered()
+                self.acked = self.consumed
+                self.send(P.T_INFO, [P.pack_json(self.info())])
+            elif ftype == P.T_EXIT:
+                self.send(P.T_BYE, [])
+                self.running = False
+            elif ftype in P.TYPE_NAMES:
+                self.error(P.E_STATE, 0, "frame type %s is not for the board"
+                           % P.TYPE_NAMES[ftype])
+            else:
+                self.error(P.E_UNKNOWN_TYPE, 0, "unknown frame type 0x%02x" % ftype)
+        except P.ProtocolError as e:
+            self.error(P.E_BAD_PAYLOAD, 0, str(e))
+
+    def on_begin(self, payload):
+        image_id, fmt, flags, w, h, total = P.unpack_image_begin(payload)
+        if self.cur is not None:
+            self.error(P.E_STATE, self.cur.id, "image %d abandoned at %d of %d bytes"
+                       % (self.cur.id, self.cur.got, self.cur.total))
+        t = Transfer(image_id, fmt, flags, w, h, total)
+        self.cur = t
+        self.dead = None
+        if not self.model.loaded():
+            t.fail = (P.E_MODEL_LOAD, self.model.error)
+        elif fmt == P.FMT_RGB565:
+            if w != self.w or h != self.h or total != 2 * w * h:
+                t.fail = (P.E_SIZE, "image %dx%d (%d bytes), model input is %dx%d (%d bytes)"
+                          % (w, h, total, self.w, self.h, 2 * self.w * self.h))
+            else:
+                try:
+                    self.raw_image()
+                except MemoryError as e:
+                    t.fail = (P.E_NO_MEMORY, "RGB565 image buffer: " + _err_text(e))
+        elif fmt == P.FMT_JPEG:
+            if total <= 0 or total > MAX_JPEG:
+                t.fail = (P.E_SIZE, "JPEG of %d bytes (max %d)" % (total, MAX_JPEG))
+            else:
+                try:
+                    gc.collect()
+                    t.buf = bytearray(total)
+                except MemoryError:
+                    self.drop_raw()
+                    try:
+                        t.buf = bytearray(total)
+                    except MemoryError as e:
+                        t.fail = (P.E_NO_MEMORY, "JPEG buffer: " + _err_text(e))
+        else:
+            t.fail = (P.E_FORMAT, "unknown image format %d" % fmt)
+        if total == 0:
+            self.finish()
+
+    def raw_image(self):
+        if self.img is None:
+            import image
+            gc.collect()
+            self.img = image.Image(size=(self.w, self.h))
+            self.view = rgb565_view(self.img, 2 * self.w * self.h)
+        return self.img
+
+    def drop_raw(self):
+        self.img = None
+        self.view = None
+        gc.collect()
+
+    def on_data(self, payload):
+        image_id, off, data = P.unpack_image_data(payload)
+        t = self.cur
+        if t is None or t.id != image_id:
+            if self.dead != image_id:
+                self.dead = image_id
+                self.error(P.E_STATE, image_id, "data for image %d without IMAGE_BEGIN" % image_id)
+            return
+        n = len(data)
+        if off != t.got or off + n > t.total:
+            self.cur = None
+            self.dead = image_id
+            self.error(P.E_STATE, image_id, "image %d: data at offset %d+%d, expected %d of %d"
+                       % (image_id, off, n, t.got, t.total))
+            return
+        if t.fail is None:
+            if t.fmt == P.FMT_JPEG:
+                t.buf[off:off + n] = data
+            elif self.view is not None:
+                self.view[off:off + n] = data
+            elif off % 2 or n % 2:
+                t.fail = (P.E_STATE, "RGB565 chunk splits a pixel (offset %d, %d bytes)" % (off, n))
+            else:
+                fill_rows(self.img, self.w, off, data)
+        t.got += n
+        if t.got == t.total:
+            self.finish()
+
+    def finish(self):
+        t = self.cur
+        self.cur = None
+        self.ack()  # the next image streams in while this one runs
+        if t.fail is not None:
+            self.error(t.fail[0], t.id, t.fail[1])
+            return
+        try:
+            self.infer(t)
+        except MemoryError as e:
+            self.error(P.E_NO_MEMORY, t.id, _err_text(e))
+        except Exception as e:
+            self.error(P.E_INTERNAL, t.id, _err_text(e))
+        gc.collect()
+
+    def infer(self, t):
+        flags = 0
+        t_prep = ticks()
+        if t.fmt == P.FMT_JPEG:
+            import image
+            data = bytes(t.buf)  # from_bytes takes bytes (not bytearray)
+            t.buf = None
+            try:
+                img = image.Image(data, from_bytes=True)
+            except MemoryError:
+                raise
+            except Exception as e:
+                self.error(P.E_JPEG, t.id, "JPEG decode failed: " + _err_text(e))
+                return
+            data = None
+            if img.width() != self.w or img.height() != self.h:
+                self.error(P.E_SIZE, t.id, "JPEG is %dx%d, model input is %dx%d"
+                           % (img.width(), img.height(), self.w, self.h))
+                return
+            view = rgb565_view(img, 2 * self.w * self.h)
+        else:
+            img = self.img
+            view = self.view
+            if view is None:
+                flags |= P.R_PIXELS_SLOW
+        img.pix_to_ai()
+        prep_ms = since(t_prep)
+        t_kpu = ticks()
+        try:
+            outs = self.model.run(img)
+        except MemoryError:
+            raise
+        except Exception as e:
+            self.error(P.E_KPU_RUN, t.id, _err_text(e))
+            return
+        kpu_ms = since(t_kpu)
+        # CRCs of what the KPU saw
+        pixel_crc = 0
+        try:
+            pixel_crc = P.crc32(view if view is not None else img)
+        except Exception:
+            pass
+        input_crc = 0
+        src = P.CRC_NONE
+        if (t.flags & P.F_INPUT_CRC) and self.crc_mode != "off":
+            ai = pix_ai_view(img, self.w, self.h) if self.crc_mode == "auto" else None
+            if ai is not None:
+                input_crc = P.crc32(ai)
+                src = P.CRC_PIX_AI
+            else:
+                px = view
+                if px is None:
+                    try:
+                        px = bytes(img)
+                    except Exception:
+                        px = None
+                if px is not None:
+                    if self.rowbuf is None:
+                        self.rowbuf = bytearray(self.w)
+                    input_crc = P.planar_crc(px, self.w, self.h, self.rowbuf, _tables())
+                    src = P.CRC_LUT
+        boxes = []
+        t_dec = ticks()
+        if not (t.flags & P.F_NO_BOXES):
+            try:
+                boxes = decode_boxes(self.cfg, outs)
+            except Exception as e:
+                flags |= P.R_DECODE_FAILED
+                self.log("image %d: decoder failed: %s" % (t.id, _err_text(e)))
+        decode_ms = since(t_dec)
+        shapes = [o["shape"] for o in self.cfg["outputs"]]
+        parts = P.pack_result_parts(t.id, [(shapes[i], outs[i]) for i in range(len(outs))],
+                                    boxes, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
+                                    src, mem_free(), flags)
+        outs = None
+        self.send(P.T_RESULT, parts)
+        self.images += 1
+
+
+def serve(cfg, uart=None):
+    """Serve mode on the REPL UART: switch to cfg['baud'], disable Ctrl-C,
+    run the protocol until EXIT, then restore the REPL (repl_baud, Ctrl-C)."""
+    import machine
+    import micropython
+    model = Model(cfg)
+    if uart is None:
+        uart = machine.UART.repl_uart()
+    print("k210-deploy serve: proto %d, %d baud, api %s, model %s"
+          % (P.VERSION, cfg["baud"], model.api, "ok" if model.loaded() else model.error))
+    time.sleep_ms(100)  # let the banner leave at the old speed
+    uart.init(cfg["baud"], 8, None, 1, read_buf_len=cfg["read_buf_len"])
+    micropython.kbd_intr(-1)
+    server = Server(cfg, uart, model)
+    try:
+        server.loop()
+        time.sleep_ms(50)  # BYE on the wire before the speed changes
+    finally:
+        micropython.kbd_intr(3)
+        uart.init(cfg.get("repl_baud", 115200), 8, None, 1)
+        model.close()
+    print("k210-deploy serve: exit after %d images" % server.images)
+    return server
+
+
+# ------------------------------------------------------------------ live
+def _clip(v, lo, hi):
+    return lo if v < lo else (hi if v > hi else v)
+
+
+def live(cfg, frames=0):
+    """Live mode: sensor -> KPU -> decoder -> boxes + FPS on the LCD.
+    Ctrl-C stops it (kbd_intr stays on). frames > 0 stops after that many."""
+    import sensor
+    import lcd
+    w = cfg["input"]["width"]
+    h = cfg["input"]["height"]
+    lcd.init()
+    model = Model(cfg)
+    if not model.loaded():
+        print("k210-deploy live: " + model.error)
+        try:
+            lcd.draw_string(4, 4, model.error[:38], lcd.RED, lcd.BLACK)
+        except Exception:
+            pass
+        return None
+    sensor.reset()
+    sensor.set_pixformat(sensor.RGB565)
+    sensor.set_framesize(sensor.QVGA)
+    if w > 320 or h > 240:
+        print("k210-deploy live: model input %dx%d is larger than QVGA" % (w, h))
+        return None
+    if w != 320 or h != 240:
+        sensor.set_windowing((w, h))
+    sensor.skip_frames(time=500)
+    labels = cfg["decoder"].get("labels") or []
+    n = 0
+    fps = 0.0
+    t_last = ticks()
+    try:
+        while frames <= 0 or n < frames:
+            img = sensor.snapshot()
+            outs = model.run(img)
+            boxes = decode_boxes(cfg, outs)
+            for b in boxes:
+                x0 = int(_clip(b[0], 0.0, 1.0) * w)
+                y0 = int(_clip(b[1], 0.0, 1.0) * h)
+                x1 = int(_clip(b[2], 0.0, 1.0) * w)
+                y1 = int(_clip(b[3], 0.0, 1.0) * h)
+                img.draw_rectangle(x0, y0, max(1, x1 - x0), max(1, y1 - y0), color=(255, 0, 0))
+                c = int(b[5])
+                name = labels[c] if c < len(labels) else str(c)
+                img.draw_string(x0 + 2, y0 + 2, "%s %.2f" % (name, b[4]), color=(255, 255, 0))
+            dt = since(t_last)
+            t_last = ticks()
+            if dt > 0:
+                fps = 0.9 * fps + 100.0 / dt if fps else 1000.0 / dt
+            img.draw_string(2, 2, "%.1f fps" % fps, color=(0, 255, 0))
+            lcd.display(img)
+            n += 1
+            outs = None
+    finally:
+        model.close()
+    return n
+
+
+def main(cfg=None):
+    if cfg is None:
+        cfg = load_config()
+    bad = check_config(cfg)
+    if bad:
+        print("k210-deploy: config.json: " + "; ".join(bad))
+        return None
+    if cfg["mode"] == "serve":
+        return serve(cfg)
+    return live(cfg)
