@@ -125,7 +125,7 @@ def _run_stage(command, request, work, timeout, what):
         proc = subprocess.run(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise UserError("nncase did not finish %s within %d s (last step: %s); use fewer "
+        raise UserError("nncase did not finish %s within %g s (last step: %s); use fewer "
                         "calibration images or calibrate method no_clip, or raise the timeout"
                         % (what, timeout, _last_step(request["log"])))
     if os.path.exists(result_path):
