@@ -1,0 +1,107 @@
+"""host/convert.py as users run it: the original user's real model, and bad input."""
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from conftest import REPO, assert_nothing_written, assert_one_line_error, run_tool
+from host import manifest as manifest_mod
+
+SEED_PB = os.path.join(os.path.dirname(REPO), "shared", "data", "seed-face-model",
+                       "Freeze_save.pb")
+SEED_ARGS = ["--frozen-pb", SEED_PB, "--input-node", "Input_image", "--output-node",
+             "Yolo/Final/conv2d/BiasAdd", "--input-size", "240x320", "--decoder", "grid",
+             "--threshold", "0.7"]
+
+
+@pytest.fixture(scope="module")
+def seed_build(tmp_path_factory):
+    if not os.path.isfile(SEED_PB):
+        pytest.skip("the seed model is not at %s (shared/ beside the repo)" % SEED_PB)
+    out = tmp_path_factory.mktemp("seed")
+    proc = run_tool("host/convert.py", *(SEED_ARGS + ["--out", out]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_seed_model_converts_with_high_fidelity(seed_build):
+    out, proc = seed_build
+    report = json.load(open(str(out / "convert_report.json")))
+    assert report["quantization"]["mean_cos"] >= 0.999
+    assert report["quantization"]["outputs"][0]["cos"] >= 0.999
+    assert report["batchnorm"]["verdict"] == "ok"
+    assert report["batchnorm"]["summary"]["fused_batch_norm_inference"] == 6
+    assert report["k210_fit"]["cpu_compute_ops"] == []
+    for text in ("BatchNorm: OK", "cos", "K210 fit", "kmodel V5"):
+        assert text in proc.stdout
+
+
+def test_seed_manifest_is_complete_and_verified(seed_build):
+    out, _ = seed_build
+    m = manifest_mod.load(str(out / "manifest.json"))
+    assert m["kmodel"]["version"] == 5
+    assert m["kmodel"]["sha256"] == manifest_mod.sha256_file(str(out / "model.kmodel"))
+    assert m["input"]["height"] == 240 and m["input"]["width"] == 320
+    assert m["outputs"][0]["shape_chw"] == [5, 7, 10]
+    assert m["decoder"]["type"] == "grid" and m["decoder"]["threshold"] == 0.7
+    assert m["flash"]["address"] == 0x300000
+    assert m["flash"]["end"] == 0x300000 + m["kmodel"]["size"]
+    assert not [n for n in os.listdir(str(out)) if n.startswith(".")]
+
+
+def _images(directory, n, size=(320, 240)):
+    os.makedirs(str(directory), exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", size, (10 * i % 255, 80, 160)).save(str(directory / ("%02d.png" % i)))
+    return directory
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "unreadable", "too_few", "not_images"])
+def test_bad_calibration_dir(tmp_path, case):
+    calib = tmp_path / "calib"
+    expected = {"missing": "does not exist", "empty": "no .jpg", "unreadable": "broken.jpg",
+                "too_few": "fewer than --min-calib 16", "not_images": "no .jpg"}[case]
+    if case == "empty":
+        calib.mkdir()
+    elif case == "unreadable":
+        _images(calib, 16)
+        (calib / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    elif case == "too_few":
+        _images(calib, 5)
+    elif case == "not_images":
+        calib.mkdir()
+        (calib / "notes.txt").write_text("hello")
+    out = tmp_path / "out"
+    proc = run_tool("host/convert.py", *(SEED_ARGS + ["--calib-dir", calib, "--out", out]))
+    assert_one_line_error(proc, expected)
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--output-node", "Yolo/Nope"], "'Yolo/Nope' is not in the graph"),
+    (["--input-node", "Input_imag"], "'Input_imag' is not in the graph"),
+    (["--input-size", "224x320"], "wrong input size"),
+    (["--input-size", "224by320"], "is not HxW"),
+    (["--threshold", "1.5"], "--threshold 1.5 is out of range"),
+    (["--flash-address", "0x300100"], "not 4 KiB aligned"),
+    (["--firmware", "maixpy-v4"], "--ncc"),
+])
+def test_bad_options_give_one_line_errors(tmp_path, args, expected):
+    out = tmp_path / "out"
+    calib = _images(tmp_path / "calib", 16)
+    proc = run_tool("host/convert.py", *(SEED_ARGS + args + ["--calib-dir", calib,
+                                                            "--out", out]))
+    assert_one_line_error(proc, expected)
+    assert_nothing_written(out)
+
+
+def test_corrupt_pb_and_missing_source(tmp_path):
+    bad = tmp_path / "bad.pb"
+    bad.write_bytes(b"\x00\x01garbage" * 10)
+    proc = run_tool("host/convert.py", "--frozen-pb", bad, "--input-size", "224x320",
+                    "--out", tmp_path / "out")
+    assert_one_line_error(proc, "bad.pb")
+    proc = run_tool("host/convert.py", "--out", tmp_path / "out")
+    assert_one_line_error(proc, "exactly one source")
+    assert_nothing_written(tmp_path / "out")
