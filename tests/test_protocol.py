@@ -354,3 +354,273 @@ def test_utilisation_at_1500000():
     line = 1500000 / 10.0
     util = got / (t * line)
     assert util >= 0.90, util
+
+
+# ---------------------------------------------------------------- the board end (detect.Server)
+class FakeUart:
+    """REPL UART seen from the board: a bounded receive ring that drops overflow."""
+
+    def __init__(self, read_buf_len):
+        self.cap = read_buf_len - 1
+        self.rx = bytearray()
+        self.tx = bytearray()
+        self.dropped = 0
+
+    def host_write(self, data):
+        room = self.cap - len(self.rx)
+        self.dropped += max(0, len(data) - room)
+        self.rx += data[:room]
+
+    def any(self):
+        return len(self.rx)
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self.rx))
+        buf[0:n] = self.rx[:n]
+        del self.rx[:n]
+        return n
+
+    def write(self, data):
+        self.tx += bytes(data)
+        return len(data)
+
+
+class FakeImage:
+    def __init__(self, data=None, size=None, from_bytes=False):
+        if from_bytes:
+            from PIL import Image as PILImage
+            import io as _io
+            pil = PILImage.open(_io.BytesIO(data)).convert("RGB")
+            a = np.asarray(pil).astype(np.int64)
+            self.w, self.h = pil.size
+            self.px = list(((a[..., 0] >> 3) << 11 | (a[..., 1] >> 2) << 5 | (a[..., 2] >> 3))
+                           .ravel())
+        else:
+            self.w, self.h = size
+            self.px = [0] * (self.w * self.h)
+        self.ai = False
+
+    def width(self):
+        return self.w
+
+    def height(self):
+        return self.h
+
+    def __setitem__(self, sl, values):
+        # firmware rule: RGB888 tuple -> RGB565 through the 8->5/6 tables
+        self.px[sl] = [((r * 31 + 127) // 255) << 11 | ((g * 63 + 127) // 255) << 5 |
+                       ((b * 31 + 127) // 255) for r, g, b in values]
+
+    def __bytes__(self):
+        return b"".join(struct.pack(">H", p) for p in self.px)
+
+    def pix_to_ai(self):
+        self.ai = True
+
+
+class FakeModel:
+    api = "fake"
+
+    def __init__(self, error=None):
+        self.error = error
+        self.runs = 0
+
+    def loaded(self):
+        return self.error is None
+
+    def run(self, img):
+        assert img.ai, "pix_to_ai() must come before run()"
+        self.runs += 1
+        # grid output (5, 1, 2): a confident box in cell 1, score from pixel 0
+        s = 3.0 if img.px[0] else -3.0
+        return [[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -5.0, s]]
+
+    def close(self):
+        pass
+
+
+def serve_cfg(w=2, h=2, rbl=2048):
+    return {"mode": "serve", "baud": 1500000, "read_buf_len": rbl, "input_crc": "auto",
+            "firmware": "canmv-v5", "input": {"width": w, "height": h, "channels": 3},
+            "model": {"source": "flash", "address": 0x300000, "size": 100, "sha256": "00",
+                      "version": 5},
+            "outputs": [{"node": "out", "shape": [5, 1, 2]}],
+            "decoder": {"type": "grid", "anchors": [], "classes": 1, "labels": ["x"],
+                        "threshold": 0.5, "nms": 0.3}}
+
+
+class Host:
+    """Host end driving a detect.Server through FakeUart with the credit window."""
+
+    def __init__(self, server, uart):
+        self.server, self.uart = server, uart
+        self.parser = P.Parser()
+        self.seq = 0
+        self.credit = None
+        self.got = []
+        self.acks = []
+
+    def pump(self, rounds=1):
+        for _ in range(rounds):
+            self.server.poll()
+            for f in self.parser.feed_all(bytes(self.uart.tx)):
+                if f[0] == P.T_ACK:
+                    self.acks.append(P.unpack_ack(f[2]))
+                    if self.credit:
+                        self.credit.on_ack(self.acks[-1])
+                else:
+                    self.got.append(f)
+            self.uart.tx.clear()
+
+    def send(self, ftype, payload):
+        frame = P.encode(ftype, self.seq, payload)
+        self.seq += 1
+        if self.credit:
+            spins = 0
+            while not self.credit.can_send(len(frame)):
+                self.pump()
+                spins += 1
+                assert spins < 1000, "credit never came back"
+            self.credit.on_send(len(frame))
+        self.uart.host_write(frame)
+
+    def hello(self):
+        self.send(P.T_HELLO, P.pack_json({"proto": 1}))
+        self.pump(3)
+        t, _, p = self.got.pop(0)
+        assert t == P.T_INFO
+        info = P.unpack_json(p)
+        self.credit = P.Credit(info["window"])
+        return info
+
+    def image(self, image_id, w, h, data, fmt=P.FMT_RGB565, flags=P.F_INPUT_CRC, chunk=None):
+        for t, p in P.image_frames(image_id, fmt, flags, w, h, data, chunk or 64):
+            self.send(t, p)
+            self.pump()
+
+
+@pytest.fixture
+def board(monkeypatch):
+    import types
+    from device import detect
+    fake_image = types.ModuleType("image")
+    fake_image.Image = FakeImage
+    monkeypatch.setitem(sys.modules, "image", fake_image)
+    import time as _t
+    utime = types.SimpleNamespace(ticks_ms=lambda: int(_t.monotonic() * 1000),
+                                  ticks_diff=lambda a, b: a - b, sleep_ms=lambda ms: None)
+    monkeypatch.setattr(detect, "time", utime)
+
+    def make(cfg=None, model=None):
+        cfg = cfg or serve_cfg()
+        uart = FakeUart(cfg["read_buf_len"])
+        server = detect.Server(cfg, uart, model or FakeModel())
+        return Host(server, uart), server, uart
+    return make
+
+
+def test_serve_hello_image_result(board):
+    host, server, uart = board()
+    info = host.hello()
+    assert info["proto"] == P.VERSION and info["input"] == [2, 2]
+    assert info["window"] == 2048 - P.WINDOW_MARGIN and info["model_loaded"]
+    rgb565 = bytes([0xF8, 0x00, 0x07, 0xE0, 0x00, 0x1F, 0x84, 0x10])  # red green blue grey
+    host.image(7, 2, 2, rgb565)
+    host.pump(3)
+    (t, _, p), = host.got
+    assert t == P.T_RESULT
+    r = P.unpack_result(p)
+    assert r["image_id"] == 7 and r["outputs"][0]["shape"] == (5, 1, 2)
+    assert len(r["boxes"]) == 1 and r["boxes"][0][5] == 0
+    # the board rebuilt the pixels exactly and the CRC is the planar expansion's
+    assert bytes(server.img) == rgb565
+    assert r["crc_source"] == P.CRC_LUT
+    assert r["input_crc"] == P.planar_crc(rgb565, 2, 2)
+    assert r["flags"] & P.R_PIXELS_SLOW
+    assert uart.dropped == 0
+    assert host.acks[-1] == host.credit.sent  # every byte after HELLO acknowledged
+
+
+def test_serve_pipelined_images_no_drop(board):
+    cfg = serve_cfg(w=16, h=8, rbl=1024)
+    host, server, uart = board(cfg)
+    host.hello()
+    imgs = [bytes(np.random.RandomState(i).randint(0, 256, 256).astype(np.uint8))
+            for i in range(3)]
+    for i, data in enumerate(imgs):
+        for t, p in P.image_frames(i, P.FMT_RGB565, 0, 16, 8, data, 96):
+            host.send(t, p)   # no pump between frames: only the credit window throttles
+    host.pump(20)
+    assert [P.unpack_result(p)["image_id"] for t, _, p in host.got] == [0, 1, 2]
+    assert uart.dropped == 0 and server.model.runs == 3
+
+
+def test_serve_wrong_size_one_error_after_data(board):
+    host, server, uart = board()
+    host.hello()
+    host.image(3, 4, 2, bytes(16))
+    host.pump(3)
+    assert len(host.got) == 1
+    e = P.unpack_error(host.got[0][2])
+    assert e["code"] == P.E_SIZE and e["ref"] == 3 and "model input is 2x2" in e["reason"]
+    assert server.model.runs == 0
+
+
+def test_serve_model_load_error_reported_per_image(board):
+    host, server, uart = board(model=FakeModel(error="model load failed (canmv-new, flash "
+                                                     "0x300000 size 100): OSError: Failed to "
+                                                     "load model"))
+    info = host.hello()
+    assert info["model_loaded"] is False and "Failed to load model" in info["load_error"]
+    host.image(1, 2, 2, bytes(8))
+    host.pump(2)
+    e = P.unpack_error(host.got[-1][2])
+    assert e["code"] == P.E_MODEL_LOAD and "Failed to load model" in e["reason"]
+
+
+def test_serve_protocol_errors(board):
+    host, server, uart = board()
+    host.hello()
+    host.send(0x7E, b"??")
+    host.send(P.T_IMAGE_DATA, P.pack_image_data_prefix(9, 0) + b"abcd")
+    host.send(P.T_IMAGE_DATA, P.pack_image_data_prefix(9, 4) + b"abcd")  # same id: no 2nd error
+    host.send(P.T_IMAGE_BEGIN, b"short")
+    host.pump(3)
+    codes = [P.unpack_error(p)["code"] for t, _, p in host.got]
+    assert codes == [P.E_UNKNOWN_TYPE, P.E_STATE, P.E_BAD_PAYLOAD]
+    # out-of-order chunk: image dropped with one error, the next image still works
+    host.got.clear()
+    host.send(P.T_IMAGE_BEGIN, P.pack_image_begin(4, P.FMT_RGB565, 0, 2, 2, 8))
+    host.send(P.T_IMAGE_DATA, P.pack_image_data_prefix(4, 4) + b"abcd")
+    host.image(5, 2, 2, bytes(8))
+    host.pump(3)
+    assert P.unpack_error(host.got[0][2])["code"] == P.E_STATE
+    assert P.unpack_result(host.got[1][2])["image_id"] == 5
+
+
+def test_serve_jpeg_and_exit(board):
+    from PIL import Image as PILImage
+    import io as _io
+    host, server, uart = board()
+    host.hello()
+    buf = _io.BytesIO()
+    PILImage.new("RGB", (2, 2), (255, 255, 255)).save(buf, "JPEG", quality=95)
+    host.image(11, 2, 2, buf.getvalue(), fmt=P.FMT_JPEG)
+    host.pump(3)
+    r = P.unpack_result(host.got[-1][2])
+    assert r["image_id"] == 11 and len(r["boxes"]) == 1
+    host.send(P.T_EXIT, b"")
+    host.pump(2)
+    assert host.got[-1][0] == P.T_BYE and not server.running
+
+
+def test_serve_frame_with_other_version_gets_error(board):
+    host, server, uart = board()
+    h = bytearray(P.encode(P.T_HELLO, 1, b"{}"))
+    h[2] = 9
+    h[10:12] = struct.pack("<H", binascii.crc32(bytes(h[:10])) & 0xFFFF)
+    h[-4:] = struct.pack("<I", binascii.crc32(bytes(h[:-4])) & 0xFFFFFFFF)
+    uart.host_write(bytes(h))
+    host.pump(2)
+    e = P.unpack_error(host.got[0][2])
+    assert e["code"] == P.E_VERSION and "protocol 1" in e["reason"]
