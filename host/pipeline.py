@@ -118,7 +118,7 @@ def build(opts, log):
         result["timings"] = dict(timer.stages)
         atomic.write_json(os.path.join(stage, "convert_report.json"), result)
         manifest.write(os.path.join(stage, "manifest.json"), manifest_data)
-        shutil.rmtree(quant["dump_dir"], ignore_errors=True)
+        shutil.rmtree(quant["dump_root"], ignore_errors=True)
     log(report.convert_summary(result, manifest_data, opts.out))
     return result
 
@@ -217,15 +217,16 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
               float_outputs, decoder, stage, log):
     """Compile with nncase (or an ncc binary), simulate the held-out images, compare."""
     methods = AUTO_METHODS if opts.calibrate_method == "auto" else (opts.calibrate_method,)
-    # nncase's dump (op placement, schedules; ~16 MB) is read by the K210 fit report, then
-    # discarded with the staging directory.
-    dump_dir = os.path.join(stage, ".nncase-dump")
+    # nncase's dumps (op placement, schedules; ~16 MB each) are read by the K210 fit report,
+    # then discarded.
+    dump_root = os.path.join(stage, ".nncase-dump")
     float_chw = [[to_chw(s) for s in out] for out in float_outputs]
     candidates = []
     best = None
     for method in methods:
         candidate_path = kmodel_path if len(methods) == 1 else kmodel_path + "." + method
         start = time.time()
+        dump_dir = os.path.join(dump_root, method)
         compiled = quantize.compile_kmodel(
             tflite_path, candidate_path, pixels.to_nchw(calib_u8), input_scale,
             calibrate_method=method, dump_dir=dump_dir)
@@ -239,8 +240,8 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
                "%.3f" % evaluation["detection"]["f1"] if evaluation["detection"] else "n/a",
                compile_seconds))
         if best is None or evaluation["mean_l2r"] < best[0]["mean_l2r"]:
-            best = (evaluation, candidate_path, compiled)
-    evaluation, chosen_path, compiled = best
+            best = (evaluation, candidate_path, compiled, dump_dir)
+    evaluation, chosen_path, compiled, dump_dir = best
     if chosen_path != kmodel_path:
         os.replace(chosen_path, kmodel_path)
         for c in candidates:
@@ -253,7 +254,8 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
         quant_report["candidates"] = [{k: c[k] for k in ("calibrate_method", "mean_cos",
                                                          "mean_l2r", "compile_seconds")}
                                       for c in candidates]
-    return {"report": quant_report, "compile": compiled, "dump_dir": dump_dir}
+    return {"report": quant_report, "compile": compiled, "dump_dir": dump_dir,
+            "dump_root": dump_root}
 
 
 def _compare(float_chw, sim_outputs, float_outputs, decoder):
