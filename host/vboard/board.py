@@ -1,0 +1,348 @@
+"""The virtual K210: boot sequence, script execution, Ctrl-C, soft reset.
+
+Board code runs in the main thread of this process with its own builtins: `__import__`
+resolves firmware module names to the shims and flat names to files in the board's
+filesystem (sys.path '', '/flash', ...), `print`/`open` go to the UART and the board's
+filesystem. Nothing in board code can reach host modules.
+
+Ctrl-C: the line's reader thread sees 0x03 while a script runs with the interrupt char
+enabled, drops the byte and sends SIGUSR1 to the main thread; the handler raises
+KeyboardInterrupt there (interrupting sleeps and waits), as the firmware's UART IRQ does.
+"""
+import builtins
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+import types
+
+from host.vboard import dialect, fs, image, shims
+from host.vboard.uart import DEFAULT_BUF, REPL_BAUD, UartPort
+
+_BOARD = None
+
+# Firmware log lines the board prints now and then while user code runs.
+_LOG_LINES = (
+    "[MAIXPY]: sensor: frame timeout, retry",
+    "[MAIXPY]: dvp: frame sync lost",
+    "[MAIXPY]: gc: heap compacted",
+    "[MAIXPY]: lcd: flush done",
+    "[MAIXPY]: kpu: dma channel busy, wait",
+)
+
+def current():
+    return _BOARD
+
+
+class SoftReset(Exception):
+    """Raised out of the REPL loop to restart the interpreter (Ctrl-D, machine.soft_reset)."""
+
+
+class HardReset(Exception):
+    """machine.reset(): reboot with the banner, as after power-on."""
+
+
+class ResetRequest(SystemExit):
+    """What machine.reset()/soft_reset() raise inside board code (a SystemExit, like the
+    firmware); `execute` turns it into SoftReset/HardReset once the script has unwound."""
+
+    def __init__(self, hard):
+        SystemExit.__init__(self)
+        self.hard = hard
+
+
+class Session:
+    """Everything a soft reset throws away: modules, __main__, peripherals, KPU models."""
+
+    def __init__(self):
+        self.modules = {}
+        self.main = {"__name__": "__main__"}
+        self.uarts = {}
+        self.models = []           # loaded KPU models (heap accounting, legacy max 5)
+        self.sensor = None
+        self.lcd = None
+
+
+class Board:
+    def __init__(self, state_dir, profile, line, sensor_dir=None, log_rate=0.0, seed=0):
+        global _BOARD
+        _BOARD = self
+        fs.mount(state_dir)
+        self.state_dir = os.path.abspath(state_dir)
+        self.profile = profile
+        self.line = line
+        self.sensor_dir = sensor_dir
+        self.log_rate = log_rate
+        self.rng = random.Random(seed)
+        self.port = UartPort("UARTHS", line, on_interrupt=self._on_ctrl_c)
+        if line is not None:
+            line.attach(self.port)
+        self.main_thread = threading.main_thread().ident
+        self.executing = False
+        self.friendly_exec = False
+        self.interrupt_char = -1
+        self.pending_interrupt = False
+        self.raw_mode = False
+        self.boot_time = time.monotonic()
+        self.session = Session()
+        self._next_log = self._schedule_log(time.monotonic())
+        self.builtins = self._make_builtins()
+        signal.signal(signal.SIGUSR1, self._sigusr1)
+        sys.displayhook = self._displayhook     # friendly REPL echoes expression values
+
+    def _displayhook(self, value):
+        if value is not None:
+            self.print(repr(value))
+
+    # ------------------------------------------------------------------ console
+    def write(self, data):
+        """Raw bytes to the REPL UART (sys.stdout.write, uart.write on UARTHS)."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.maybe_log()
+        self.port.write(bytes(data))
+
+    def print(self, *args, sep=" ", end="\n", file=None):
+        text = sep.join(str(a) for a in args) + end
+        if file is not None and getattr(file, "board", None) is not self:
+            file.write(text)
+            return
+        # MicroPython's print is "cooked": \n goes out as \r\n
+        self.write(text.replace("\n", "\r\n"))
+
+    def maybe_log(self):
+        """Emit the firmware log lines that fell due, between two writes (as printk does)."""
+        if not (self.friendly_exec and self.log_rate > 0):
+            return
+        now = time.monotonic()
+        while now >= self._next_log:
+            line = "%s\r\n" % self.rng.choice(_LOG_LINES)
+            self.port.write(line.encode("ascii"))
+            self._next_log = self._schedule_log(self._next_log)
+
+    def _schedule_log(self, after):
+        if self.log_rate <= 0:
+            return float("inf")
+        return after + self.rng.expovariate(self.log_rate)
+
+    # ------------------------------------------------------------------ Ctrl-C
+    def _on_ctrl_c(self):
+        # reader thread, under the port lock
+        if self.executing and self.interrupt_char == 3:
+            self.pending_interrupt = True
+            signal.pthread_kill(self.main_thread, signal.SIGUSR1)
+            return True
+        return False
+
+    def _sigusr1(self, signum, frame):
+        fire = self.pending_interrupt and self.executing
+        self.pending_interrupt = False
+        if fire:
+            raise KeyboardInterrupt()
+
+    # ------------------------------------------------------------------ imports
+    def _make_builtins(self):
+        b = dict(builtins.__dict__)
+        for name in ("exit", "quit", "copyright", "credits", "license"):
+            b.pop(name, None)
+        b["__import__"] = self.import_module
+        b["print"] = self.print
+        b["open"] = fs.open_file
+        b["input"] = self.input
+        b[dialect.ATTR_HOOK] = dialect.attr_hook
+        return b
+
+    def import_module(self, name, globals=None, locals=None, fromlist=(), level=0):
+        if level:
+            raise ImportError("relative import not supported")
+        top = name.split(".")[0]
+        module = self._load(top)
+        for i, part in enumerate(name.split(".")[1:], 1):
+            module = self._load(".".join(name.split(".")[:i + 1]))
+        return module if fromlist else self._load(top)
+
+    def _load(self, name):
+        modules = self.session.modules
+        if name in modules:
+            return modules[name]
+        module = shims.make(name, self)
+        if module is None:
+            module = self._load_file(name)
+        modules[name] = module
+        return module
+
+    def sys_path(self):
+        return self.session.modules["sys"].path if "sys" in self.session.modules \
+            else self.default_sys_path()
+
+    def default_sys_path(self):
+        return ["", ".frozen", "/flash/lib"] + ["/" + m for m in reversed(fs.mounts())]
+
+    def _load_file(self, name):
+        rel = name.replace(".", "/")
+        for entry in self.sys_path():
+            base = (entry.rstrip("/") + "/" if entry else "") + rel
+            for candidate, is_pkg in ((base + ".py", False), (base + "/__init__.py", True)):
+                try:
+                    real = fs.resolve(candidate)
+                except OSError:
+                    break
+                if os.path.isfile(real):
+                    return self._exec_module(name, candidate, real, is_pkg)
+            try:
+                if os.path.isfile(fs.resolve(base + ".mpy")):
+                    raise ImportError("vboard cannot run %s.mpy (upload the .py)" % base)
+            except OSError:
+                pass
+        raise ImportError("no module named '%s'" % name)
+
+    def _exec_module(self, name, vpath, real, is_pkg):
+        with open(real, "rb") as f:
+            source = f.read().decode("utf-8")
+        module = types.ModuleType(name)
+        module.__file__ = vpath
+        module.__builtins__ = self.builtins
+        if is_pkg:
+            module.__path__ = [vpath.rsplit("/", 1)[0]]
+        self.session.modules[name] = module
+        try:
+            exec(dialect.compile_source(source, vpath, "exec"), module.__dict__)
+        except BaseException:
+            self.session.modules.pop(name, None)
+            raise
+        return module
+
+    def input(self, prompt=""):
+        self.write(prompt)
+        line = bytearray()
+        while True:
+            c = self.port.read_byte()
+            if c in (10, 13):
+                self.write(b"\r\n")
+                return line.decode("utf-8", "replace")
+            line.append(c)
+            self.write(bytes([c]))
+
+    # ------------------------------------------------------------------ execution
+    def execute(self, source, filename, mode="exec", friendly=False):
+        """Compile and run board code in __main__; print a traceback like MicroPython.
+        Returns 'ok', 'error' or 'exit' (SystemExit)."""
+        try:
+            try:
+                code = dialect.compile_source(source, filename, mode)
+            except SyntaxError as exc:
+                self.print_exception(exc)
+                return "error"
+            g = self.session.main
+            g["__builtins__"] = self.builtins
+            self.interrupt_char = 3
+            self.friendly_exec = friendly
+            self.executing = True
+            try:
+                exec(code, g)
+            finally:
+                self.executing = False
+                self.friendly_exec = False
+                self.interrupt_char = -1
+            return "ok"
+        except ResetRequest as exc:
+            raise HardReset() if exc.hard else SoftReset()
+        except SystemExit:
+            return "exit"
+        except BaseException as exc:   # KeyboardInterrupt too: it ends the script, not us
+            self.executing = False
+            self.print_exception(exc)
+            return "error"
+
+    def exec_file(self, vpath):
+        try:
+            real = fs.resolve(vpath)
+        except OSError:
+            return None
+        if not os.path.isfile(real):
+            return None
+        with open(real, "rb") as f:
+            source = f.read().decode("utf-8", "replace")
+        return self.execute(source, vpath, "exec", friendly=True)
+
+    def format_exception(self, exc):
+        lines = ["Traceback (most recent call last):"]
+        if isinstance(exc, SyntaxError):
+            lines.append('  File "%s", line %s' % (exc.filename, exc.lineno))
+        else:
+            for frame, lineno in traceback.walk_tb(exc.__traceback__):
+                fname = frame.f_code.co_filename
+                if _is_board_file(fname):
+                    lines.append('  File "%s", line %d, in %s'
+                                 % (fname, lineno, frame.f_code.co_name))
+        msg = str(exc.msg if isinstance(exc, SyntaxError) else exc)
+        if isinstance(exc, KeyboardInterrupt) or msg:
+            lines.append("%s: %s" % (type(exc).__name__, msg))
+        else:
+            lines.append(type(exc).__name__)
+        return "\r\n".join(lines) + "\r\n"
+
+    def print_exception(self, exc):
+        self.write(self.format_exception(exc))
+
+    # ------------------------------------------------------------------ boot
+    def run(self):
+        """Power on, then boot forever: a soft reset re-runs boot.py; machine.reset reboots."""
+        hard = True
+        while True:
+            try:
+                self.boot(hard)
+                hard = False
+            except SoftReset:
+                self.write(b"MPY: soft reboot\r\n")
+                hard = False
+            except HardReset:
+                hard = True
+
+    def boot(self, hard):
+        self.session = Session()
+        image.LIVE.clear()
+        self.port.reset(REPL_BAUD, DEFAULT_BUF)
+        fs.chdir("/")
+        if hard:
+            self.raw_mode = False
+            self.write(self.banner())
+        # the built-in _boot.py: SD card if mounted, else /flash; boot.py, then main.py
+        fs.chdir("/sd" if "sd" in fs.mounts() else "/flash")
+        self.exec_file("boot.py")
+        if not self.raw_mode:
+            self.exec_file("main.py")
+        from host.vboard import repl
+        while True:
+            if self.raw_mode:
+                repl.raw_repl(self)
+            else:
+                repl.friendly_repl(self)
+
+    def banner(self):
+        p = self.profile
+        return ("\r\n[MAIXPY]Pll0:freq:806000000\r\n[MAIXPY]Pll1:freq:398666666\r\n"
+                "[MAIXPY]Pll2:freq:45066666\r\n[MAIXPY]cpu:freq:403000000\r\n"
+                "[MAIXPY]kpu:freq:398666666\r\n[MAIXPY]Flash:0xc8:0x17\r\n"
+                "open second core...\r\ngc heap=0x80300000-0x%08x(%d)\r\n"
+                "[MaixPy] init end\r\n\r\n"
+                "  vboard: virtual K210, firmware profile %s\r\n\r\n"
+                % (0x80300000 + p.gc_heap_bytes, p.gc_heap_bytes, p.name))
+
+    def repl_banner(self):
+        return ("MicroPython v%s on 2023-03-22; %s\r\nType \"help()\" for more information.\r\n"
+                % (self.profile.release, self.profile.machine))
+
+    def ticks_ms(self):
+        return int((time.monotonic() - self.boot_time) * 1000)
+
+
+def _is_board_file(name):
+    # board code is compiled with board paths ("main.py", "/flash/x.py", "<stdin>")
+    if name == "<stdin>":
+        return True
+    return not name.startswith("<") and (not os.path.isabs(name)
+                                         or name.startswith(("/flash/", "/sd/")))

@@ -1,0 +1,109 @@
+"""Start and stop a virtual board from a host process (tests, `--port virtual`).
+
+Never imports nncase or the board itself: the board runs in its own process
+(`python -m host.vboard`), so a host that imports TensorFlow can use it.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from host import atomic
+from host.vboard import fs
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_STATE = os.path.join("build", "vboard")
+
+
+class BoardHandle:
+    """A running virtual board: `.port` (pty path), `.url` (socket://... or None), `.pid`,
+    `.state_dir`, `.log` (its stderr file); `.stop()`; usable as a context manager."""
+
+    def __init__(self, proc, status, log_path):
+        self.proc = proc
+        self.port = status["port"]
+        self.url = status["url"]
+        self.pid = status["pid"]
+        self.profile = status["profile"]
+        self.state_dir = status["state"]
+        self.log = log_path
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, timeout=5.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def start_board(state_dir=DEFAULT_STATE, profile="canmv-v5", tcp_port=None, sensor_dir=None,
+                log_rate=0.05, seed=0, link=None, env=None, timeout=30.0):
+    """Spawn `python -m host.vboard` and wait until its pty is ready."""
+    state_dir = os.path.abspath(state_dir)
+    os.makedirs(state_dir, exist_ok=True)
+    status_path = os.path.join(state_dir, "port.json")
+    if os.path.exists(status_path):
+        os.remove(status_path)
+    cmd = [sys.executable, "-m", "host.vboard", "--state", state_dir, "--profile", profile,
+           "--log-rate", str(log_rate), "--seed", str(seed)]
+    if tcp_port is not None:
+        cmd += ["--tcp", str(tcp_port)]
+    if sensor_dir is not None:
+        cmd += ["--sensor-dir", os.path.abspath(sensor_dir)]
+    if link is not None:
+        cmd += ["--link", link]
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = REPO_ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    log_path = os.path.join(state_dir, "vboard.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=full_env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            with open(log_path) as f:
+                raise RuntimeError("virtual board exited (%s): %s" % (proc.returncode, f.read()))
+        try:
+            with open(status_path) as f:
+                status = json.load(f)
+            if status.get("pid") == proc.pid:
+                return BoardHandle(proc, status, log_path)
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("virtual board did not come up within %.0f s (see %s)" % (timeout, log_path))
+
+
+def provision(state_dir, device_dir=None, files=None):
+    """Place files straight into the board's /flash (before a flash tool exists): every .py
+    of `device_dir` plus `files` {name: bytes}. Takes effect at the next (soft) boot."""
+    flash = os.path.join(os.path.abspath(state_dir), "flash")
+    os.makedirs(flash, exist_ok=True)
+    if device_dir is not None:
+        for name in sorted(os.listdir(device_dir)):
+            if name.endswith(".py"):
+                with open(os.path.join(device_dir, name), "rb") as f:
+                    atomic.write_bytes(os.path.join(flash, name), f.read())
+    for name, data in (files or {}).items():
+        atomic.write_bytes(os.path.join(flash, name), data)
+
+
+def write_flash(state_dir, address, data):
+    """Program bytes into the board's 16 MiB flash chip (DIR/flash.bin) at `address`."""
+    fs.write_flash(os.path.abspath(state_dir), address, data)

@@ -1,0 +1,55 @@
+"""host.firmware's profiles, in the shape the virtual board uses them.
+
+The facts (kmodel versions, KPU API, heap budget, GC heap, error texts) come from
+host.firmware only; this module adds what only a board shows: the exception an error
+text is raised as, and what os.uname() / the banner report.
+"""
+import collections
+import re
+
+from host import firmware
+from host.errors import UserError
+
+Profile = collections.namedtuple("Profile", [
+    "name", "kmodel_versions", "api", "heap_bytes", "gc_heap_bytes", "release", "machine",
+    "version_error", "nomem_error", "format_error"])
+
+API = {firmware.API_LEGACY: "legacy", firmware.API_CANMV_OLD: "old",
+       firmware.API_CANMV_NEW: "new"}
+
+# Build tag each firmware reports (os.uname().release, banner); unknown names: MaixPy's.
+_RELEASES = {"maixpy-v3": "0.6.2", "maixpy-v4": "0.6.2", "canmv": "1.0.5",
+             "canmv-v5": "1.0.5-feat_kpu"}
+_MACHINE = "Sipeed_M1 with kendryte-k210"
+
+
+def _as_exception(text, default_type):
+    """'OSError: Failed ... (or ...)' -> ('OSError', 'Failed ...'). MaixPy's "[MAIXPY]kpu:
+    load error:..." texts carry no type: the firmware raises them as ValueError."""
+    text = re.sub(r"\s*\(or .*\)\s*$", "", text)
+    m = re.match(r"^([A-Z][A-Za-z]*Error): (.*)$", text)
+    if m:
+        return m.group(1), m.group(2)
+    return default_type, text
+
+
+def get(name):
+    try:
+        p = firmware.get_profile(name)
+    except UserError as exc:
+        raise SystemExit(str(exc))
+    family = "canmv" if name.startswith("canmv") else "maixpy"
+    default = "ValueError" if family == "maixpy" else "OSError"
+    version_error = _as_exception(p["errors"]["version"], default)
+    return Profile(
+        name=name, kmodel_versions=tuple(p["kmodel_versions"]), api=API[p["api"]],
+        heap_bytes=p["heap_budget"], gc_heap_bytes=p["gc_heap"],
+        release=_RELEASES.get(name, "0.6.2"),
+        machine=_MACHINE, version_error=version_error,
+        nomem_error=_as_exception(p["errors"]["memory"], default),
+        # a file that is no kmodel at all fails in the same loader call
+        format_error=version_error)
+
+
+def names():
+    return sorted(firmware.PROFILES)

@@ -1,0 +1,44 @@
+"""Firmware modules for board code, built fresh at every (soft) boot.
+
+`make(name, board)` returns the module a board script gets for `import name`, or None
+when the firmware has no such built-in (then the board's filesystem is searched). The
+u-prefixed MicroPython names and their plain aliases give the same module object.
+"""
+from host.vboard.shims import kpu_api, lcd, machine, misc, sensor, uos, usys, utime
+
+# firmware name -> canonical name
+_ALIASES = {
+    "time": "utime", "os": "uos", "binascii": "ubinascii", "struct": "ustruct",
+    "json": "ujson", "hashlib": "uhashlib", "usys": "sys", "Maix": "maix",
+    "collections": "ucollections", "random": "urandom", "re": "ure", "errno": "uerrno",
+    "io": "uio", "array": "uarray", "heapq": "uheapq",
+}
+
+# MicroPython built-ins whose CPython counterparts behave alike for device code
+_STDLIB = {"math": "math", "ucollections": "collections", "urandom": "random", "ure": "re",
+           "uerrno": "errno", "uio": "io", "uarray": "array", "uheapq": "heapq"}
+
+_BUILDERS = {
+    "sys": usys.build, "machine": machine.build, "utime": utime.build, "uos": uos.build, "sensor": sensor.build,
+    "lcd": lcd.build, "image": misc.build_image, "fpioa_manager": misc.build_fpioa_manager,
+    "micropython": misc.build_micropython, "gc": misc.build_gc, "utils": misc.build_utils,
+    "ubinascii": misc.build_ubinascii, "ustruct": misc.build_ustruct,
+    "ujson": misc.build_ujson, "uhashlib": misc.build_uhashlib,
+    "maix": kpu_api.build_maix, "KPU": kpu_api.build_legacy,
+}
+
+
+def make(name, board):
+    canonical = _ALIASES.get(name, name)
+    if canonical in board.session.modules:
+        return board.session.modules[canonical]
+    if canonical in _STDLIB:
+        module = __import__(_STDLIB[canonical])
+    elif canonical in _BUILDERS:
+        module = _BUILDERS[canonical](board)
+    else:
+        return None
+    if module is not None:
+        board.session.modules[canonical] = module
+    return module
+

@@ -1,0 +1,126 @@
+"""Small firmware modules: image, fpioa_manager, micropython, gc, utils, ubinascii,
+ustruct, ujson, uhashlib."""
+import binascii as _binascii
+import hashlib as _hashlib
+import json as _json
+import struct as _struct
+
+from host.vboard import image as _image
+from host.vboard import kpu as _kpu
+from host.vboard.shims.base import new_module
+
+# Rough GC-heap use of the interpreter itself after boot (MicroPython objects, REPL).
+_GC_BASE = 48 * 1024
+
+# FPIOA function names a script registers pins to (subset of the K210's 256 functions).
+_FPIOA_FUNCS = (["JTAG_TCLK", "JTAG_TDI", "JTAG_TMS", "JTAG_TDO"]
+                + ["SPI0_D%d" % i for i in range(8)] + ["SPI0_SS%d" % i for i in range(4)]
+                + ["SPI0_ARB", "SPI0_SCLK", "UARTHS_RX", "UARTHS_TX", "RESV6", "RESV7",
+                   "CLK_SPI1", "CLK_I2C1"]
+                + ["GPIOHS%d" % i for i in range(32)] + ["GPIO%d" % i for i in range(8)]
+                + ["UART1_CTS", "UART1_DSR", "UART1_DCD", "UART1_RI", "UART1_SIR_IN",
+                   "UART1_DTR", "UART1_RTS", "UART1_OUT2", "UART1_OUT1", "UART1_SIR_OUT",
+                   "UART1_BAUD", "UART1_RE", "UART1_DE", "UART1_RS485_EN",
+                   "UART1_RX", "UART1_TX", "UART2_RX", "UART2_TX", "UART3_RX", "UART3_TX"])
+
+
+def build_image(board):
+    return new_module("image", Image=_image.Image, RGB565=_image.RGB565,
+                      GRAYSCALE=_image.GRAYSCALE, JPEG=_image.JPEG)
+
+
+class _Fpioa:
+    def __init__(self):
+        for i, name in enumerate(_FPIOA_FUNCS):
+            setattr(self, name, i)
+
+
+class _FpioaManager:
+    def __init__(self):
+        self.fpioa = _Fpioa()
+        self._pins = {}
+
+    def register(self, pin, function, force=False):
+        owner = [p for p, f in self._pins.items() if f == function and p != pin]
+        if owner and not force:
+            raise ValueError("function %d already registered to pin %d" % (function, owner[0]))
+        for p in owner:
+            del self._pins[p]
+        self._pins[pin] = function
+
+    def unregister(self, pin):
+        self._pins.pop(pin, None)
+
+    def get_pin_by_function(self, function):
+        for p, f in self._pins.items():
+            if f == function:
+                return p
+        return None
+
+
+def build_fpioa_manager(board):
+    return new_module("fpioa_manager", fm=_FpioaManager())
+
+
+def build_micropython(board):
+    def kbd_intr(chr):
+        # only lasts for the running program: every execution starts with Ctrl-C enabled
+        board.interrupt_char = chr
+
+    def mem_info(*args):
+        board.print("stack: 2048 out of 16384\nGC: total: %d, used: %d, free: %d"
+                    % (board.profile.gc_heap_bytes, gc_used(board), gc_free(board)))
+
+    return new_module("micropython", const=lambda x: x, kbd_intr=kbd_intr, mem_info=mem_info,
+                      opt_level=lambda *a: 0, alloc_emergency_exception_buf=lambda n: None,
+                      heap_lock=lambda: None, heap_unlock=lambda: None,
+                      schedule=lambda fn, arg: fn(arg))
+
+
+def gc_used(board):
+    """Estimate: interpreter baseline + live image buffers + UART receive buffers."""
+    images = sum(img.nbytes() for img in list(_image.LIVE))
+    return _GC_BASE + images + board.port.capacity
+
+
+def gc_free(board):
+    return max(0, board.profile.gc_heap_bytes - gc_used(board))
+
+
+def build_gc(board):
+    return new_module("gc", collect=lambda: None, mem_free=lambda: gc_free(board),
+                      mem_alloc=lambda: gc_used(board), enable=lambda: None,
+                      disable=lambda: None, isenabled=lambda: True, threshold=lambda *a: -1)
+
+
+def build_utils(board):
+    return new_module("utils", heap_free=lambda: _kpu.heap_free(board),
+                      gc_heap_size=lambda *a: board.profile.gc_heap_bytes)
+
+
+def build_ubinascii(board):
+    def hexlify(data, sep=None):
+        if not sep:
+            return _binascii.hexlify(bytes(data))
+        sep = sep.encode() if isinstance(sep, str) else bytes(sep)
+        return sep.join(_binascii.hexlify(bytes([b])) for b in bytes(data))
+
+    return new_module("ubinascii", hexlify=hexlify, unhexlify=_binascii.unhexlify,
+                      a2b_base64=_binascii.a2b_base64, b2a_base64=_binascii.b2a_base64,
+                      crc32=_binascii.crc32)
+
+
+def build_ustruct(board):
+    return new_module("ustruct", pack=_struct.pack, unpack=_struct.unpack,
+                      calcsize=_struct.calcsize, pack_into=_struct.pack_into,
+                      unpack_from=_struct.unpack_from)
+
+
+def build_ujson(board):
+    return new_module("ujson", dumps=_json.dumps, loads=_json.loads, dump=_json.dump,
+                      load=_json.load)
+
+
+def build_uhashlib(board):
+    # the hardware SHA's one-call-only limit (k210-device.md) is not emulated
+    return new_module("uhashlib", sha256=lambda data=b"": _hashlib.sha256(bytes(data)))

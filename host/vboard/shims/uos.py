@@ -1,0 +1,36 @@
+"""`uos` / `os`: the board's filesystems (host.vboard.fs) and uname()."""
+import collections
+import os
+
+from host.vboard import fs
+from host.vboard.shims.base import new_module
+
+UName = collections.namedtuple("uname_result",
+                               ["sysname", "nodename", "release", "version", "machine"])
+
+
+def build(board):
+    p = board.profile
+
+    def uname():
+        return UName("MaixPy", "MaixPy", p.release,
+                     "v%s on 2023-03-22 (vboard profile %s)" % (p.release, p.name), p.machine)
+
+    def ilistdir(path="."):
+        for name in fs.listdir(path):
+            mode = fs.stat(fs.normalize(path) + "/" + name)[0]
+            yield (name, mode & 0o170000, 0)
+
+    def statvfs(path):
+        # /flash is a 3 MiB SPIFFS of 4 KiB blocks on the board
+        total = 768
+        used = 0
+        for root, _dirs, files in os.walk(fs.resolve(path)):
+            used += sum((os.path.getsize(os.path.join(root, f)) + 4095) // 4096 for f in files)
+        free = max(0, total - used)
+        return (4096, 4096, total, free, free, 0, 0, 0, 0, 255)
+
+    return new_module("uos", listdir=fs.listdir, ilistdir=ilistdir, remove=fs.remove,
+                      unlink=fs.remove, rename=fs.rename, stat=fs.stat, getcwd=fs.getcwd,
+                      chdir=fs.chdir, mkdir=fs.mkdir, rmdir=fs.rmdir, uname=uname,
+                      statvfs=statvfs, sync=lambda: None, sep="/")

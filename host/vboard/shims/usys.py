@@ -1,0 +1,60 @@
+"""`sys` as MicroPython 1.11 on the K210 has it; stdin/stdout/stderr are the REPL UART."""
+import collections
+
+from host.vboard.shims.base import new_module
+
+Implementation = collections.namedtuple("implementation", ["name", "version", "mpy"])
+
+
+class _Stdio:
+    """sys.stdout / sys.stderr / sys.stdin of the board: the REPL UART."""
+
+    def __init__(self, board):
+        self.board = board
+        self.buffer = self
+
+    def write(self, data):
+        self.board.write(data)
+        return len(data)
+
+    def read(self, n=1):
+        out = bytearray()
+        while len(out) < n:
+            out.append(self.board.port.read_byte())
+        return out.decode("utf-8", "replace")
+
+    def readline(self):
+        out = bytearray()
+        while not out.endswith(b"\n"):
+            out.append(self.board.port.read_byte())
+        return out.decode("utf-8", "replace")
+
+    def flush(self):
+        pass
+
+
+def build(board):
+    """A fresh `sys` module for one boot."""
+    m = new_module("sys")
+    m.implementation = Implementation("micropython", (1, 11, 0), 4)
+    m.version = "3.4.0"
+    m.version_info = (3, 4, 0)
+    m.platform = "MaixPy"
+    m.byteorder = "little"
+    m.maxsize = 2 ** 31 - 1
+    m.argv = []
+    m.path = board.default_sys_path()
+    m.modules = board.session.modules
+    stdio = _Stdio(board)
+    m.stdout = m.stderr = m.stdin = stdio
+
+    def exit(code=0):
+        raise SystemExit(code)
+
+    def print_exception(exc, file=None):
+        text = board.format_exception(exc)
+        (file or stdio).write(text if file is None else text.replace("\r\n", "\n"))
+
+    m.exit = exit
+    m.print_exception = print_exception
+    return m
