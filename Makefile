@@ -16,13 +16,15 @@ PYTHON37 ?= $(shell (python3.7 -c '' >/dev/null 2>&1 && command -v python3.7) ||
 BUILD   ?= build
 EXAMPLE := examples/face
 
-.PHONY: help setup kmodel train-example test clean
+.PHONY: help setup demo kmodel train-example test test-fast clean
 
 help:
+	@echo "make demo           the whole pipeline on the built-in example"
 	@echo "make setup          create .venv (Python 3.7) with the pinned requirements"
 	@echo "make kmodel         freeze + BatchNorm check + tflite + nncase kmodel + report (example model)"
 	@echo "make train-example  retrain the example face detector (<= 15 min on 2 cores)"
 	@echo "make test           run the test suite (what CI runs)"
+	@echo "make test-fast      the suite without the slow end-to-end tests"
 
 setup: $(STAMP)
 
@@ -33,6 +35,8 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/pip install -q -r requirements.txt
 	touch $@
 
+demo: kmodel
+
 kmodel: $(STAMP)
 	$(PY) host/convert.py --config $(EXAMPLE)/convert.json --out $(BUILD)
 
@@ -41,6 +45,9 @@ train-example: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf $(BUILD)
