@@ -1,0 +1,78 @@
+"""k210fit on real nncase dump files: op placement, KPU peak, heap fit, flash placement."""
+import os
+
+import pytest
+
+from host import firmware, k210fit, quantize
+from host.errors import UserError
+from test_nncase_stage import ZERO_ONE, random_u8, tiny_models
+
+
+def compile_with_dump(name, hw, tmp_path):
+    dump = str(tmp_path / ("dump_" + name))
+    result = quantize.compile_kmodel(tiny_models()[name], str(tmp_path / (name + ".kmodel")),
+                                     random_u8(2, hw[0], hw[1]), ZERO_ONE, dump_dir=dump)
+    return dump, result
+
+
+def test_small_model_runs_on_the_kpu_and_fits(tmp_path):
+    dump, result = compile_with_dump("small", (32, 32), tmp_path)
+    # the dump file names and formats the module relies on
+    assert os.path.isfile(os.path.join(dump, "k210", "k210_0", "runtime_ops.txt"))
+    assert os.path.isfile(os.path.join(dump, "stackvm", "main", "runtime_ops.txt"))
+    assert os.path.isfile(os.path.join(dump, "codegen", "k210_0.sched"))
+    report, warnings = k210fit.fit_report(dump, result["memory"], result["inputs"][0]["shape"])
+    assert warnings == []
+    assert [op.split()[0] for op in report["kpu_ops"]] == [
+        "KPUUpload", "KPUConv2D", "KPUConv2D", "KPUDownload"]
+    assert [op.split()[0] for op in report["cpu_ops"]] == ["Call", "Dequantize"]
+    assert report["cpu_compute_ops"] == []
+    # codegen/k210_0.sched: input @unknown[0, 4096] (KPU row padding), conv + fused pool
+    # output [1,8,16,16] @unknown[4096, 6144], last conv back at [0, 1024]
+    assert report["kpu_peak_bytes"] == 6144
+    assert report["main_memory_bytes"] == result["memory"]["total"]
+    assert report["fits_heap"] and report["firmware"] == "canmv-v5"
+    assert report["flash"] == {"address": 0x300000, "end": 0x300000 + result["kmodel_size"],
+                               "size": result["kmodel_size"], "ok": True}
+
+
+def test_5x5_conv_runs_on_the_cpu_and_is_named(tmp_path):
+    dump, result = compile_with_dump("conv5x5", (32, 32), tmp_path)
+    report, warnings = k210fit.fit_report(dump, result["memory"], result["inputs"][0]["shape"])
+    assert any(op.startswith("Conv2D ") for op in report["cpu_compute_ops"])
+    cpu_warning = [w for w in warnings if "run on the K210 CPU" in w]
+    assert len(cpu_warning) == 1 and "Conv2D" in cpu_warning[0]
+
+
+def test_height_over_256_warns_with_the_swapped_size(tmp_path):
+    dump, result = compile_with_dump("tall", (320, 240), tmp_path)
+    report, warnings = k210fit.fit_report(dump, result["memory"], result["inputs"][0]["shape"])
+    height = [w for w in warnings if "exceeds the KPU's limit" in w]
+    assert len(height) == 1 and "give height=240 width=320" in height[0]
+    assert report["cpu_compute_ops"]  # the silent float fallback shows in the placement
+
+
+def test_heap_budget_of_the_profile(tmp_path):
+    dump, result = compile_with_dump("small", (32, 32), tmp_path)
+    tiny = dict(firmware.get_profile("maixpy-v4"), name="tiny", heap_budget=1000)
+    report, warnings = k210fit.fit_report(dump, result["memory"], [1, 3, 32, 32], tiny)
+    assert not report["fits_heap"] and report["heap_budget_bytes"] == 1000
+    assert any("main RAM" in w and "tiny" in w for w in warnings)
+
+
+def test_flash_placement():
+    ok, problems = k210fit.flash_placement(0x300000, 126000)
+    assert ok["ok"] and problems == [] and ok["end"] == 0x300000 + 126000
+    _, problems = k210fit.flash_placement(0x300800, 1000)
+    assert problems == ["flash address 0x300800 is not 4 KiB aligned: use 0x301000"]
+    _, problems = k210fit.flash_placement(0x200000, 1000)
+    assert len(problems) == 1 and "below 0x300000" in problems[0]
+    placement, problems = k210fit.flash_placement(0x200000, 1000, allow_below_firmware=True)
+    assert placement["ok"] and problems == []
+    _, problems = k210fit.flash_placement(0xC00000, 2 * 1024 * 1024)
+    assert len(problems) == 1 and "0xD00000" in problems[0]
+
+
+def test_missing_dump_files(tmp_path):
+    with pytest.raises(UserError, match="no op placement files"):
+        k210fit.fit_report(str(tmp_path), {"total": 1, "model": 1}, [1, 3, 32, 32])
