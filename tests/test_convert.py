@@ -105,3 +105,28 @@ def test_corrupt_pb_and_missing_source(tmp_path):
     proc = run_tool("host/convert.py", "--out", tmp_path / "out")
     assert_one_line_error(proc, "exactly one source")
     assert_nothing_written(tmp_path / "out")
+
+
+def test_keras_h5_converts_in_inference_mode(tmp_path):
+    import numpy as np
+    from host.tf_infer import tf
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph).as_default():
+        inp = tf.keras.Input((32, 48, 3))
+        x = tf.keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inp)
+        x = tf.keras.layers.BatchNormalization()(x)
+        x = tf.keras.layers.LeakyReLU(0.1)(x)
+        x = tf.keras.layers.Conv2D(5, 1)(tf.keras.layers.MaxPool2D()(x))
+        model = tf.keras.Model(inp, x)
+        model.compile("adam", "mse")
+        rng = np.random.RandomState(0)
+        model.fit(rng.rand(16, 32, 48, 3), rng.rand(16, 16, 24, 5), epochs=2, verbose=0)
+        model.save(str(tmp_path / "tiny.h5"))
+    out = tmp_path / "out"
+    proc = run_tool("host/convert.py", "--keras-h5", tmp_path / "tiny.h5", "--input-size",
+                    "32x48", "--calib-dir", _images(tmp_path / "calib", 16), "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.load(open(str(out / "convert_report.json")))
+    assert report["batchnorm"]["summary"]["bn_layers"] == 1
+    assert report["batchnorm"]["summary"]["fused_batch_norm_training"] == 0
+    assert report["quantization"]["mean_cos"] > 0.99
