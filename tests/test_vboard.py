@@ -1,0 +1,226 @@
+"""The virtual K210 as a host sees it: real board process, real pty, pyserial.
+
+Board code runs in `python -m host.vboard`; this process only talks to it over the line.
+"""
+import io
+import os
+import time
+
+import numpy as np
+import pytest
+import serial
+from PIL import Image as PILImage
+
+from host.vboard import image as vimage
+from host.vboard.client import RawRepl
+from host.vboard.launcher import provision, start_board
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def board(tmp_path):
+    """A canmv-v5 board with an empty /flash, and a raw REPL on its pty."""
+    with start_board(str(tmp_path / "state"), log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
+            repl = RawRepl(ser)
+            repl.enter()
+            yield handle, ser, repl
+
+
+def _read_for(ser, seconds):
+    data = bytearray()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        data += ser.read(4096)
+    return bytes(data)
+
+
+def test_boots_and_runs_scripts_from_its_flash(tmp_path):
+    state = str(tmp_path / "state")
+    provision(state, files={
+        "boot.py": b"import uos\nwith open('booted.txt', 'w') as f:\n    f.write(uos.getcwd())\n",
+        "helper.py": b"def answer():\n    return 42\n",
+        "main.py": b"import helper, sys\nprint('main', helper.answer(), sys.implementation.name)\n"
+                   b"with open('/flash/main.txt', 'w') as f:\n    f.write(str(helper.answer()))\n",
+    })
+    with start_board(state, log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
+            repl = RawRepl(ser)
+            repl.enter()
+            assert repl.exec("print(open('booted.txt').read(), open('main.txt').read())") \
+                == "/flash 42\r\n"
+            # uos/os describe the firmware, not the host
+            assert repl.exec("import os, sys\nprint(os.uname().machine, sys.implementation.version)") \
+                == "Sipeed_M1 with kendryte-k210 (1, 11, 0)\r\n"
+    with open(os.path.join(state, "flash", "main.txt")) as f:
+        assert f.read() == "42"
+    assert not os.path.exists(os.path.join(state, "port.json")), "cleaned up on stop"
+
+
+def test_raw_repl_round_trip_and_files_persist_across_restart(tmp_path):
+    state = str(tmp_path / "state")
+    with start_board(state, log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
+            repl = RawRepl(ser)
+            repl.enter()
+            out, err = repl.exec_raw("print('hi')\nraise ValueError('bad')")
+            assert out == b"hi\r\n"
+            assert err.startswith(b"Traceback (most recent call last):\r\n")
+            assert err.endswith(b"ValueError: bad\r\n")
+            repl.exec("f = open('/flash/kept.txt', 'wb')\nf.write(b'persisted')\nf.close()")
+            # MicroPython 1.11 has no raw-paste mode: Ctrl-E is just a byte of the program
+            ser.write(b"\x05")
+            ser.write(b"A")
+            assert _read_for(ser, 0.3) == b""
+            ser.write(b"\x03")      # clears the line in raw mode
+            assert repl.exec("print(1)") == "1\r\n"
+    with start_board(state, log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
+            repl = RawRepl(ser)
+            repl.enter()
+            assert repl.exec("import uos\nprint(uos.listdir('/flash'), open('kept.txt').read())") \
+                == "['kept.txt'] persisted\r\n"
+
+
+def test_soft_reset_reruns_boot_py(tmp_path):
+    state = str(tmp_path / "state")
+    provision(state, files={"boot.py": b"print('BOOT.PY RAN')\n"})
+    with start_board(state, log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
+            ser.write(b"\r\x03")
+            time.sleep(0.2)
+            ser.reset_input_buffer()
+            ser.write(b"\x04")          # empty Ctrl-D in the friendly REPL
+            seen = RawRepl(ser).read_until(b">>> ")
+            assert b"MPY: soft reboot\r\n" in seen
+            assert b"BOOT.PY RAN\r\n" in seen
+            assert seen.index(b"soft reboot") < seen.index(b"BOOT.PY RAN")
+
+
+def test_ctrl_c_raises_keyboard_interrupt_unless_disabled(board):
+    handle, ser, repl = board
+    ser.write(b"import time\nwhile True:\n    time.sleep_ms(5)\n\x04")
+    repl.read_until(b"OK")
+    time.sleep(0.3)
+    ser.write(b"\x03")
+    out = repl.read_until(b"\x04")
+    err = repl.read_until(b"\x04")
+    repl.read_until(b">")
+    assert out == b"\x04"
+    assert b"KeyboardInterrupt" in err
+
+    # with kbd_intr(-1), 0x03 is data for the script
+    ser.write(b"import micropython, machine\nmicropython.kbd_intr(-1)\n"
+              b"u = machine.UART.repl_uart()\nprint('READY')\nd = None\n"
+              b"while not d:\n    d = u.read(1)\nprint(d)\n\x04")
+    repl.read_until(b"READY\r\n")
+    ser.write(b"\x03")
+    out = repl.read_until(b"\x04")
+    err = repl.read_until(b"\x04")
+    repl.read_until(b">")
+    assert out == b"b'\\x03'\r\n\x04" and err == b"\x04"
+
+
+def test_uart_receive_buffer_drops_overflow(board):
+    handle, ser, repl = board
+    ser.write(b"import micropython, machine, time\nmicropython.kbd_intr(-1)\n"
+              b"u = machine.UART.repl_uart()\n"
+              b"u.init(115200, 8, None, 1, timeout_char=50, read_buf_len=512)\n"
+              b"print('READY')\ntime.sleep(0.8)\nd = u.read()\n"
+              b"print(len(d), d[:3], d[-3:], u.any())\n\x04")
+    repl.read_until(b"READY\r\n")
+    payload = b"".join(b"%04d" % i for i in range(500))      # 2000 bytes, 4x the buffer
+    ser.write(payload)
+    out = repl.read_until(b"\x04")
+    repl.read_until(b"\x04>")
+    assert out == ("512 %r %r 0\r\n\x04" % (payload[:3], payload[509:512])).encode()
+
+
+def test_uart_is_paced_at_the_configured_baud_and_soft_reset_restores_115200(board):
+    handle, ser, repl = board
+    n = 480                         # 0.5 s each way at 9600 baud (960 bytes/s)
+    ser.write(b"import micropython, machine, time\nmicropython.kbd_intr(-1)\n"
+              b"u = machine.UART.repl_uart()\nprint('READY')\ntime.sleep(0.5)\n"
+              b"u.init(9600, 8, None, 1, timeout_char=300, read_buf_len=4096)\n"
+              b"t0 = time.ticks_ms()\nu.write(b'x' * %d)\n"
+              b"d = u.read(%d)\nt1 = time.ticks_ms()\n"
+              b"print(len(d), time.ticks_diff(t1, t0))\n\x04" % (n, n))
+    repl.read_until(b"READY\r\n")
+    ser.baudrate = 9600             # the host follows the board's baud change
+    got = bytearray()
+    while len(got) < n:
+        chunk = ser.read(n - len(got))
+        if chunk and not got:
+            t_first = time.monotonic()
+        got += chunk
+    t_last = time.monotonic()
+    assert bytes(got) == b"x" * n
+    assert t_last - t_first >= 0.8 * (n - 48) / 960.0
+    t_send = time.monotonic()
+    ser.write(b"y" * n)
+    out = repl.read_until(b"\x04", timeout=10)
+    size, board_ms = out[:-1].split()
+    assert int(size) == n
+    # board total: its own 0.5 s of sending plus our bytes arriving at line rate
+    assert int(board_ms) >= 0.8 * 2 * n / 960.0 * 1000
+    assert time.monotonic() - t_send >= 0.8 * n / 960.0
+    repl.read_until(b"\x04>")
+
+    # soft reset: the REPL UART is back at 115200; a host still at 9600 reads noise
+    ser.write(b"\x04")
+    repl.read_until(b"OK\r\n")
+    time.sleep(0.3)
+    ser.baudrate = 115200
+    ser.reset_input_buffer()
+    repl.enter()
+    assert repl.exec("print('back')") == "back\r\n"
+
+
+def test_jpeg_from_bytes_and_image_rules(board):
+    handle, ser, repl = board
+    buf = io.BytesIO()
+    PILImage.new("RGB", (24, 16), (200, 40, 90)).save(buf, "JPEG", quality=95)
+    provision(handle.state_dir, files={"red.jpg": buf.getvalue(), "red.bin": b"BM" + bytes(64)})
+    out = repl.exec(
+        "import image\n"
+        "img = image.Image(open('/flash/red.jpg', 'rb').read(), from_bytes=True)\n"
+        "print(img.width(), img.height(), img.get_pixel(12, 8))\n"
+        "try:\n    image.Image(open('/flash/red.bin', 'rb').read(), from_bytes=True)\n"
+        "except ValueError:\n    print('not jpeg')\n"
+        "import machine\ntry:\n    machine.UART.repl_uart().readinto(img)\n"
+        "except TypeError:\n    print('read-only')\n")
+    lines = out.split("\r\n")
+    w, h, rest = lines[0].split(" ", 2)
+    assert (w, h) == ("24", "16")
+    r, g, b = (int(v) for v in rest.strip("()").split(","))
+    assert abs(r - 200) <= 10 and abs(g - 40) <= 10 and abs(b - 90) <= 10
+    assert lines[1:3] == ["not jpeg", "read-only"]
+
+
+def test_device_dialect_is_enforced(board):
+    handle, ser, repl = board
+    _, err = repl.exec_raw("x = 1\nprint(f'{x}')")
+    assert b"SyntaxError" in err
+    _, err = repl.exec_raw("b'ab'.hex()")
+    assert b"AttributeError" in err
+    _, err = repl.exec_raw("int.from_bytes(b'ab', byteorder='big')")
+    assert b"TypeError" in err
+    assert repl.exec("print(int.from_bytes(b'\\x01\\x02', 'big'))") == "258\r\n"
+    _, err = repl.exec_raw("import tensorflow")
+    assert b"ImportError: no module named 'tensorflow'" in err
+
+
+def test_pix_to_ai_expands_every_level_with_the_firmware_rule():
+    # the image module is pure Python + numpy: exact check of all 32/64 levels in-process
+    img = vimage.Image(size=(64, 1))
+    for v in range(64):
+        img.set_pixel(v, 0, ((v % 32) << 11) | (v << 5) | (31 - v % 32))
+    img.pix_to_ai()
+    planes = np.frombuffer(img.ai_data(), dtype=np.uint8).reshape(3, 64)
+    for v in range(64):
+        assert planes[0, v] == int(round((v % 32) * 255 / 31.0))
+        assert planes[1, v] == int(round(v * 255 / 63.0))
+        assert planes[2, v] == int(round((31 - v % 32) * 255 / 31.0))
+    # RGB565 is big-endian in the image's memory
+    assert img.to_bytes()[:2] == bytes([0x00, 0x1F])
