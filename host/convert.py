@@ -207,8 +207,11 @@ def _list_nodes(opts):
         graph_def = load_graph_def(opts.frozen_pb)
     elif opts.meta:
         meta = tf.compat.v1.MetaGraphDef()
-        with open(opts.meta, "rb") as f:
-            meta.ParseFromString(f.read())
+        try:
+            with open(opts.meta, "rb") as f:
+                meta.ParseFromString(f.read())
+        except Exception:
+            raise UserError("cannot read meta graph %s: pass an existing .meta file" % opts.meta)
         graph_def = meta.graph_def
     else:
         raise UserError("--list-nodes needs --frozen-pb or --meta")
