@@ -303,10 +303,9 @@ class Parser:
                 out.append((f[0], f[1], bytes(f[2])))
             if pos >= len(data):
                 break
-            if k == 0 and self.buffered() >= self.cap:
-                # cannot happen while frames are bounded; never wedge
-                self.garbage += 1
-                self.start += 1
+            if k == 0:
+                # cannot happen while frames are bounded; never spin
+                self.rescan()
         return out
 
     def stats(self):
