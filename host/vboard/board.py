@@ -10,6 +10,7 @@ enabled, drops the byte and sends SIGUSR1 to the main thread; the handler raises
 KeyboardInterrupt there (interrupting sleeps and waits), as the firmware's UART IRQ does.
 """
 import builtins
+import gc
 import os
 import random
 import signal
@@ -152,6 +153,7 @@ class Board:
         b["print"] = self.print
         b["open"] = fs.open_file
         b["input"] = self.input
+        b["id"] = _board_id
         b[dialect.ATTR_HOOK] = dialect.attr_hook
         return b
 
@@ -304,7 +306,7 @@ class Board:
 
     def boot(self, hard):
         self.session = Session()
-        image.LIVE.clear()
+        gc.collect()        # the old session's images (and their RAM mappings) go now
         self.port.reset(REPL_BAUD, DEFAULT_BUF)
         fs.chdir("/")
         if hard:
@@ -338,6 +340,13 @@ class Board:
 
     def ticks_ms(self):
         return int((time.monotonic() - self.boot_time) * 1000)
+
+
+def _board_id(obj):
+    # id() is an object's address on the board; an Image's is in virtual K210 RAM
+    if isinstance(obj, image.Image):
+        return obj.obj_addr
+    return builtins.id(obj)
 
 
 def _is_board_file(name):

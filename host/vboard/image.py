@@ -8,13 +8,14 @@ host.pixels), so the host's reproduction of the board is checked against an inde
 implementation.
 """
 import io
+import struct
 import weakref
 
 import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from host.vboard import fs
+from host.vboard import fs, memory
 
 GRAYSCALE = 1
 RGB565 = 2
@@ -26,6 +27,13 @@ _EXPAND6 = np.array([int(v * 255.0 / 63 + 0.5) for v in range(64)], dtype=np.uin
 
 # Live images, for gc.mem_free()'s estimate of the GC heap in use.
 LIVE = weakref.WeakSet()
+
+# What an Image object looks like in K210 memory (64-bit RISC-V, MaixPy/CanMV image_t after
+# the MicroPython object base): base, w, h, bpp, pixels, pix_ai. Only the probe in
+# device/detect.py reads it; the type pointer is an arbitrary firmware-like address.
+_OBJ_LAYOUT = struct.Struct("<QIIIIQQ")
+_OBJ_SIZE = 64
+_TYPE_ADDR = 0x80012340
 
 
 def rgb888_to_565(rgb):
@@ -47,12 +55,12 @@ def _color565(color):
     if isinstance(color, int):
         return color & 0xFFFF
     r, g, b = color
-    return int(rgb888_to_565(np.array([[r, g, b]], dtype=np.uint8))[0])
+    return (((r * 31 + 127) // 255) << 11) | (((g * 63 + 127) // 255) << 5) | \
+        ((b * 31 + 127) // 255)
 
 
 class Image:
     def __init__(self, path=None, size=None, from_bytes=False, copy_to_fb=False):
-        self._ai = None
         if path is None:
             w, h = size if size is not None else (320, 240)
             self._set(np.zeros((h, w), dtype=np.uint16), RGB565)
@@ -67,24 +75,37 @@ class Image:
                 raise OSError("Unsupported image format: %s" % path)
             with open(real, "rb") as f:
                 self._set_pil(_decode(io.BytesIO(f.read())))
-        LIVE.add(self)
 
     # -- construction helpers (also used by sensor) --
     @classmethod
     def from_rgb(cls, rgb):
         img = cls.__new__(cls)
-        img._ai = None
         img._set(rgb888_to_565(rgb), RGB565)
-        LIVE.add(img)
         return img
 
     def _set(self, pixels, fmt):
-        self._px = pixels            # uint16 (RGB565) or uint8 (grayscale), HxW
+        # RGB565 is stored big-endian, as in the board's memory, so bytes written through
+        # uctypes land exactly as on the board; the arrays are never reallocated
+        self._px = pixels.astype(">u2") if fmt == RGB565 else pixels.astype(np.uint8)
         self._fmt = fmt
+        self._ai = None                 # uint8 [3*H*W], allocated by the first pix_to_ai()
+        self._ai_valid = False
+        me = weakref.ref(self)
+        self._maps = [memory.alloc(self._px.nbytes, self._px.view(np.uint8).reshape(-1)),
+                      memory.alloc(_OBJ_SIZE, lambda: me()._obj_bytes())]
+        self.addr, self.obj_addr = self._maps
+        weakref.finalize(self, _unmap, self._maps)
+        LIVE.add(self)
+
+    def _obj_bytes(self):
+        ai_addr = self._maps[2] if len(self._maps) > 2 else 0
+        head = _OBJ_LAYOUT.pack(_TYPE_ADDR, self.width(), self.height(), self._px.itemsize, 0,
+                                self.addr, ai_addr)
+        return head + bytes(_OBJ_SIZE - len(head))
 
     def _set_pil(self, pil):
         if pil.mode == "L":
-            self._set(np.asarray(pil, dtype=np.uint8).copy(), GRAYSCALE)
+            self._set(np.asarray(pil, dtype=np.uint8), GRAYSCALE)
         else:
             self._set(rgb888_to_565(np.asarray(pil.convert("RGB"))), RGB565)
 
@@ -95,12 +116,12 @@ class Image:
 
     def _from_pil_edit(self, pil):
         if self._fmt == GRAYSCALE:
-            self._px = np.asarray(pil.convert("L"), dtype=np.uint8).copy()
+            self._px[...] = np.asarray(pil.convert("L"), dtype=np.uint8)
         else:
-            self._px = rgb888_to_565(np.asarray(pil))
+            self._px[...] = rgb888_to_565(np.asarray(pil))
 
     def nbytes(self):
-        return self._px.nbytes + (0 if self._ai is None else len(self._ai))
+        return self._px.nbytes + (0 if self._ai is None else self._ai.nbytes)
 
     # -- queries --
     def width(self):
@@ -134,10 +155,29 @@ class Image:
         return self
 
     def to_bytes(self):
-        """A copy of the pixel buffer (RGB565 big-endian); the image itself is not a buffer."""
-        if self._fmt == GRAYSCALE:
-            return self._px.tobytes()
-        return self._px.astype(">u2").tobytes()
+        """A copy of the pixel buffer (RGB565 big-endian)."""
+        return self._px.tobytes()
+
+    # The firmware's Image is a read-only buffer (bytes(img), crc32(img)); CPython classes
+    # cannot export one, so bytes() works and the crc32 shim accepts an Image.
+    __bytes__ = to_bytes
+
+    # OpenMV pixel access by flat index: img[i] -> (r, g, b), img[a:b] = [(r, g, b), ...]
+    def __len__(self):
+        return self._px.size
+
+    def __getitem__(self, index):
+        flat = self._px.reshape(-1)
+        if isinstance(index, slice):
+            return [tuple(int(c) for c in expand_565(v)) for v in flat[index]]
+        return tuple(int(c) for c in expand_565(flat[index]))
+
+    def __setitem__(self, index, value):
+        flat = self._px.reshape(-1)
+        if isinstance(index, slice):
+            flat[index] = [_color565(c) for c in value]
+        else:
+            flat[index] = _color565(value)
 
     def __repr__(self):
         return "{\"w\":%d, \"h\":%d, \"type\"=\"%s\", \"size\":%d}" % (
@@ -146,12 +186,15 @@ class Image:
 
     # -- KPU buffer --
     def pix_to_ai(self):
-        rgb = self._rgb()
-        self._ai = np.ascontiguousarray(rgb.transpose(2, 0, 1)).tobytes()
+        if self._ai is None:
+            self._ai = np.empty(3 * self._px.size, dtype=np.uint8)
+            self._maps.append(memory.alloc(self._ai.nbytes, self._ai))
+        self._ai.reshape(3, *self._px.shape)[...] = self._rgb().transpose(2, 0, 1)
+        self._ai_valid = True
 
     def ai_data(self):
         """Planar R,G,B bytes last built by pix_to_ai() (or the camera), else None."""
-        return self._ai
+        return self._ai.tobytes() if self._ai_valid else None
 
     # -- drawing: through an RGB888 view, requantised (565 -> 888 -> 565 is lossless) --
     def _draw(self, fn):
@@ -201,9 +244,7 @@ class Image:
     def copy(self, roi=None):
         x, y, w, h = roi if roi is not None else (0, 0, self.width(), self.height())
         img = Image.__new__(Image)
-        img._ai = None
-        img._set(self._px[y:y + h, x:x + w].copy(), self._fmt)
-        LIVE.add(img)
+        img._set(self._px[y:y + h, x:x + w], self._fmt)
         return img
 
     def save(self, path, quality=95):
@@ -215,6 +256,11 @@ class Image:
     def to_pil(self):
         """Host-side helper (lcd snapshots): the RGB888 the LCD would show."""
         return PILImage.fromarray(self._rgb(), "RGB")
+
+
+def _unmap(addresses):
+    for addr in addresses:
+        memory.free(addr)
 
 
 def _decode(stream):

@@ -23,7 +23,7 @@ _BUILDERS = {
     "lcd": lcd.build, "image": misc.build_image, "fpioa_manager": misc.build_fpioa_manager,
     "micropython": misc.build_micropython, "gc": misc.build_gc, "utils": misc.build_utils,
     "ubinascii": misc.build_ubinascii, "ustruct": misc.build_ustruct,
-    "ujson": misc.build_ujson, "uhashlib": misc.build_uhashlib,
+    "ujson": misc.build_ujson, "uhashlib": misc.build_uhashlib, "uctypes": misc.build_uctypes,
     "maix": kpu_api.build_maix, "KPU": kpu_api.build_legacy,
 }
 

@@ -12,6 +12,7 @@ import struct
 from host.vboard import fs
 from host.vboard import kpu as _kpu
 from host.vboard.image import Image
+from host.vboard.shims import misc
 from host.vboard.shims.base import new_module
 
 MAX_LEGACY_MODELS = 5
@@ -122,12 +123,14 @@ class KPUOld(KPU):
         else:
             data = _ai_input(self._model, input)
         self._run(data)
-        out = self._outputs[0]
-        return out.tolist() if getlist else array.array("f", out.tobytes())
+        if getlist:
+            lists = [out.tolist() for out in self._outputs]
+            return lists[0] if len(lists) == 1 else lists
+        return array.array("f", self._outputs[0].tobytes())
 
 
 def build_maix(board):
-    attrs = {}
+    attrs = {"utils": misc.build_utils(board)}
     if board.profile.api in ("new", "old"):
         cls = KPUNew if board.profile.api == "new" else KPUOld
         attrs["KPU"] = type("KPU", (cls,), {"_board": board})

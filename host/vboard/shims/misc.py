@@ -1,12 +1,14 @@
 """Small firmware modules: image, fpioa_manager, micropython, gc, utils, ubinascii,
 ustruct, ujson, uhashlib."""
 import binascii as _binascii
+import gc as _gc
 import hashlib as _hashlib
 import json as _json
 import struct as _struct
 
 from host.vboard import image as _image
 from host.vboard import kpu as _kpu
+from host.vboard import memory as _memory
 from host.vboard.shims.base import new_module
 
 # Rough GC-heap use of the interpreter itself after boot (MicroPython objects, REPL).
@@ -88,7 +90,7 @@ def gc_free(board):
 
 
 def build_gc(board):
-    return new_module("gc", collect=lambda: None, mem_free=lambda: gc_free(board),
+    return new_module("gc", collect=_gc.collect, mem_free=lambda: gc_free(board),
                       mem_alloc=lambda: gc_used(board), enable=lambda: None,
                       disable=lambda: None, isenabled=lambda: True, threshold=lambda *a: -1)
 
@@ -105,9 +107,15 @@ def build_ubinascii(board):
         sep = sep.encode() if isinstance(sep, str) else bytes(sep)
         return sep.join(_binascii.hexlify(bytes([b])) for b in bytes(data))
 
+    def crc32(data, value=0):
+        # an Image is a read-only buffer of its RGB565 bytes on the board
+        if isinstance(data, _image.Image):
+            data = data.to_bytes()
+        return _binascii.crc32(data, value)
+
     return new_module("ubinascii", hexlify=hexlify, unhexlify=_binascii.unhexlify,
                       a2b_base64=_binascii.a2b_base64, b2a_base64=_binascii.b2a_base64,
-                      crc32=_binascii.crc32)
+                      crc32=crc32)
 
 
 def build_ustruct(board):
@@ -119,6 +127,18 @@ def build_ustruct(board):
 def build_ujson(board):
     return new_module("ujson", dumps=_json.dumps, loads=_json.loads, dump=_json.dump,
                       load=_json.load)
+
+
+def build_uctypes(board):
+    """uctypes.addressof / bytearray_at over the virtual RAM map (host.vboard.memory)."""
+    def addressof(obj):
+        if isinstance(obj, _image.Image):
+            return obj.addr
+        raise TypeError("object with buffer protocol required")
+
+    return new_module("uctypes", addressof=addressof, bytearray_at=_memory.view,
+                      UINT8=0, INT8=1, UINT16=2, INT16=3, UINT32=4, INT32=5,
+                      LITTLE_ENDIAN=0, BIG_ENDIAN=1, NATIVE=2)
 
 
 def build_uhashlib(board):
