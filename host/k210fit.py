@@ -109,9 +109,11 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
     fits = needed <= profile["heap_budget"]
     if not fits:
         warnings.append("the model needs %d bytes of main RAM (model %d + working memory %d) but "
-                        "firmware %s leaves about %d: make it smaller or pick a smaller firmware "
-                        "build" % (needed, memory["model"], needed - memory["model"],
-                                   profile.get("name", "custom"), profile["heap_budget"]))
+                        "firmware %s leaves about %d: make it smaller, use a smaller firmware "
+                        "build or shrink the MicroPython GC heap (%d KiB)"
+                        % (needed, memory["model"], needed - memory["model"],
+                           profile.get("name", "custom"), profile["heap_budget"],
+                           profile["gc_heap"] // 1024))
     flash, problems = flash_placement(flash_address, memory["model"], allow_below_firmware)
     warnings.extend(problems)
     report = {

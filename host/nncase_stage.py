@@ -23,12 +23,11 @@ import struct
 import sys
 import time
 
+import nncase
 import numpy as np
 
 from host import atomic, kmodel
 from host.errors import UserError
-
-import nncase  # noqa: E402  (after the host imports: none of them may pull in TensorFlow)
 
 CALIBRATE_METHODS = ("no_clip", "l2", "kld_m0", "kld_m1", "kld_m2", "cdf")
 EXIT_REPORTED = 3
@@ -39,7 +38,7 @@ _DUMP_ENTRIES = ("after_calibration", "codegen", "k210", "kmodel_info.txt", "pas
 
 
 class StageError(Exception):
-    """A failure to report to the caller; nncase=True when nncase raised it."""
+    """A failure to report to the caller; from_nncase when nncase itself raised it."""
 
     def __init__(self, message, from_nncase=False):
         Exception.__init__(self, message)
