@@ -1,0 +1,168 @@
+"""The virtual board's KPU: real kmodels, nncase's Simulator, firmware profiles.
+
+The kmodel is built here in two subprocesses (TensorFlow makes a tiny tflite, nncase compiles
+it), never in this process, which may share a pytest session with TensorFlow tests.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import serial
+
+from host.vboard.client import RawRepl
+from host.vboard.launcher import provision, start_board, write_flash
+
+pytestmark = pytest.mark.timeout(180)
+
+H, W, C = 16, 16, 4
+
+_MAKE_TFLITE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    h, w, c = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [1, h, w, 3], name="Input_image")
+        k = tf.constant(np.random.RandomState(0).uniform(-0.5, 0.5, (3, 3, 3, c)).astype(np.float32))
+        y = tf.nn.relu(tf.nn.conv2d(x, k, [1, 1, 1, 1], "SAME"), name="out")
+        with tf.Session() as s:
+            with open(sys.argv[1], "wb") as f:
+                f.write(tf.lite.TFLiteConverter.from_session(s, [x], [y]).convert())
+""")
+
+# Compiles the kmodel and computes the simulator's output for the planar input the board
+# will build from the test image below (pixel i = RGB565 value i * 257 & 0xFFFF).
+_MAKE_KMODEL = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import nncase
+    tfl, out, ref, h, w = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    co = nncase.CompileOptions()
+    co.target = "k210"
+    co.preprocess = True
+    co.input_type = "uint8"
+    co.input_shape = [1, 3, h, w]
+    co.input_layout = "NCHW"
+    co.input_range = [0, 1]
+    co.output_layout = "NCHW"
+    comp = nncase.Compiler(co)
+    with open(tfl, "rb") as f:
+        comp.import_tflite(f.read(), nncase.ImportOptions())
+    pt = nncase.PTQTensorOptions()
+    pt.samples_count = 2
+    pt.set_tensor_data(np.random.RandomState(1).randint(0, 256, (2, 3, h, w)).astype(np.uint8).tobytes())
+    comp.use_ptq(pt)
+    comp.compile()
+    kmodel = comp.gencode_tobytes()
+    with open(out, "wb") as f:
+        f.write(kmodel)
+    v = (np.arange(h * w, dtype=np.uint32) * 257) & 0xFFFF
+    e5 = np.array([int(i * 255.0 / 31 + 0.5) for i in range(32)], np.uint8)
+    e6 = np.array([int(i * 255.0 / 63 + 0.5) for i in range(64)], np.uint8)
+    planar = np.stack([e5[v >> 11], e6[(v >> 5) & 63], e5[v & 31]]).reshape(1, 3, h, w)
+    sim = nncase.Simulator()
+    sim.load_model(kmodel)
+    sim.set_input_tensor(0, nncase.RuntimeTensor.from_numpy(planar))
+    sim.run()
+    with open(ref, "w") as f:
+        json.dump(sim.get_output_tensor(0).to_numpy().ravel().tolist(), f)
+""")
+
+
+@pytest.fixture(scope="module")
+def kmodel(tmp_path_factory):
+    d = tmp_path_factory.mktemp("kmodel")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    tfl, km, ref = str(d / "tiny.tflite"), str(d / "tiny.kmodel"), str(d / "ref.json")
+    subprocess.run([sys.executable, "-c", _MAKE_TFLITE, tfl, str(H), str(W), str(C)], env=env,
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, "-c", _MAKE_KMODEL, tfl, km, ref, str(H), str(W)], env=env,
+                   check=True, capture_output=True, timeout=120)
+    with open(km, "rb") as f, open(ref) as g:
+        return f.read(), json.load(g)
+
+
+def _repl(handle):
+    ser = serial.Serial(handle.port, 115200, timeout=0.2)
+    repl = RawRepl(ser)
+    repl.enter()
+    return ser, repl
+
+
+_TEST_IMAGE = ("import image\nimg = image.Image(size=(%d, %d))\n"
+               "for i in range(%d):\n    img[i] = (i * 257) & 0xFFFF\n" % (W, H, W * H))
+
+
+def test_canmv_new_api_runs_the_simulator_from_flash_file_and_flash_chip(tmp_path, kmodel):
+    data, reference = kmodel
+    state = str(tmp_path / "state")
+    provision(state, files={"m.kmodel": data})
+    write_flash(state, 0x300000, data)
+    with start_board(state, profile="canmv-v5", log_rate=0) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            out = repl.exec(_TEST_IMAGE + textwrap.dedent("""
+                from maix import KPU
+                k = KPU()
+                k.load('/flash/m.kmodel')
+                try:
+                    k.run(img)
+                except ValueError:
+                    print('no pix_to_ai: ValueError')
+                try:
+                    small = image.Image(size=(8, 8))
+                    small.pix_to_ai()
+                    k.run(small)
+                except OSError:
+                    print('wrong size: OSError')
+                img.pix_to_ai()
+                k.run(img)
+                a = k.get_outputs()
+                k.deinit()
+                k2 = KPU()
+                k2.load(0x300000, size=%d)
+                k2.run(img)
+                b = k2.get_outputs(index=0)
+                print(len(a), a == b)
+                print(repr(a))
+                """ % len(data)))
+    lines = out.split("\r\n")
+    assert lines[:3] == ["no pix_to_ai: ValueError", "wrong size: OSError", "%d True" % (C * H * W)]
+    got = np.array(eval(lines[3]), dtype=np.float32)
+    np.testing.assert_array_equal(got, np.array(reference, dtype=np.float32))
+
+
+def test_maixpy_v4_rejects_a_v5_kmodel_with_error_2002(tmp_path, kmodel):
+    data, _ = kmodel
+    state = str(tmp_path / "state")
+    provision(state, files={"m.kmodel": data})
+    write_flash(state, 0x300000, data)
+    with start_board(state, profile="maixpy-v4", log_rate=0) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            for source in ("'/flash/m.kmodel'", "0x300000"):
+                _, err = repl.exec_raw("import KPU as kpu\ntask = kpu.load(%s)" % source)
+                assert b"ValueError: [MAIXPY]kpu: load error:2002, ERR_KMODEL_VERSION" in err
+            # the profile's KPU generation only: no CanMV KPU class on MaixPy
+            assert repl.exec("import maix\nprint('KPU' in dir(maix))") == "False\r\n"
+
+
+def test_model_larger_than_the_heap_budget_is_rejected(tmp_path, kmodel):
+    data, _ = kmodel
+    state = str(tmp_path / "state")
+    # a valid V5 header followed by 1 MB: more than canmv-v5's model heap
+    provision(state, files={"big.kmodel": data + bytes(1000000), "m.kmodel": data})
+    with start_board(state, profile="canmv-v5", log_rate=0) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            _, err = repl.exec_raw("from maix import KPU\nk = KPU()\nk.load('/flash/big.kmodel')")
+            assert b"MemoryError: Model buffer memory allocation failed" in err
+            before, after = repl.exec(
+                "import utils\nf0 = utils.heap_free()\nk = KPU()\nk.load('/flash/m.kmodel')\n"
+                "print(f0, utils.heap_free())").split()
+            assert int(before) - int(after) > len(data)
