@@ -112,14 +112,15 @@ def check_loadable(profile, version, model_size, working_memory=0):
     profile = get_profile(profile)
     name = profile.get("name", "custom")
     if version not in profile["kmodel_versions"]:
-        raise UserError("firmware %s loads kmodel V%s only, this kmodel is V%d (on the board: %s): %s"
+        raise UserError("firmware %s loads kmodel V%s only, this kmodel is V%d (on the board: "
+                        "%s): %s"
                         % (name, "/V".join(str(v) for v in profile["kmodel_versions"]), version,
                            profile["errors"]["version"], _VERSION_ADVICE[version]))
     needed = model_size + working_memory
     if needed > profile["heap_budget"]:
-        raise UserError("the model needs %d bytes of heap (model %d + working memory %d) but firmware "
-                        "%s has about %d free (on the board: %s): make the model smaller (fewer "
-                        "channels, smaller input), use a smaller firmware build, or reduce the "
-                        "MicroPython GC heap (%d KiB)"
+        raise UserError("the model needs %d bytes of heap (model %d + working memory %d) but "
+                        "firmware %s has about %d free (on the board: %s): make the model "
+                        "smaller (fewer channels, smaller input), use a smaller firmware build, "
+                        "or reduce the MicroPython GC heap (%d KiB)"
                         % (needed, model_size, working_memory, name, profile["heap_budget"],
                            profile["errors"]["memory"], profile["gc_heap"] // 1024))

@@ -62,7 +62,8 @@ def kpu_peak(dump_dir):
 
 
 def flash_placement(address, size, allow_below_firmware=False):
-    """Checks for a model of `size` bytes written to flash at `address`; returns (dict, problems)."""
+    """Checks for a model of `size` bytes written to flash at `address`.
+    Returns ({address, end, size, ok}, problems: one-line strings)."""
     end = address + size
     problems = []
     if address % firmware.FLASH_SECTOR:

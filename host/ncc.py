@@ -142,7 +142,8 @@ def _split_outputs(raw, outputs, kmodel_path):
                         % (len(raw), kmodel_path, expected))
     arrays, offset = [], 0
     for output in outputs:
-        arrays.append(np.frombuffer(raw[offset:offset + output["size"]], dtype=output["dtype"]).copy())
+        chunk = raw[offset:offset + output["size"]]
+        arrays.append(np.frombuffer(chunk, dtype=output["dtype"]).copy())
         offset += output["size"]
     return arrays
 

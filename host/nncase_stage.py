@@ -1,4 +1,4 @@
-"""The nncase 1.9 side of the toolkit: tflite -> K210 kmodel (V5), and kmodels in nncase's simulator.
+"""The nncase 1.9 side of the toolkit: tflite -> K210 kmodel (V5), and nncase's simulator.
 
 Runs only as its own process, `python -m host.nncase_stage COMMAND REQUEST.json RESULT.json`,
 started by host.quantize. Reasons: nncase and TensorFlow ship different C++ runtimes and break
@@ -178,7 +178,8 @@ def _scale_params(request):
     if len(input_range) != 2 or not input_range[0] < input_range[1]:
         raise StageError("input_range must be [low, high] with low < high, got %s" % input_range)
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise StageError("mean and std need 3 values each, std > 0; got mean %s std %s" % (mean, std))
+        raise StageError("mean and std need 3 values each, std > 0; got mean %s std %s"
+                         % (mean, std))
     return input_range, mean, std
 
 
