@@ -166,3 +166,74 @@ def test_model_larger_than_the_heap_budget_is_rejected(tmp_path, kmodel):
                 "import utils\nf0 = utils.heap_free()\nk = KPU()\nk.load('/flash/m.kmodel')\n"
                 "print(f0, utils.heap_free())").split()
             assert int(before) - int(after) > len(data)
+
+
+def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
+    """The repo's unmodified device/ scripts on the virtual board: boot, serve mode at
+    1.5 Mbaud with firmware log lines on the line, one raw RGB565 image, EXIT."""
+    import hashlib
+    import time
+    from device import protocol as P
+    from host import devconfig
+
+    data, reference = kmodel
+    manifest = {"kmodel": {"path": "m.kmodel", "size": len(data), "version": 5,
+                           "sha256": hashlib.sha256(data).hexdigest()},
+                "flash": {"address": 0x300000},
+                "input": {"width": W, "height": H, "channels": 3},
+                "outputs": [{"node": "out", "shape_chw": [C, H, W]}],
+                "decoder": {"type": "raw"}, "firmware": "canmv-v5"}
+    cfg = devconfig.device_config(manifest, model_source="file", grace_ms=300)
+    state = str(tmp_path / "state")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    provision(state, os.path.join(repo, "device"),
+              {"config.json": devconfig.to_json(cfg).encode(), "m.kmodel": data})
+    pixels = ((np.arange(H * W, dtype=np.uint32) * 257) & 0xFFFF).astype(">u2").tobytes()
+
+    with start_board(state, profile="canmv-v5", log_rate=5.0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
+            RawRepl(ser).read_until(b"k210-deploy serve:", timeout=20)
+            line = RawRepl(ser).read_until(b"\r\n")
+            assert b"model ok" in line, line
+            ser.baudrate = cfg["baud"]
+            parser = P.Parser()
+            seq = [0]
+
+            def send(ftype, payload=b""):
+                ser.write(P.encode(ftype, seq[0], payload))
+                seq[0] += 1
+
+            def wait_for(ftype, timeout=10.0):
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    parser.feed(ser.read(4096))
+                    f = parser.next()
+                    while f is not None:
+                        if f[0] == ftype:
+                            return bytes(f[2])
+                        assert f[0] in (P.T_ACK, P.T_LOG), f
+                        f = parser.next()
+                    if ftype == P.T_INFO:
+                        send(P.T_HELLO, P.pack_json({"proto": 1}))
+                raise AssertionError("no frame of type %d" % ftype)
+
+            send(P.T_HELLO, P.pack_json({"proto": 1}))
+            info = P.unpack_json(wait_for(P.T_INFO))
+            assert info["model_loaded"] and info["api"] == "canmv-new"
+            for ftype, payload in P.image_frames(7, P.FMT_RGB565, P.F_INPUT_CRC, W, H, pixels,
+                                                 chunk=info["chunk"]):
+                send(ftype, payload)
+            result = P.unpack_result(wait_for(P.T_RESULT))
+            assert result["image_id"] == 7
+            assert result["pixel_crc"] == P.crc32(pixels)
+            assert result["crc_source"] == P.CRC_PIX_AI     # the firmware's own KPU input
+            assert result["input_crc"] == P.planar_crc(pixels, W, H)
+            np.testing.assert_array_equal(np.array(result["outputs"][0]["data"], np.float32),
+                                          np.array(reference, np.float32))
+            send(P.T_EXIT)
+            wait_for(P.T_BYE)
+            time.sleep(0.2)
+            ser.baudrate = 115200
+            repl = RawRepl(ser)
+            repl.enter()
+            assert repl.exec("print('repl')") == "repl\r\n"
