@@ -121,8 +121,11 @@ def _run_stage(command, request, work, timeout, what):
     with open(request_path, "w") as f:
         json.dump(request, f)
     argv = [sys.executable, "-m", "host.nncase_stage", command, request_path, result_path]
+    # cwd = the temporary directory: without dump_dir nncase still writes kmodel_info.txt there
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p))
     try:
-        proc = subprocess.run(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+        proc = subprocess.run(argv, cwd=work, env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise UserError("nncase did not finish %s within %g s (last step: %s); use fewer "

@@ -256,9 +256,12 @@ def test_crash_becomes_a_one_line_message():
     assert "\n" not in message
 
 
-def test_simulate_refuses_wrong_input_and_non_kmodel(tmp_path):
+def test_simulate_refuses_wrong_input_and_non_kmodel(tmp_path, monkeypatch):
+    monkeypatch.chdir(str(tmp_path))
     kmodel_path = str(tmp_path / "small.kmodel")
     quantize.compile_kmodel(tiny_models()["small"], kmodel_path, random_u8(2, 32, 32), ZERO_ONE)
+    # without dump_dir nncase writes kmodel_info.txt into its cwd: not the caller's
+    assert os.listdir(str(tmp_path)) == ["small.kmodel"]
     with pytest.raises(UserError, match=r"needs uint8 \[N, 3, 32, 32\]"):
         quantize.simulate(kmodel_path, random_u8(1, 16, 16))
     not_kmodel = tmp_path / "x.kmodel"
