@@ -224,3 +224,19 @@ def test_pix_to_ai_expands_every_level_with_the_firmware_rule():
         assert planes[2, v] == int(round((31 - v % 32) * 255 / 31.0))
     # RGB565 is big-endian in the image's memory
     assert img.to_bytes()[:2] == bytes([0x00, 0x1F])
+
+
+def test_same_uart_over_tcp_and_status_file(tmp_path):
+    state = str(tmp_path / "state")
+    link = str(tmp_path / "ttyK210")
+    with start_board(state, tcp_port=0, link=link, log_rate=0) as handle:
+        assert handle.url.startswith("socket://127.0.0.1:")
+        assert os.path.realpath(link) == os.path.realpath(handle.port)
+        with open(os.path.join(state, "port.json")) as f:
+            status = f.read()
+        assert handle.port in status and '"profile": "canmv-v5"' in status
+        with serial.serial_for_url(handle.url, timeout=0.2) as ser:
+            repl = RawRepl(ser)
+            repl.enter()
+            assert repl.exec("print(6 * 7)") == "42\r\n"
+    assert not os.path.lexists(link)

@@ -20,18 +20,22 @@ pytestmark = pytest.mark.timeout(180)
 
 H, W, C = 16, 16, 4
 
+# argv: (path, h, w, c) repeated: one conv + relu tflite per group
 _MAKE_TFLITE = textwrap.dedent("""
     import sys
     import numpy as np
     import tensorflow as tf
-    h, w, c = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    with tf.Graph().as_default():
-        x = tf.placeholder(tf.float32, [1, h, w, 3], name="Input_image")
-        k = tf.constant(np.random.RandomState(0).uniform(-0.5, 0.5, (3, 3, 3, c)).astype(np.float32))
-        y = tf.nn.relu(tf.nn.conv2d(x, k, [1, 1, 1, 1], "SAME"), name="out")
-        with tf.Session() as s:
-            with open(sys.argv[1], "wb") as f:
-                f.write(tf.lite.TFLiteConverter.from_session(s, [x], [y]).convert())
+    args = sys.argv[1:]
+    for i in range(0, len(args), 4):
+        path, h, w, c = args[i], int(args[i + 1]), int(args[i + 2]), int(args[i + 3])
+        with tf.Graph().as_default():
+            x = tf.placeholder(tf.float32, [1, h, w, 3], name="Input_image")
+            k = tf.constant(np.random.RandomState(0).uniform(-0.5, 0.5, (3, 3, 3, c))
+                            .astype(np.float32))
+            y = tf.nn.relu(tf.nn.conv2d(x, k, [1, 1, 1, 1], "SAME"), name="out")
+            with tf.Session() as s:
+                with open(path, "wb") as f:
+                    f.write(tf.lite.TFLiteConverter.from_session(s, [x], [y]).convert())
 """)
 
 # Compiles the kmodel and computes the simulator's output for the planar input the board
@@ -73,18 +77,34 @@ _MAKE_KMODEL = textwrap.dedent("""
 """)
 
 
+YOLO_C = 30        # 5 anchors x (5 + 1 class): what the legacy run_yolo2 expects
+
+
 @pytest.fixture(scope="module")
-def kmodel(tmp_path_factory):
+def models(tmp_path_factory):
+    """{'tiny': (kmodel bytes, simulator output for the test image), 'yolo': (bytes, ...)}"""
     d = tmp_path_factory.mktemp("kmodel")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    tfl, km, ref = str(d / "tiny.tflite"), str(d / "tiny.kmodel"), str(d / "ref.json")
-    subprocess.run([sys.executable, "-c", _MAKE_TFLITE, tfl, str(H), str(W), str(C)], env=env,
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run([sys.executable, "-c", _MAKE_KMODEL, tfl, km, ref, str(H), str(W)], env=env,
-                   check=True, capture_output=True, timeout=120)
-    with open(km, "rb") as f, open(ref) as g:
-        return f.read(), json.load(g)
+    specs = {"tiny": C, "yolo": YOLO_C}
+    tf_args = []
+    for name, c in specs.items():
+        tf_args += [str(d / (name + ".tflite")), str(H), str(W), str(c)]
+    subprocess.run([sys.executable, "-c", _MAKE_TFLITE] + tf_args, env=env, check=True,
+                   capture_output=True, timeout=120)
+    out = {}
+    for name in specs:
+        tfl, km, ref = (str(d / (name + ext)) for ext in (".tflite", ".kmodel", ".json"))
+        subprocess.run([sys.executable, "-c", _MAKE_KMODEL, tfl, km, ref, str(H), str(W)],
+                       env=env, check=True, capture_output=True, timeout=120)
+        with open(km, "rb") as f, open(ref) as g:
+            out[name] = (f.read(), json.load(g))
+    return out
+
+
+@pytest.fixture(scope="module")
+def kmodel(models):
+    return models["tiny"]
 
 
 def _repl(handle):
@@ -237,3 +257,71 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
             repl = RawRepl(ser)
             repl.enter()
             assert repl.exec("print('repl')") == "repl\r\n"
+
+
+def _custom_v5_build(base):
+    """A hypothetical build of `base` whose loader takes V5: reaches the older KPU APIs."""
+    from host import firmware
+    return dict(firmware.PROFILES[base], name=base + "-v5build", kmodel_versions=[3, 4, 5],
+                heap_budget=4000000)
+
+
+def test_legacy_kpu_api(tmp_path, models):
+    data, reference = models["tiny"]
+    yolo, _ = models["yolo"]
+    state = str(tmp_path / "state")
+    provision(state, files={"y.kmodel": yolo})
+    write_flash(state, 0x300000, data)
+    with start_board(state, profile=_custom_v5_build("maixpy-v4"), log_rate=0) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            out = repl.exec(_TEST_IMAGE + textwrap.dedent("""
+                import KPU as kpu
+                task = kpu.load(0x300000)
+                kpu.set_outputs(task, 0, %d, %d, %d)
+                img.pix_to_ai()
+                fmap = kpu.forward(task, img)
+                a = fmap[:]
+                print(len(a), kpu.deinit(task))
+                print(repr(a))
+                t = kpu.load('/flash/y.kmodel')
+                kpu.init_yolo2(t, 1.0, 0.3, 5, [1.0] * 10)
+                print(kpu.run_yolo2(t, img))
+                kpu.init_yolo2(t, 0.0, 0.3, 5, [1.0] * 10)
+                objs = kpu.run_yolo2(t, img)
+                print(len(objs), objs[0].classid(), len(objs[0].rect()))
+                tasks = [kpu.load('/flash/y.kmodel') for i in range(4)]
+                try:
+                    kpu.load('/flash/y.kmodel')
+                except ValueError as e:
+                    print('sixth', e)
+                """ % (W, H, C)))
+    lines = out.split("\r\n")
+    assert lines[0] == "%d True" % (C * H * W)
+    np.testing.assert_array_equal(np.array(eval(lines[1]), np.float32),
+                                  np.array(reference, np.float32))
+    assert lines[2] == "None"                       # nothing found: None, not []
+    assert lines[3] == "10 0 4"                     # at most 10 boxes
+    assert lines[4].startswith("sixth [MAIXPY]kpu: load error:2009")
+
+
+def test_canmv_old_kpu_api(tmp_path, models):
+    data, reference = models["tiny"]
+    state = str(tmp_path / "state")
+    provision(state, files={"m.kmodel": data})
+    with start_board(state, profile=_custom_v5_build("canmv"), log_rate=0) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            out = repl.exec(_TEST_IMAGE + textwrap.dedent("""
+                from maix import KPU
+                k = KPU()
+                print(sorted(n for n in dir(k) if not n.startswith('_')))
+                k.load_kmodel('/flash/m.kmodel')
+                img.pix_to_ai()
+                a = k.run_with_output(img, getlist=True)
+                print(repr(a))
+                """))
+    lines = out.split("\r\n")
+    assert lines[0] == "['deinit', 'load_kmodel', 'run_with_output']"
+    np.testing.assert_array_equal(np.array(eval(lines[1]), np.float32),
+                                  np.array(reference, np.float32))

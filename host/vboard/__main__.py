@@ -1,5 +1,5 @@
-"""`python -m host.vboard --state DIR [--profile P] [--tcp PORT] [--link FILE]
-[--sensor-dir DIR] [--log-rate R] [--seed N]`
+"""`python -m host.vboard --state DIR [--profile P | --profile-file JSON] [--tcp PORT]
+[--link FILE] [--sensor-dir DIR] [--log-rate R] [--seed N]`
 
 Creates the board's pty, writes DIR/port.json ({port, url, pid, profile, state}) once the
 board is ready (and `--link FILE` as a symlink to the pty), prints the pty path on stdout,
@@ -27,6 +27,9 @@ def parse_args(argv):
                     help="state directory: flash/ (the /flash filesystem), flash.bin, lcd/")
     ap.add_argument("--profile", default="canmv-v5", choices=profiles.names(),
                     help="firmware profile (host.firmware)")
+    ap.add_argument("--profile-file", default=None, metavar="JSON",
+                    help="a custom firmware profile in host.firmware's format (overrides "
+                         "--profile), e.g. a build with another heap budget")
     ap.add_argument("--tcp", type=int, default=None, metavar="PORT",
                     help="also serve the UART on socket://127.0.0.1:PORT (0: any free port)")
     ap.add_argument("--link", default=None, metavar="FILE",
@@ -42,7 +45,11 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     state = os.path.abspath(args.state)
     os.makedirs(state, exist_ok=True)
-    profile = profiles.get(args.profile)
+    profile_spec = args.profile
+    if args.profile_file:
+        with open(args.profile_file) as f:
+            profile_spec = json.load(f)
+    profile = profiles.get(profile_spec)
     line = Line(tcp_port=args.tcp, noise_seed=args.seed)
     board = Board(state, profile, line, sensor_dir=args.sensor_dir, log_rate=args.log_rate,
                   seed=args.seed)

@@ -51,14 +51,21 @@ class BoardHandle:
 
 def start_board(state_dir=DEFAULT_STATE, profile="canmv-v5", tcp_port=None, sensor_dir=None,
                 log_rate=0.05, seed=0, link=None, env=None, timeout=30.0):
-    """Spawn `python -m host.vboard` and wait until its pty is ready."""
+    """Spawn `python -m host.vboard` and wait until its pty is ready. `profile`: a
+    host.firmware profile name, or a dict in that format (a custom firmware build)."""
     state_dir = os.path.abspath(state_dir)
     os.makedirs(state_dir, exist_ok=True)
     status_path = os.path.join(state_dir, "port.json")
     if os.path.exists(status_path):
         os.remove(status_path)
-    cmd = [sys.executable, "-m", "host.vboard", "--state", state_dir, "--profile", profile,
+    cmd = [sys.executable, "-m", "host.vboard", "--state", state_dir,
            "--log-rate", str(log_rate), "--seed", str(seed)]
+    if isinstance(profile, dict):
+        profile_path = os.path.join(state_dir, "profile.json")
+        atomic.write_json(profile_path, profile)
+        cmd += ["--profile-file", profile_path]
+    else:
+        cmd += ["--profile", profile]
     if tcp_port is not None:
         cmd += ["--tcp", str(tcp_port)]
     if sensor_dir is not None:

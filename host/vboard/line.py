@@ -115,10 +115,8 @@ class Line:
                 return
             raise
         pacer.wait_sent(len(data), baud)
-        if self.host_baud() == baud:
+        if self.host_baud() == baud:     # else: framing errors, the bytes are lost
             self.port.feed(data)
-        else:
-            self.port.dropped += len(data)
 
     def _from_tcp(self, pacer):
         baud = self.port.baud

@@ -34,11 +34,14 @@ def _as_exception(text, default_type):
 
 
 def get(name):
+    """`name`: a host.firmware profile name, or a dict in host.firmware's profile format
+    (with a "name"), e.g. a custom firmware build."""
     try:
         p = firmware.get_profile(name)
     except UserError as exc:
         raise SystemExit(str(exc))
-    family = "canmv" if name.startswith("canmv") else "maixpy"
+    name = p.get("name", "custom")
+    family = "canmv" if p["api"] != firmware.API_LEGACY else "maixpy"
     default = "ValueError" if family == "maixpy" else "OSError"
     version_error = _as_exception(p["errors"]["version"], default)
     return Profile(

@@ -58,7 +58,6 @@ class UartPort:
             self.baud = baud
             self.capacity = buf_len
             self.rx = bytearray()
-            self.dropped = 0
 
     # -- receive side (reader thread) --
     def feed(self, data):
@@ -70,10 +69,8 @@ class UartPort:
                         continue
                     kept.append(b)
                 data = bytes(kept)
-            room = self.capacity - len(self.rx)
-            if len(data) > room:
-                self.dropped += len(data) - max(room, 0)
-                data = data[:max(room, 0)]
+            room = max(self.capacity - len(self.rx), 0)
+            data = data[:room]
             if data:
                 self.rx += data
                 self.cond.notify_all()

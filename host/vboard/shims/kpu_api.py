@@ -206,6 +206,8 @@ def _region_yolo2(out, shape, img_w, img_h, threshold, nms, anchors):
     """The firmware's region layer: classes derived assuming 5 anchors, at most 10 boxes."""
     c, gh, gw = shape
     classes = c // 5 - 5
+    if classes < 1:
+        raise ValueError("run_yolo2: output has %d channels, needs 5 x (5 + classes)" % c)
     n_anchor = len(anchors) // 2
     t = out.reshape(c, gh, gw)
     boxes = []
