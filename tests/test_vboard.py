@@ -51,8 +51,8 @@ def test_boots_and_runs_scripts_from_its_flash(tmp_path):
             assert repl.exec("print(open('booted.txt').read(), open('main.txt').read())") \
                 == "/flash 42\r\n"
             # uos/os describe the firmware, not the host
-            assert repl.exec("import os, sys\nprint(os.uname().machine, sys.implementation.version)") \
-                == "Sipeed_M1 with kendryte-k210 (1, 11, 0)\r\n"
+            out = repl.exec("import os, sys\nprint(os.uname().machine, sys.implementation.version)")
+            assert out == "Sipeed_M1 with kendryte-k210 (1, 11, 0)\r\n"
     with open(os.path.join(state, "flash", "main.txt")) as f:
         assert f.read() == "42"
     assert not os.path.exists(os.path.join(state, "port.json")), "cleaned up on stop"
@@ -240,3 +240,25 @@ def test_same_uart_over_tcp_and_status_file(tmp_path):
             repl.enter()
             assert repl.exec("print(6 * 7)") == "42\r\n"
     assert not os.path.lexists(link)
+
+
+def test_camera_from_sensor_dir_and_lcd_frames(tmp_path):
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    PILImage.new("RGB", (400, 300), (0, 128, 255)).save(str(cam / "a.png"))
+    state = str(tmp_path / "state")
+    with start_board(state, sensor_dir=str(cam), log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
+            repl = RawRepl(ser)
+            repl.enter()
+            out = repl.exec(
+                "import sensor, lcd\nsensor.reset()\nsensor.set_pixformat(sensor.RGB565)\n"
+                "sensor.set_framesize(sensor.QVGA)\nsensor.set_windowing((224, 224))\n"
+                "sensor.skip_frames(time=100)\nimg = sensor.snapshot()\n"
+                "print(img.width(), img.height(), img.get_pixel(100, 100))\n"
+                "lcd.init()\nimg.draw_rectangle(10, 10, 50, 50, color=(255, 0, 0))\n"
+                "lcd.display(img)\nlcd.draw_string(0, 0, 'hi', lcd.RED, lcd.BLACK)\n")
+    assert out.endswith("224 224 (0, 130, 255)\r\n")     # 128 -> G6 32 -> 130
+    frame = PILImage.open(os.path.join(state, "lcd", "0000.png"))
+    assert frame.size == (224, 224) and frame.getpixel((10, 10)) == (255, 0, 0)
+    assert os.path.exists(os.path.join(state, "lcd", "0001.png"))

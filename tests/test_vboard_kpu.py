@@ -58,7 +58,8 @@ _MAKE_KMODEL = textwrap.dedent("""
         comp.import_tflite(f.read(), nncase.ImportOptions())
     pt = nncase.PTQTensorOptions()
     pt.samples_count = 2
-    pt.set_tensor_data(np.random.RandomState(1).randint(0, 256, (2, 3, h, w)).astype(np.uint8).tobytes())
+    calib = np.random.RandomState(1).randint(0, 256, (2, 3, h, w)).astype(np.uint8)
+    pt.set_tensor_data(calib.tobytes())
     comp.use_ptq(pt)
     comp.compile()
     kmodel = comp.gencode_tobytes()

@@ -19,7 +19,8 @@ _STDLIB = {"math": "math", "ucollections": "collections", "urandom": "random", "
            "uerrno": "errno", "uio": "io", "uarray": "array", "uheapq": "heapq"}
 
 _BUILDERS = {
-    "sys": usys.build, "machine": machine.build, "utime": utime.build, "uos": uos.build, "sensor": sensor.build,
+    "sys": usys.build, "machine": machine.build, "utime": utime.build, "uos": uos.build,
+    "sensor": sensor.build,
     "lcd": lcd.build, "image": misc.build_image, "fpioa_manager": misc.build_fpioa_manager,
     "micropython": misc.build_micropython, "gc": misc.build_gc, "utils": misc.build_utils,
     "ubinascii": misc.build_ubinascii, "ustruct": misc.build_ustruct,
