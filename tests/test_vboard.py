@@ -100,9 +100,8 @@ def test_soft_reset_reruns_boot_py(tmp_path):
 
 def test_ctrl_c_raises_keyboard_interrupt_unless_disabled(board):
     handle, ser, repl = board
-    ser.write(b"import time\nwhile True:\n    time.sleep_ms(5)\n\x04")
-    repl.read_until(b"OK")
-    time.sleep(0.3)
+    ser.write(b"import time\nprint('RUNNING')\nwhile True:\n    time.sleep_ms(5)\n\x04")
+    repl.read_until(b"OKRUNNING\r\n")
     ser.write(b"\x03")
     out = repl.read_until(b"\x04")
     err = repl.read_until(b"\x04")
