@@ -90,9 +90,15 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
     warnings is a list of one-line strings.
     """
     profile = firmware.get_profile(profile)
-    placement = op_placement(dump_dir)
-    peak = kpu_peak(dump_dir)
     warnings = []
+    if dump_dir is None:
+        # ncc builds leave no placement dump: only memory and flash can be judged.
+        placement = {"kpu": [], "cpu": [], "cpu_compute": []}
+        peak = 0
+        warnings.append("op placement and KPU RAM are unknown for kmodels from an ncc binary")
+    else:
+        placement = op_placement(dump_dir)
+        peak = kpu_peak(dump_dir)
     height, width = input_shape[2], input_shape[3]
     if height > KPU_MAX_HEIGHT or width > KPU_MAX_WIDTH:
         swapped_fits = width <= KPU_MAX_HEIGHT and height <= KPU_MAX_WIDTH

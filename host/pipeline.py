@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from host import atomic, bncheck, firmware, freeze, k210fit, kmodel, manifest, metrics, pixels, quantize
-from host import report, tflite
+from host import atomic, bncheck, firmware, freeze, k210fit, kmodel, manifest, metrics, ncc
+from host import pixels, quantize, report, tflite
 from host.errors import UserError
 from host.tf_infer import FrozenRunner
 
@@ -217,6 +217,9 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
               float_outputs, decoder, stage, log):
     """Compile with nncase (or an ncc binary), simulate the held-out images, compare."""
     methods = AUTO_METHODS if opts.calibrate_method == "auto" else (opts.calibrate_method,)
+    if opts.ncc and opts.calibrate_method == "auto":
+        raise UserError("--calibrate-method auto needs the nncase simulator; with --ncc pick "
+                        "one method")
     # nncase's dumps (op placement, schedules; ~16 MB each) are read by the K210 fit report,
     # then discarded.
     dump_root = os.path.join(stage, ".nncase-dump")
@@ -227,11 +230,28 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
         candidate_path = kmodel_path if len(methods) == 1 else kmodel_path + "." + method
         start = time.time()
         dump_dir = os.path.join(dump_root, method)
-        compiled = quantize.compile_kmodel(
-            tflite_path, candidate_path, pixels.to_nchw(calib_u8), input_scale,
-            calibrate_method=method, dump_dir=dump_dir)
-        sim = quantize.simulate(candidate_path, pixels.to_nchw(holdout_u8))
+        if opts.ncc:
+            dump_dir = None
+            compiled = ncc.compile_kmodel(
+                tflite_path, candidate_path, pixels.to_nchw(calib_u8), input_scale,
+                ncc=opts.ncc, calibrate_method=method)
+            compiled["memory"] = {"model": compiled["kmodel_size"],
+                                  "total": compiled["kmodel_size"] + calib_u8[0].size}
+            compiled["inputs"] = [{"shape": [1, 3] + list(calib_u8.shape[1:3])}]
+        else:
+            compiled = quantize.compile_kmodel(
+                tflite_path, candidate_path, pixels.to_nchw(calib_u8), input_scale,
+                calibrate_method=method, dump_dir=dump_dir)
+        sim = _simulate(opts, compiled, candidate_path, holdout_u8)
         compile_seconds = time.time() - start
+        if sim is None:
+            log("no host runtime for kmodel V%d: float-vs-kmodel metrics unavailable (the "
+                "board comparison in serial_eval still works)" % compiled["version"])
+            return {"report": {"calibrate_method": method, "outputs": [], "mean_cos": None,
+                               "mean_l2r": None, "detection": None,
+                               "calibration_images": len(calib_u8),
+                               "holdout_images": 0, "compile_seconds": compile_seconds},
+                    "compile": compiled, "dump_dir": None, "dump_root": dump_root}
         evaluation = _compare(float_chw, sim, float_outputs, decoder)
         evaluation.update({"calibrate_method": method, "compile_seconds": compile_seconds})
         candidates.append(evaluation)
@@ -256,6 +276,16 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
                                       for c in candidates]
     return {"report": quant_report, "compile": compiled, "dump_dir": dump_dir,
             "dump_root": dump_root}
+
+
+def _simulate(opts, compiled, kmodel_path, holdout_u8):
+    """Held-out outputs from the kmodel on the host: nncase's simulator for V5, `ncc infer`
+    for V4; ncc v0.1 (V3) has no host runtime (None)."""
+    if not opts.ncc:
+        return quantize.simulate(kmodel_path, pixels.to_nchw(holdout_u8))
+    if compiled["version"] == 4:
+        return ncc.infer(kmodel_path, pixels.to_nchw(holdout_u8), ncc=opts.ncc)
+    return None
 
 
 def _compare(float_chw, sim_outputs, float_outputs, decoder):

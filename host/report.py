@@ -47,10 +47,10 @@ def convert_summary(result, manifest, out_dir):
                      "max abs %.3g, cos %.4f, l2r %.3g (why validation must run with "
                      "training=False)" % (tvi["images"], tvi["max_abs"], tvi["cos"], tvi["l2r"]))
     q = result["quantization"]
-    lines.append("Quantisation: nncase %s, %d calibration images, float TF vs kmodel on %d "
-                 "held-out images (board pixel path):" % (q["calibrate_method"],
-                                                          q["calibration_images"],
-                                                          q["holdout_images"]))
+    lines.append("Quantisation: %s, %s, %d calibration images, float TF vs kmodel on %d "
+                 "held-out images (board pixel path):"
+                 % (km.get("compiler", ""), q["calibrate_method"], q["calibration_images"],
+                    q["holdout_images"]))
     lines += tensor_table(q["outputs"], [o["node"] for o in manifest["outputs"]])
     for c in q.get("candidates", []):
         lines.append("  auto: %-8s l2r %.4f cos %.5f (%.1f s)"

@@ -130,3 +130,14 @@ def test_keras_h5_converts_in_inference_mode(tmp_path):
     assert report["batchnorm"]["summary"]["bn_layers"] == 1
     assert report["batchnorm"]["summary"]["fused_batch_norm_training"] == 0
     assert report["quantization"]["mean_cos"] > 0.99
+
+
+@pytest.mark.skipif(not os.environ.get("NCC"), reason="no ncc binary here: set NCC=/path/to/ncc "
+                    "(a kendryte/nncase v0.1 or v0.2 release binary) to run")
+def test_ncc_builds_a_kmodel_stock_maixpy_loads(tmp_path):
+    out = tmp_path / "out"
+    proc = run_tool("host/convert.py", *(SEED_ARGS + ["--ncc", os.environ["NCC"],
+                                                     "--firmware", "maixpy-v4", "--out", out]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = manifest_mod.load(str(out / "manifest.json"))
+    assert m["kmodel"]["version"] in (3, 4) and m["firmware"] == "maixpy-v4"
