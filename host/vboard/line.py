@@ -64,9 +64,10 @@ class Line:
                 self._write_pty(garbled)
             else:
                 self._write_pty(data)
-            if self.client is not None:
+            client = self.client        # the reader thread may drop it meanwhile
+            if client is not None:
                 try:
-                    self.client.sendall(data)
+                    client.sendall(data)
                 except OSError:
                     self._drop_client()
 
@@ -102,9 +103,9 @@ class Line:
         self.client = conn
 
     def _drop_client(self):
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
 
     def _from_pty(self, pacer):
         baud = self.port.baud
@@ -120,8 +121,11 @@ class Line:
 
     def _from_tcp(self, pacer):
         baud = self.port.baud
+        client = self.client
+        if client is None:
+            return
         try:
-            data = self.client.recv(chunk_size(baud))
+            data = client.recv(chunk_size(baud))
         except OSError:
             data = b""
         if not data:
