@@ -15,7 +15,7 @@ GRID_HEIGHT, GRID_WIDTH = 7, 10
 INPUT_NODE = "Input_image"
 OUTPUT_NODE = "yolo/output"
 # Output channels of the conv blocks; a 2x2 max pool follows each of the first five.
-CHANNELS = (8, 16, 32, 64, 128, 96)
+CHANNELS = (8, 16, 32, 64, 128, 64)
 
 
 def _block(net, filters, is_training, name):
@@ -41,8 +41,12 @@ def face_yolo(images, is_training=False, num_anchors=5, num_classes=1):
             if i < 5:
                 net = tf.layers.max_pooling2d(net, 2, 2, padding="valid",
                                               name="pool%d" % (i + 1))
-        net = tf.layers.conv2d(net, num_anchors * (5 + num_classes), 1, strides=1,
-                               padding="same", use_bias=True, name="final")
+        # Objectness biases start at -4 (p ~ 0.02): almost every cell holds no face.
+        per = 5 + num_classes
+        bias = [-4.0 if c % per == 4 else 0.0 for c in range(num_anchors * per)]
+        net = tf.layers.conv2d(net, num_anchors * per, 1, strides=1, padding="same",
+                               use_bias=True, bias_initializer=tf.constant_initializer(bias),
+                               name="final")
     # Outside the variable scope so the node is named exactly "yolo/output".
     return tf.identity(net, name=OUTPUT_NODE)
 
