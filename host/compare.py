@@ -1,0 +1,159 @@
+"""Board vs host TensorFlow, per image and overall, and the pass/fail verdict.
+
+Per image: output-tensor metrics (host.metrics: cos, l2r, rmse, mae, max-abs; board tensor
+vs TF tensor in CHW order), detections (the host decodes TF's output with the board's own
+decoder, device/decoders.py; board boxes are matched to host boxes one-to-one by IoU >= 0.5,
+Hungarian), score and box-coordinate deltas of matched pairs, and the input CRCs (the board's
+CRC of its KPU input bytes vs the host's CRC of its own pixels in the same planar layout: a
+mismatch means the board saw other pixels, a preprocessing problem, not a model problem).
+"""
+import numpy as np
+
+from device import decoders
+from device import protocol as P
+from host import metrics
+
+CRC_SOURCES = {P.CRC_NONE: "none", P.CRC_PIX_AI: "pix_ai", P.CRC_LUT: "lut"}
+
+
+def decoder_params(manifest):
+    d = manifest["decoder"]
+    return {"type": d.get("type", "raw"), "anchors": list(d.get("anchors") or []),
+            "classes": d.get("classes", 1), "labels": list(d.get("labels") or []),
+            "threshold": d.get("threshold", 0.5), "nms": d.get("nms", 0.3)}
+
+
+def decode(params, flat_chw, shape):
+    """Boxes from one flat CHW output with the board's decoder (fractions of the image)."""
+    if params["type"] == "raw":
+        return []
+    return [tuple(float(v) for v in b[:5]) + (int(b[5]),) for b in
+            decoders.decode(params["type"], [float(v) for v in flat_chw], tuple(shape), params)]
+
+
+def _box(b):
+    return [round(float(v), 5) for v in b[:5]] + [int(b[5])]
+
+
+def compare_image(image, host_outputs, shapes, params, result, error, width, height, iou=0.5):
+    """One image's record (JSON-ready). host_outputs: flat CHW arrays, one per output."""
+    host_boxes = decode(params, host_outputs[0], shapes[0])
+    rec = {"name": image.name, "path": image.path, "resized": image.resized,
+           "source_size": list(image.source_size), "payload_bytes": len(image.payload),
+           "host_boxes": [_box(b) for b in host_boxes]}
+    if error is not None or result is None:
+        rec["status"] = "board_error"
+        rec["error"] = error or {"name": "missing", "code": 0, "reason": "no reply"}
+        return rec
+    rec["status"] = "ok"
+    board_boxes = [tuple(b) for b in result["boxes"]]
+    rec["board_boxes"] = [_box(b) for b in board_boxes]
+    tensors = []
+    for k, (out, ref) in enumerate(zip(result["outputs"], host_outputs)):
+        if list(out["shape"]) != list(shapes[k]):
+            raise ValueError("board output %d has shape %s, manifest %s"
+                             % (k, out["shape"], shapes[k]))
+        tensors.append(metrics.tensor_metrics(np.asarray(out["data"], np.float32), ref))
+    rec["tensors"] = tensors
+    det = metrics.match_detections(board_boxes, host_boxes, iou)
+    matches = []
+    for bi, hi, v in det.pop("pairs"):
+        b, h = board_boxes[bi], host_boxes[hi]
+        scale = (width, height, width, height)
+        matches.append({"board": bi, "host": hi, "iou": round(v, 5),
+                        "score_delta": round(abs(float(b[4]) - float(h[4])), 6),
+                        "box_delta_px": round(max(abs(float(b[i]) - float(h[i])) * scale[i]
+                                                  for i in range(4)), 4)})
+    det["host_boxes"] = len(host_boxes)
+    det["board_boxes"] = len(board_boxes)
+    rec["detections"] = det
+    rec["matches"] = matches
+    src = result["crc_source"]
+    rec["crc"] = {
+        "source": CRC_SOURCES.get(src, str(src)),
+        "input_board": result["input_crc"], "input_host": image.input_crc,
+        "input_equal": None if src == P.CRC_NONE else result["input_crc"] == image.input_crc,
+        "pixel_board": result["pixel_crc"], "pixel_host": image.pixel_crc,
+        "pixel_equal": result["pixel_crc"] == image.pixel_crc,
+    }
+    rec["board"] = {"kpu_ms": result["kpu_ms"], "prep_ms": result["prep_ms"],
+                    "decode_ms": result["decode_ms"], "mem_free": result["mem_free"],
+                    "flags": result["flags"]}
+    return rec
+
+
+def _stats(values):
+    if not values:
+        return {"mean": None, "max": None}
+    return {"mean": float(np.mean(values)), "max": float(np.max(values))}
+
+
+def summarize(records, output_names):
+    ok = [r for r in records if r["status"] == "ok"]
+    failed = [r for r in records if r["status"] != "ok"]
+    tensors = []
+    for k, name in enumerate(output_names):
+        row = metrics.summarize_tensor_metrics([r["tensors"][k] for r in ok])
+        row["node"] = name
+        tensors.append(row)
+    matches = [m for r in ok for m in r["matches"]]
+    det = metrics.pool_matches([r["detections"] for r in ok])
+    det["host_boxes"] = sum(r["detections"]["host_boxes"] for r in ok)
+    det["board_boxes"] = sum(r["detections"]["board_boxes"] for r in ok)
+    crc_in = [r["crc"]["input_equal"] for r in ok]
+    summary = {
+        "images": len(records), "compared": len(ok), "failed": len(failed),
+        "resized": sum(1 for r in records if r["resized"]),
+        "tensors": tensors,
+        "mean_cos": float(np.mean([t["cos"] for t in tensors])) if ok else None,
+        "min_cos": float(min(t["min_cos"] for t in tensors)) if ok else None,
+        "detections": det,
+        "score_delta": _stats([m["score_delta"] for m in matches]),
+        "box_delta_px": _stats([m["box_delta_px"] for m in matches]),
+        "input_crc": {"equal": crc_in.count(True), "differ": crc_in.count(False),
+                      "not_computed": crc_in.count(None),
+                      "sources": sorted(set(r["crc"]["source"] for r in ok))},
+        "pixel_crc": {"equal": sum(1 for r in ok if r["crc"]["pixel_equal"]),
+                      "differ": sum(1 for r in ok if not r["crc"]["pixel_equal"])},
+        "kpu_ms": _stats([r["board"]["kpu_ms"] for r in ok]),
+        "prep_ms": _stats([r["board"]["prep_ms"] for r in ok]),
+        "decode_ms": _stats([r["board"]["decode_ms"] for r in ok]),
+        "failures": [{"name": r["name"], "error": r["error"]} for r in failed],
+    }
+    return summary
+
+
+def verdict(summary, min_f1, min_cos, payload):
+    """(ok, reasons, warnings): reasons say why fidelity is below the thresholds."""
+    reasons = []
+    warnings = []
+    if summary["failed"]:
+        first = summary["failures"][0]
+        reasons.append("%d of %d image(s) failed on the board (first: %s: %s %s)"
+                       % (summary["failed"], summary["images"], first["name"],
+                          first["error"].get("name"), first["error"].get("reason", "")[:160]))
+    if not summary["compared"]:
+        reasons.append("no image was compared")
+        return False, reasons, warnings
+    f1 = summary["detections"]["f1"]
+    if f1 < min_f1:
+        reasons.append("board-vs-host detection F1 %.4f < --min-f1 %g" % (f1, min_f1))
+    if summary["mean_cos"] < min_cos:
+        reasons.append("mean output cos %.5f < --min-cos %g" % (summary["mean_cos"], min_cos))
+    crc = summary["input_crc"]
+    if crc["differ"]:
+        text = ("preprocessing, not the model: the board's KPU input differs from the host's "
+                "pixels on %d of %d image(s) (input CRC; RGB565 bytes %s)"
+                % (crc["differ"], summary["compared"],
+                   "equal" if not summary["pixel_crc"]["differ"] else
+                   "differ on %d" % summary["pixel_crc"]["differ"]))
+        if payload == "jpeg":
+            warnings.append(text + ": the board's JPEG decoder differs from Pillow's; "
+                            "--payload rgb565 compares the model alone")
+        else:
+            reasons.append(text + ": the firmware expands RGB565 differently from "
+                           "host.pixels (pix_to_ai rule) or bytes were corrupted")
+    if crc["not_computed"]:
+        warnings.append("the board computed no input CRC on %d image(s) (config input_crc "
+                        "off?): pixel agreement is not proven there" % crc["not_computed"])
+    return not reasons, reasons, warnings

@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Run images through the K210 over serial and compare with TensorFlow on the host.
+
+The board (a real one, or the virtual K210) runs the kmodel of build/manifest.json on the
+images; the host runs the frozen TensorFlow graph on exactly the pixels the board's KPU
+received; the output tensors, detections and input CRCs are compared.
+
+Examples:
+  python host/serial_eval.py                             # virtual board, example eval set
+  python host/serial_eval.py --port /dev/ttyUSB0
+  python host/serial_eval.py --port socket://192.168.1.7:3333 --payload jpeg
+  python host/serial_eval.py --port /dev/ttyUSB0,/dev/ttyUSB1   # shard over two boards
+  python host/serial_eval.py --port virtual:2                   # two virtual boards
+
+Exit codes: 0 fidelity within the thresholds, 1 below them, 2 usage or I/O error.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from host.cli import run  # noqa: E402
+from host.errors import UserError  # noqa: E402
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="host/serial_eval.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", default="virtual",
+                   help="device path, pyserial URL (socket://host:port, rfc2217://host:port), "
+                   "virtual (start the virtual K210), virtual:N, or several comma-separated "
+                   "ports to shard the images (default virtual)")
+    p.add_argument("--baud", type=int, default=1500000,
+                   help="serve-mode baud rate (default 1500000; the board's config.json decides "
+                   "and its serve banner is followed)")
+    p.add_argument("--manifest", default=os.path.join("build", "manifest.json"),
+                   help="manifest written by make kmodel (default build/manifest.json)")
+    p.add_argument("--images", default=os.path.join("examples", "face", "eval"),
+                   help="folder of .jpg/.png/.bmp images (default examples/face/eval); other "
+                   "sizes than the model input are resized")
+    p.add_argument("--out", default=os.path.join("build", "eval"),
+                   help="report directory (default build/eval/)")
+    p.add_argument("--min-f1", type=float, default=0.98,
+                   help="minimum board-vs-host detection F1 (default 0.98)")
+    p.add_argument("--min-cos", type=float, default=0.999,
+                   help="minimum mean output cosine similarity (default 0.999)")
+    p.add_argument("--payload", default="rgb565", choices=("rgb565", "jpeg"),
+                   help="rgb565: exact pixels (default); jpeg: ~10x fewer bytes, decoded on "
+                   "the board")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N images only")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for a silent board (connect, and between frames "
+                   "during the run; default 10)")
+    p.add_argument("--vboard-state", default=os.path.join("build", "vboard"),
+                   help="state directory of the virtual board (default build/vboard; board k "
+                   "of virtual:N uses DIR-k)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv):
+    opts = parser().parse_args(argv)
+    if opts.timeout <= 0:
+        raise UserError("--timeout must be > 0 seconds")
+    if not 0.0 <= opts.min_f1 <= 1.0 or not -1.0 <= opts.min_cos <= 1.0:
+        raise UserError("--min-f1 must be in 0..1 and --min-cos in -1..1")
+    if opts.baud <= 0:
+        raise UserError("--baud must be a positive integer")
+    from host import evaluate
+    return evaluate.run(opts)
+
+
+if __name__ == "__main__":
+    run(main)
