@@ -32,6 +32,7 @@ LISTEN_FIRST = 0.6
 PROBE_TIME = 1.0
 BYE_WAIT = 2.0
 TEXT_KEEP = 8192
+SERVE_SWITCH_WAIT = 0.25
 
 SERVE_LINE = re.compile(rb"k210-deploy serve: proto (\d+), (\d+) baud, api (\S+), model ([^\r\n]*)\r?\n")
 GRACE_LINE = re.compile(rb"k210-deploy: (serve|live) mode in (\d+) ms")
@@ -170,7 +171,11 @@ class Session(object):
         self.serve_line = m.group(0).decode("latin-1").strip()
         baud = int(m.group(2))
         del self.text[:]
+        # The board waits 100 ms after this line, then switches its UART and disables
+        # Ctrl-C: a HELLO before that could arrive as a 0x03 and stop serve mode.
+        time.sleep(SERVE_SWITCH_WAIT)
         self._set_baud(baud)
+        self._read(0.01)
         return baud
 
     def _start_from_repl(self, deadline):
@@ -179,8 +184,21 @@ class Session(object):
         self.path = "repl"
         self._set_baud(REPL_BAUD)
         self._read(0.05)
-        self._write(b"\r\x03\x03")
-        self._read(0.25)
+        # Ctrl-C twice: stop a script (live mode) and clear the line; Ctrl-B: leave the raw
+        # REPL (earlier probe bytes may have typed Ctrl-A) - in the friendly REPL it only
+        # prints the banner. Then wait for the friendly prompt (a probe byte may also have
+        # been a Ctrl-D soft reset: main.py's grace period then sees our bytes as a key).
+        del self.text[:]
+        self._write(b"\r\x03\x03\x02")
+        prompt_by = min(deadline, time.monotonic() + 3.0)
+        quiet = 0.0
+        while time.monotonic() < prompt_by:
+            got = self._read(0.05)
+            quiet = 0.0 if got else quiet + 0.05
+            if self.text.endswith(b"Ctrl-C or any key: stay in the REPL)\r\n"):
+                self._write(b"\r")
+            if quiet >= 0.3 and self.text.endswith(b">>> "):
+                break
         del self.text[:]
         self._write(START_SERVE)
         while time.monotonic() < deadline:
@@ -188,8 +206,9 @@ class Session(object):
             m = SERVE_LINE.search(self.text)
             if m:
                 return self._serve_started(m)
-            tail = self.text.split(b"detect.main(_c)", 1)[-1]
-            if b">>> " in tail:
+            parts = self.text.split(b"detect.main(_c)", 1)
+            if len(parts) == 2 and b">>> " in parts[1]:
+                tail = parts[1]
                 raise UserError(self._repl_message(tail))
         return None
 

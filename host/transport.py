@@ -129,6 +129,8 @@ def _open_error(name, exc, is_url):
     if code == errno.ENOENT or "no such file" in low or "errno 2]" in low:
         return ("port %s does not exist: pass the board's serial device (list them with "
                 "`python -m serial.tools.list_ports`) or virtual" % name)
+    if code == errno.ENOTTY or "inappropriate ioctl" in low or "errno 25" in low:
+        return "%s is not a serial port: pass the board's serial device or virtual" % name
     if is_url and ("refused" in low or "errno 111" in low):
         return "nothing listens on %s (connection refused): start the server and retry" % name
     return "cannot open port %s: %s" % (name, text)

@@ -1,0 +1,348 @@
+"""`python host/serial_eval.py` as users run it, against real virtual boards (own processes,
+real pty or TCP, the repo's unmodified device/ scripts, nncase's simulator as the KPU) and
+real TensorFlow on the host. Kmodels are built by host/convert.py first."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, assert_nothing_written, assert_one_line_error, run_tool
+from device import protocol as P
+from host import compare, devconfig, eval_inputs, manifest as manifest_mod, transport
+from host.errors import UserError
+from host.vboard.launcher import start_board
+
+SEED_PB = os.path.join(os.path.dirname(REPO), "shared", "data", "seed-face-model",
+                       "Freeze_save.pb")
+EXAMPLE = os.path.join(REPO, "examples", "face")
+EVAL_DIR = os.path.join(EXAMPLE, "eval")
+# Six eval images; the seed model finds faces in 008.jpg and 009.jpg (threshold 0.7), so
+# the detection comparison is not vacuous.
+SIX = ["006.jpg", "007.jpg", "008.jpg", "009.jpg", "010.jpg", "011.jpg"]
+
+
+# ------------------------------------------------------------------ fast: no board
+def test_parse_ports():
+    specs = transport.parse_ports("virtual")
+    assert [(s.kind, s.index) for s in specs] == [("virtual", 0)]
+    specs = transport.parse_ports("virtual,virtual")
+    assert [(s.kind, s.index) for s in specs] == [("virtual", 0), ("virtual", 1)]
+    assert [s.index for s in transport.parse_ports("virtual:3")] == [0, 1, 2]
+    specs = transport.parse_ports("/dev/ttyUSB0, socket://h:1,virtual")
+    assert [(s.kind, s.name) for s in specs] == [("serial", "/dev/ttyUSB0"),
+                                                 ("serial", "socket://h:1"),
+                                                 ("virtual", "virtual")]
+    assert transport.vboard_state_dir("build/vboard", 0) == "build/vboard"
+    assert transport.vboard_state_dir("build/vboard", 1) == "build/vboard-2"
+    for bad in ("", "a,,b", "/dev/x,/dev/x", "virtual:0", "virtual:99"):
+        with pytest.raises(UserError):
+            transport.parse_ports(bad)
+
+
+def test_host_crcs_match_the_protocol_codec(tmp_path):
+    """The host's CRC of its pixels is the board's: protocol.planar_crc (the code the board
+    runs for crc_source lut) over the RGB565 bytes the host sends."""
+    rng = np.random.RandomState(0)
+    path = str(tmp_path / "a.png")
+    Image.fromarray(rng.randint(0, 256, (24, 40, 3)).astype(np.uint8)).save(path)
+    img = eval_inputs.prepare(path, 32, 16, "rgb565")
+    assert img.resized and len(img.payload) == 2 * 32 * 16
+    assert img.input_crc == P.planar_crc(img.payload, 32, 16)
+    assert img.pixel_crc == P.crc32(img.payload)
+    jpg = eval_inputs.prepare(path, 32, 16, "jpeg")
+    assert jpg.payload.startswith(b"\xff\xd8") and jpg.fmt == P.FMT_JPEG
+    assert jpg.pixels.shape == (16, 32, 3)
+
+
+def _record(f1_pairs=1, crc_equal=True):
+    return {"status": "ok", "resized": False, "tensors": [{"cos": 0.9999, "l2r": 0.01,
+                                                           "rmse": 0.1, "mae": 0.1,
+                                                           "max_abs": 0.2}],
+            "matches": [], "detections": {"tp": f1_pairs, "fp": 0, "fn": 1 - f1_pairs,
+                                          "host_boxes": 1, "board_boxes": f1_pairs},
+            "crc": {"input_equal": crc_equal, "pixel_equal": True, "source": "pix_ai"},
+            "board": {"kpu_ms": 1.0, "prep_ms": 1.0, "decode_ms": 1.0}, "name": "x"}
+
+
+def test_verdict_separates_model_and_preprocessing_problems():
+    s = compare.summarize([_record(), _record()], ["out"])
+    assert compare.verdict(s, 0.98, 0.999, "rgb565") == (True, [], [])
+    s = compare.summarize([_record(), _record(0)], ["out"])
+    ok, reasons, _ = compare.verdict(s, 0.98, 0.999, "rgb565")
+    assert not ok and "F1" in reasons[0]
+    s = compare.summarize([_record(), _record(crc_equal=False)], ["out"])
+    ok, reasons, _ = compare.verdict(s, 0.98, 0.999, "rgb565")
+    assert not ok and reasons[0].startswith("preprocessing, not the model")
+    ok, reasons, warnings = compare.verdict(s, 0.98, 0.999, "jpeg")
+    assert ok and "JPEG decoder" in warnings[0]
+    failed = {"status": "board_error", "resized": False, "name": "y",
+              "error": {"name": "jpeg", "reason": "JPEG decode failed"}}
+    ok, reasons, _ = compare.verdict(compare.summarize([failed], ["out"]), 0.98, 0.999, "jpeg")
+    assert not ok and "failed on the board" in reasons[0]
+
+
+# ------------------------------------------------------------------ builds
+def _convert(out, *args):
+    proc = run_tool("host/convert.py", *(list(args) + ["--out", out]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return manifest_mod.load(os.path.join(str(out), "manifest.json"))
+
+
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory):
+    """The original user's model as in the README: grid decoder, threshold 0.7."""
+    if not os.path.isfile(SEED_PB):
+        pytest.skip("the seed model is not at %s (shared/ beside the repo)" % SEED_PB)
+    return _convert(tmp_path_factory.mktemp("seed"), "--frozen-pb", SEED_PB,
+                    "--input-size", "240x320", "--decoder", "grid", "--threshold", "0.7")
+
+
+def _example_ready():
+    config = os.path.join(EXAMPLE, "convert.json")
+    ckpt = os.path.join(EXAMPLE, "checkpoint", "checkpoint")
+    if not (os.path.isfile(config) and os.path.isfile(ckpt)):
+        return "examples/face has no convert.json + trained checkpoint yet"
+    try:
+        with open(os.path.join(EXAMPLE, "eval_result.json")) as f:
+            f1 = json.load(f)["f1"]
+    except (OSError, ValueError, KeyError):
+        return "examples/face/eval_result.json is missing"
+    if f1 < 0.9:
+        return ("the example model is not trained yet (examples/face/eval_result.json F1 "
+                "%.3f < 0.9)" % f1)
+    return None
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    why = _example_ready()
+    if why:
+        pytest.skip(why)
+    return _convert(tmp_path_factory.mktemp("example"), "--config",
+                    os.path.join(EXAMPLE, "convert.json"))
+
+
+@pytest.fixture(scope="module")
+def six(tmp_path_factory):
+    d = tmp_path_factory.mktemp("six")
+    for name in SIX:
+        shutil.copy(os.path.join(EVAL_DIR, name), str(d / name))
+    return str(d)
+
+
+def _eval(manifest, images, out, *args, timeout=300):
+    return run_tool("host/serial_eval.py", "--manifest", manifest.path, "--images", images,
+                    "--out", out, "--no-progress", *args, timeout=timeout)
+
+
+def _report(out, n, min_boxes=1):
+    with open(os.path.join(str(out), "report.json")) as f:
+        report = json.load(f)
+    s = report["summary"]
+    assert s["images"] == n and s["compared"] == n and s["failed"] == 0
+    assert s["detections"]["f1"] >= 0.98
+    assert s["mean_cos"] >= 0.999
+    assert s["input_crc"]["equal"] == n and s["input_crc"]["differ"] == 0
+    assert s["pixel_crc"]["equal"] == n
+    assert s["detections"]["host_boxes"] >= min_boxes, "the comparison must not be vacuous"
+    assert report["verdict"]["ok"]
+    overlays = sorted(os.listdir(os.path.join(str(out), "overlays")))
+    assert len(overlays) == n and all(o.endswith(".png") for o in overlays)
+    with open(os.path.join(str(out), "report.html")) as f:
+        page = f.read()
+    assert all("overlays/%s" % o in page for o in overlays)
+    assert "http" not in page, "no external assets"
+    assert not [x for x in os.listdir(str(out)) if x.startswith(".")], "staging removed"
+    return report
+
+
+# ------------------------------------------------------------------ end to end
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["seed", "example"])
+def test_virtual_board_end_to_end(request, model, six, tmp_path):
+    manifest = request.getfixturevalue(model)
+    images = six if model == "seed" else EVAL_DIR
+    limit = [] if model == "seed" else ["--limit", "8"]
+    out = tmp_path / "eval"
+    proc = _eval(manifest, images, out, "--vboard-state", tmp_path / "vb", *limit)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(out, 6 if model == "seed" else 8)
+    assert "PASS" in proc.stdout and "Link:" in proc.stdout
+    # the board was provisioned from the manifest (no flash step yet) and booted into serve
+    assert report["boards"][0]["provisioned"].startswith("boot.py, config.json")
+    assert report["boards"][0]["path"] == "boot"
+    with open(str(tmp_path / "vb" / "flash" / "config.json")) as f:
+        assert json.load(f) == devconfig.device_config(manifest)
+    link = report["link"]
+    assert 0.2 < link["efficiency"] <= 1.0 and link["images_per_second"] > 0
+    # a second run finds the board provisioned and writes nothing
+    assert transport.provision_plan(str(tmp_path / "vb"), manifest, 1500000)[:2] == ({}, None)
+
+
+@pytest.mark.slow
+def test_socket_url(seed, six, tmp_path):
+    state = str(tmp_path / "vb")
+    transport.provision_virtual(state, seed, 1500000)
+    with start_board(state, tcp_port=0) as board:
+        proc = _eval(seed, six, tmp_path / "eval", "--port", board.url, "--limit", "3")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(tmp_path / "eval", 3)
+    assert report["boards"][0]["port"].startswith("socket://127.0.0.1:")
+
+
+@pytest.mark.slow
+def test_two_virtual_boards_share_the_images(seed, six, tmp_path):
+    out = tmp_path / "eval"
+    proc = _eval(seed, six, out, "--port", "virtual,virtual", "--vboard-state", tmp_path / "vb")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(out, 6)
+    boards = report["boards"]
+    assert len(boards) == 2 and os.path.isdir(str(tmp_path / "vb-2" / "flash"))
+    assert all(b["link"]["images"] >= 1 for b in boards)
+    assert sum(b["link"]["images"] for b in boards) == 6
+    assert len(set(r["board_port"] for r in report["images"])) == 2
+
+
+@pytest.mark.slow
+def test_jpeg_payload(seed, six, tmp_path):
+    out = tmp_path / "eval"
+    proc = _eval(seed, six, out, "--payload", "jpeg", "--limit", "3",
+                 "--vboard-state", tmp_path / "vb")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(out, 3)
+    assert report["run"]["payload"] == "jpeg"
+    # the eval images are 320x224, the seed model 320x240: re-encoded JPEGs, far smaller
+    # than raw RGB565
+    assert all(r["resized"] for r in report["images"])
+    assert report["link"]["payload_bytes"] < 3 * 2 * 320 * 240 / 3
+
+
+# ------------------------------------------------------------------ errors
+@pytest.mark.slow
+def test_silent_port_is_a_bounded_one_line_error(seed, six, tmp_path):
+    master, slave = os.openpty()          # a port nobody answers on
+    try:
+        t0 = time.monotonic()
+        proc = _eval(seed, six, tmp_path / "eval", "--port", os.ttyname(slave),
+                     "--timeout", "3")
+        took = time.monotonic() - t0
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert_one_line_error(proc, "no board answered on /dev/pts/", "within 3 s")
+    assert took < 20
+    assert_nothing_written(tmp_path / "eval")
+
+
+def _other_manifest(manifest, directory):
+    """A copy of the build whose kmodel differs (another model as far as hashes go)."""
+    shutil.copytree(manifest.directory, str(directory))
+    with open(str(directory / "model.kmodel"), "ab") as f:
+        f.write(b"\0" * 16)
+    data = dict(manifest)
+    data["kmodel"] = dict(manifest["kmodel"])
+    data["kmodel"]["sha256"] = manifest_mod.sha256_file(str(directory / "model.kmodel"))
+    data["kmodel"]["size"] += 16
+    manifest_mod.write(str(directory / "manifest.json"), data)
+    return manifest_mod.load(str(directory / "manifest.json"))
+
+
+@pytest.mark.slow
+def test_board_running_another_model(seed, six, tmp_path):
+    state = str(tmp_path / "vb")
+    transport.provision_virtual(state, seed, 1500000)
+    other = _other_manifest(seed, tmp_path / "other")
+    with start_board(state) as board:
+        proc = _eval(other, six, tmp_path / "eval", "--port", board.port)
+    assert_one_line_error(proc, "runs another model than", seed["kmodel"]["sha256"][:16],
+                          other["kmodel"]["sha256"][:16])
+    assert_nothing_written(tmp_path / "eval")
+
+
+@pytest.mark.slow
+def test_maixpy_board_cannot_load_a_v5_kmodel(seed, six, tmp_path):
+    state = str(tmp_path / "vb")
+    transport.provision_virtual(state, seed, 1500000)
+    with start_board(state, profile="maixpy-v4") as board:
+        proc = _eval(seed, six, tmp_path / "eval", "--port", board.port)
+    line = assert_one_line_error(proc, "could not load the kmodel", "ERR_KMODEL_VERSION",
+                                 "maixpy-kpu", "V5")
+    assert "--ncc" in line and "feat/kpu" in line      # the two fixes
+    assert_nothing_written(tmp_path / "eval")
+
+
+def test_empty_or_unreadable_image_folder(seed_manifest_stub, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_tool("host/serial_eval.py", "--manifest", seed_manifest_stub, "--images", empty,
+                    "--out", tmp_path / "eval", "--timeout", "1")
+    assert_one_line_error(proc, "holds no .jpg/.png/.bmp images", str(empty))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(b"not a jpeg")
+    proc = run_tool("host/serial_eval.py", "--manifest", seed_manifest_stub, "--images", bad,
+                    "--out", tmp_path / "eval", "--timeout", "1")
+    assert_one_line_error(proc, "cannot read image", "x.jpg")
+    assert_nothing_written(tmp_path / "eval")
+
+
+@pytest.fixture
+def seed_manifest_stub(tmp_path):
+    """A minimal valid manifest (no TF or nncase needed: the image folder fails first)."""
+    kmodel = b"\0" * 64
+    (tmp_path / "m.kmodel").write_bytes(kmodel)
+    data = {"schema": 1,
+            "kmodel": {"path": "m.kmodel", "sha256": manifest_mod.sha256_file(
+                str(tmp_path / "m.kmodel")), "size": 64, "version": 5},
+            "input": {"node": "in", "height": 8, "width": 8, "channels": 3, "scale": "0-1",
+                      "mean": [0, 0, 0], "std": [1, 1, 1]},
+            "outputs": [{"node": "out", "tf_shape": [1, 1, 1, 5], "shape_chw": [5, 1, 1]}],
+            "decoder": {"type": "grid", "threshold": 0.5, "nms": 0.3},
+            "flash": {"address": 0x300000, "end": 0x300040}, "firmware": "canmv-v5",
+            "frozen_pb": {"path": "m.pb", "input_node": "in", "output_nodes": ["out"]}}
+    manifest_mod.write(str(tmp_path / "manifest.json"), data)
+    return str(tmp_path / "manifest.json")
+
+
+# ------------------------------------------------------------------ live mode
+@pytest.mark.slow
+def test_live_mode_camera_to_lcd(seed, six, tmp_path):
+    """main.py starts live mode: the sensor shim plays the image folder, the KPU runs, boxes
+    and the FPS are drawn, the LCD shim writes each frame as a PNG; Ctrl-C stops it."""
+    state = str(tmp_path / "vb")
+    transport.provision_virtual(state, seed, 1500000)
+    cfg = devconfig.device_config(seed, mode="live", grace_ms=300)
+    with open(os.path.join(state, "flash", "config.json"), "w") as f:
+        f.write(devconfig.to_json(cfg))
+    lcd = os.path.join(state, "lcd")
+    with start_board(state, sensor_dir=six, log_rate=0) as board:
+        deadline = time.monotonic() + 90
+        frames = []
+        while time.monotonic() < deadline:
+            frames = sorted(n for n in os.listdir(lcd) if n.endswith(".png")) \
+                if os.path.isdir(lcd) else []
+            if len(frames) >= 4:
+                break
+            time.sleep(0.2)
+        assert len(frames) >= 4, "live mode showed %d frame(s)" % len(frames)
+        import serial
+        with serial.Serial(board.port, 115200, timeout=0.2) as ser:
+            ser.write(b"\x03")                    # live mode keeps Ctrl-C enabled
+            seen = b""
+            end = time.monotonic() + 15
+            while b">>> " not in seen and time.monotonic() < end:
+                seen += ser.read(4096)
+        assert b"k210-deploy: interrupted: REPL" in seen and b">>> " in seen
+    shots = [np.asarray(Image.open(os.path.join(lcd, n)).convert("RGB")) for n in frames[:4]]
+    assert all(s.shape == (240, 320, 3) for s in shots)
+    # frames follow the folder (006, 007, 008, 009): all different
+    assert len(set(s.tobytes() for s in shots)) == 4
+    # the FPS text (pure green) on every frame; red face boxes where the model sees faces
+    assert all(((s == (0, 255, 0)).all(axis=-1)).sum() > 10 for s in shots)
+    assert sum(((s == (255, 0, 0)).all(axis=-1)).sum() > 50 for s in shots[2:4]) >= 1
