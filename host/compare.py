@@ -45,15 +45,18 @@ def compare_image(image, host_outputs, shapes, params, result, error, width, hei
         rec["status"] = "board_error"
         rec["error"] = error or {"name": "missing", "code": 0, "reason": "no reply"}
         return rec
+    got = [list(o["shape"]) for o in result["outputs"]]
+    if got != [list(s) for s in shapes] or \
+            any(len(o["data"]) != int(np.prod(o["shape"])) for o in result["outputs"]):
+        rec["status"] = "board_error"
+        rec["error"] = {"name": "shape", "code": 0,
+                        "reason": "board outputs %s, manifest %s" % (got, shapes)}
+        return rec
     rec["status"] = "ok"
     board_boxes = [tuple(b) for b in result["boxes"]]
     rec["board_boxes"] = [_box(b) for b in board_boxes]
-    tensors = []
-    for k, (out, ref) in enumerate(zip(result["outputs"], host_outputs)):
-        if list(out["shape"]) != list(shapes[k]):
-            raise ValueError("board output %d has shape %s, manifest %s"
-                             % (k, out["shape"], shapes[k]))
-        tensors.append(metrics.tensor_metrics(np.asarray(out["data"], np.float32), ref))
+    tensors = [metrics.tensor_metrics(np.asarray(out["data"], np.float32), ref)
+               for out, ref in zip(result["outputs"], host_outputs)]
     rec["tensors"] = tensors
     det = metrics.match_detections(board_boxes, host_boxes, iou)
     matches = []

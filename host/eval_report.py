@@ -145,9 +145,9 @@ def html_page(report, overlay_names):
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>serial_eval report</title>",
            "<style>%s</style></head><body>" % _CSS,
            "<h1>serial_eval: board vs host TensorFlow</h1>",
-           "<p class='%s'><b>%s</b>%s</p>" % ("ok" if v["ok"] else "fail",
-                                               "PASS" if v["ok"] else "FAIL",
-                                               "" if v["ok"] else ": " + _e("; ".join(v["reasons"]))),
+           "<p class='%s'><b>%s</b>%s</p>" % (
+               "ok" if v["ok"] else "fail", "PASS" if v["ok"] else "FAIL",
+               "" if v["ok"] else ": " + _e("; ".join(v["reasons"]))),
            "<pre>%s</pre>" % _e("\n".join(summary_lines(report))),
            "<p>Overlays: <span class='h'>&#9632; host TensorFlow boxes</span>, "
            "<span class='b'>&#9632; board boxes</span>, on the pixels the KPU received.</p>",

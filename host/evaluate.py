@@ -109,6 +109,11 @@ def stream_all(boards, images, progress=True):
         for t in threads:
             while t.is_alive():
                 t.join(0.2)
+    except BaseException:
+        stop.set()            # e.g. Ctrl-C: let the sessions stop writing before EXIT
+        for t in threads:
+            t.join(1.0)
+        raise
     finally:
         if bar is not None:
             bar.close()

@@ -34,7 +34,8 @@ BYE_WAIT = 2.0
 TEXT_KEEP = 8192
 SERVE_SWITCH_WAIT = 0.25
 
-SERVE_LINE = re.compile(rb"k210-deploy serve: proto (\d+), (\d+) baud, api (\S+), model ([^\r\n]*)\r?\n")
+SERVE_LINE = re.compile(rb"k210-deploy serve: proto (\d+), (\d+) baud, api (\S+), "
+                        rb"model ([^\r\n]*)\r?\n")
 GRACE_LINE = re.compile(rb"k210-deploy: (serve|live) mode in (\d+) ms")
 START_SERVE = (b"import detect; _c = detect.load_config(); _c['mode'] = 'serve'; "
                b"detect.main(_c)\r")
@@ -306,8 +307,14 @@ class Session(object):
             except UserError as exc:
                 return ("the board on %s (KPU API %s) could not load the kmodel: %s; %s"
                         % (self.name, api, error, exc))
-        return ("the board on %s could not load the kmodel V%d (%d bytes): %s" %
+        text = ("the board on %s could not load the kmodel V%d (%d bytes): %s" %
                 (self.name, km["version"], km["size"], error))
+        if "memory" in error.lower() or "ERR_NO_MEM" in error:
+            text += ("; the model and its working memory do not fit the firmware's heap "
+                     "(see the K210 fit line of `make kmodel`): make the model smaller (fewer "
+                     "channels, smaller input), use a smaller firmware build, or shrink the "
+                     "MicroPython GC heap")
+        return text
 
     # ------------------------------------------------------------------ streaming
     def _reader_loop(self):

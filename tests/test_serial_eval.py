@@ -4,8 +4,6 @@ real TensorFlow on the host. Kmodels are built by host/convert.py first."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
