@@ -22,7 +22,7 @@ def _block(net, filters, is_training, name):
     with tf.variable_scope(name):
         net = tf.layers.conv2d(net, filters, 3, strides=1, padding="same", use_bias=False,
                                name="conv2d")
-        net = tf.layers.batch_normalization(net, training=is_training, momentum=0.99,
+        net = tf.layers.batch_normalization(net, training=is_training, momentum=0.9,
                                             name="bn")
         return tf.nn.leaky_relu(net, alpha=0.1, name="leaky")
 

@@ -117,28 +117,41 @@ def kmeans_anchors(labels, k=NUM_ANCHORS, seed=0, restarts=10):
 
 # ---------------------------------------------------------------- targets and loss
 
-def build_targets(labels, anchors):
-    """Per-image YOLOv2 targets [N, GH, GW, A, 7] (tx, ty, tw, th, obj, class, coord weight)
-    and padded true boxes [N, MAX_BOXES, 4] (fractions) for the ignore mask."""
+def build_targets(labels, anchors, grid=(GH, GW), partial=None):
+    """Per-image YOLOv2 targets [N, gh, gw, A, 8] (tx, ty, tw, th, obj, class, coord weight,
+    don't care) and padded true boxes [N, MAX_BOXES, 4] (fractions) for the ignore mask.
+
+    ``partial[n]``: boxes of faces cut by a crop border; they are neither positives nor
+    negatives (the cell of their visible centre is "don't care", and predictions overlapping
+    them are ignored through ``gt``)."""
+    gh, gw = grid
     anc = np.asarray(anchors, np.float64).reshape(-1, 2)
-    y = np.zeros((len(labels), GH, GW, len(anc), 7), np.float32)
-    gt = np.zeros((len(labels), MAX_BOXES, 4), np.float32)
+    y = np.zeros((len(labels), gh, gw, len(anc), 8), np.float32)
+    gt = np.zeros((len(labels), 2 * MAX_BOXES, 4), np.float32)
     for n, boxes in enumerate(labels):
-        for j, (x0, y0, x1, y1) in enumerate(boxes[:MAX_BOXES]):
-            gt[n, j] = (x0, y0, x1, y1)
-            cx, cy = (x0 + x1) / 2 * GW, (y0 + y1) / 2 * GH
-            w, h = (x1 - x0) * GW, (y1 - y0) * GH
-            col, row = min(int(cx), GW - 1), min(int(cy), GH - 1)
+        cut = partial[n] if partial is not None else []
+        for j, box in enumerate((list(boxes) + list(cut))[:2 * MAX_BOXES]):
+            gt[n, j] = box
+        for (x0, y0, x1, y1) in cut:
+            cx = (max(x0, 0.0) + min(x1, 1.0)) / 2 * gw
+            cy = (max(y0, 0.0) + min(y1, 1.0)) / 2 * gh
+            y[n, min(int(cy), gh - 1), min(int(cx), gw - 1), :, 7] = 1.0
+        for (x0, y0, x1, y1) in boxes:
+            cx, cy = (x0 + x1) / 2 * gw, (y0 + y1) / 2 * gh
+            w, h = (x1 - x0) * gw, (y1 - y0) * gh
+            col, row = min(int(cx), gw - 1), min(int(cy), gh - 1)
             a = int(np.argmax(_shape_iou(np.array([[w, h]]), anc)[0]))
             y[n, row, col, a] = (cx - col, cy - row, math.log(w / anc[a, 0]),
                                  math.log(h / anc[a, 1]), 1.0, 0.0,
-                                 2.0 - (x1 - x0) * (y1 - y0))
+                                 2.0 - (x1 - x0) * (y1 - y0), 0.0)
     return y, gt
 
 
 def yolo_loss(output, y_true, gt_boxes, anchors):
-    """YOLOv2 loss, summed over cells/anchors, averaged over the batch."""
-    pred = tf.reshape(output, [-1, GH, GW, NUM_ANCHORS, 5 + NUM_CLASSES])
+    """YOLOv2 loss, summed over cells/anchors, averaged over the batch (any grid size)."""
+    dims = tf.shape(output)
+    gh, gw = dims[1], dims[2]
+    pred = tf.reshape(output, [-1, gh, gw, NUM_ANCHORS, 5 + NUM_CLASSES])
     anc = tf.constant(np.asarray(anchors, np.float32).reshape(1, 1, 1, NUM_ANCHORS, 2))
     mask = y_true[..., 4]
     weight = y_true[..., 6]
@@ -148,11 +161,12 @@ def yolo_loss(output, y_true, gt_boxes, anchors):
     wh_loss = tf.reduce_sum(mask * weight * tf.reduce_sum(tf.square(twh - y_true[..., 2:4]), -1))
 
     # Ignore mask: a predicted box overlapping a true box by > IGNORE_IOU is not a negative.
-    cols = tf.reshape(tf.range(GW, dtype=tf.float32), [1, 1, GW, 1])
-    rows = tf.reshape(tf.range(GH, dtype=tf.float32), [1, GH, 1, 1])
-    bx = (cols + pxy[..., 0]) / GW
-    by = (rows + pxy[..., 1]) / GH
-    bwh = tf.exp(tf.clip_by_value(twh, -10.0, 5.0)) * anc / np.array([GW, GH], np.float32)
+    gwf, ghf = tf.cast(gw, tf.float32), tf.cast(gh, tf.float32)
+    cols = tf.reshape(tf.range(gwf, dtype=tf.float32), [1, 1, -1, 1])
+    rows = tf.reshape(tf.range(ghf, dtype=tf.float32), [1, -1, 1, 1])
+    bx = (cols + pxy[..., 0]) / gwf
+    by = (rows + pxy[..., 1]) / ghf
+    bwh = tf.exp(tf.clip_by_value(twh, -10.0, 5.0)) * anc / tf.stack([gwf, ghf])
     pb = tf.stack([bx - bwh[..., 0] / 2, by - bwh[..., 1] / 2,
                    bx + bwh[..., 0] / 2, by + bwh[..., 1] / 2], -1)
     pb = tf.stop_gradient(pb)[:, :, :, :, None, :]            # [N,GH,GW,A,1,4]
@@ -163,7 +177,7 @@ def yolo_loss(output, y_true, gt_boxes, anchors):
     union = ((pb[..., 2] - pb[..., 0]) * (pb[..., 3] - pb[..., 1])
              + (tb[..., 2] - tb[..., 0]) * (tb[..., 3] - tb[..., 1]) - inter)
     best_iou = tf.reduce_max(inter / tf.maximum(union, 1e-9), axis=-1)
-    noobj = (1.0 - mask) * tf.cast(best_iou < IGNORE_IOU, tf.float32)
+    noobj = (1.0 - mask) * (1.0 - y_true[..., 7]) * tf.cast(best_iou < IGNORE_IOU, tf.float32)
 
     obj_ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=mask, logits=pred[..., 4])
     obj_loss = LAMBDA_OBJ * tf.reduce_sum(mask * obj_ce)
@@ -181,17 +195,57 @@ def yolo_loss(output, y_true, gt_boxes, anchors):
 
 # ---------------------------------------------------------------- augmentation
 
-def augment(images, labels, rng):
-    """Horizontal flips and (half the time) the board's RGB565 round trip."""
-    images = images.copy()
-    labels = [list(b) for b in labels]
-    for i in range(len(images)):
+def _crop_offset(boxes, full_h, full_w, ch, cw, rng, tries=8):
+    """Random crop offset; of ``tries`` candidates the one holding the most whole faces
+    (cut faces count against it), so crops keep enough positives."""
+    best, best_score = (0, 0), None
+    for _ in range(tries if boxes else 1):
+        oy = rng.randint(0, full_h - ch + 1)
+        ox = rng.randint(0, full_w - cw + 1)
+        score = 0.0
+        for x0, y0, x1, y1 in boxes:
+            px0, py0, px1, py1 = x0 * full_w - ox, y0 * full_h - oy, x1 * full_w - ox, \
+                y1 * full_h - oy
+            if px0 >= 0 and py0 >= 0 and px1 <= cw and py1 <= ch:
+                score += 1.0
+            elif px1 > 0 and py1 > 0 and px0 < cw and py0 < ch:
+                score -= 0.5
+        if best_score is None or score > best_score:
+            best, best_score = (oy, ox), score
+    return best
+
+
+def augment(images, labels, rng, crop=None):
+    """Horizontal flips, (half the time) the board's RGB565 round trip, and optionally a
+    random crop of size ``crop`` (h, w). Returns (images, boxes, partial boxes)."""
+    n = len(images)
+    ch, cw = crop or images.shape[1:3]
+    out = np.empty((n, ch, cw, 3), np.uint8)
+    boxes_out, partial_out = [], []
+    for i in range(n):
+        img = images[i]
+        boxes = [list(b) for b in labels[i]]
         if rng.rand() < 0.5:
-            images[i] = images[i, :, ::-1]
-            labels[i] = [[1.0 - b[2], b[1], 1.0 - b[0], b[3]] for b in labels[i]]
+            img = img[:, ::-1]
+            boxes = [[1.0 - b[2], b[1], 1.0 - b[0], b[3]] for b in boxes]
+        full_h, full_w = img.shape[:2]
+        oy, ox = _crop_offset(boxes, full_h, full_w, ch, cw, rng)
+        img = img[oy:oy + ch, ox:ox + cw]
         if rng.rand() < 0.5:
-            images[i] = pixels.expand_rgb565(pixels.quantize_rgb565(images[i]))
-    return images, labels
+            img = pixels.expand_rgb565(pixels.quantize_rgb565(img))
+        out[i] = img
+        inside, partial = [], []
+        for x0, y0, x1, y1 in boxes:
+            b = [(x0 * full_w - ox) / cw, (y0 * full_h - oy) / ch,
+                 (x1 * full_w - ox) / cw, (y1 * full_h - oy) / ch]
+            eps = 1e-6
+            if b[0] >= -eps and b[1] >= -eps and b[2] <= 1 + eps and b[3] <= 1 + eps:
+                inside.append([min(max(v, 0.0), 1.0) for v in b])
+            elif b[2] > 0 and b[3] > 0 and b[0] < 1 and b[1] < 1:
+                partial.append(b)
+        boxes_out.append(inside)
+        partial_out.append(partial)
+    return out, boxes_out, partial_out
 
 
 # ---------------------------------------------------------------- evaluation helpers
@@ -199,7 +253,7 @@ def augment(images, labels, rng):
 def predict(sess, out, x, images, feed=None, batch=20):
     res = []
     for s in range(0, len(images), batch):
-        fd = {x: images[s:s + batch].astype(np.float32) / 255.0}
+        fd = {x: images[s:s + batch]}
         fd.update(feed or {})
         res.append(sess.run(out, fd))
     return np.concatenate(res)
@@ -274,14 +328,18 @@ def write_convert_json(anchors, threshold):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Train the example face detector.")
-    p.add_argument("--train-images", type=int, default=4000)
+    p.add_argument("--train-images", type=int, default=3000)
     p.add_argument("--val-images", type=int, default=200)
-    p.add_argument("--steps", type=int, default=800, help="planned steps (cosine schedule)")
+    p.add_argument("--steps", type=int, default=1400, help="planned steps (cosine schedule)")
+    p.add_argument("--crop", default="128x192",
+                   help="HxW random crops for the first part of training (faster steps)")
+    p.add_argument("--full-fraction", type=float, default=0.25,
+                   help="last fraction of the schedule trained on full 224x320 images")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--minutes", type=float, default=9.0,
                    help="wall-time budget of the training loop; stops early when reached")
-    p.add_argument("--validate-every", type=int, default=200)
+    p.add_argument("--validate-every", type=int, default=300)
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluate.py at the end")
     args = p.parse_args(argv)
     t_start = time.time()
@@ -298,13 +356,14 @@ def main(argv=None):
     tf.reset_default_graph()
     tf.set_random_seed(0)
     rng = np.random.RandomState(0)
-    x = tf.placeholder(tf.float32, [None, model.INPUT_HEIGHT, model.INPUT_WIDTH, 3],
-                       name="batch_image")
-    y_true = tf.placeholder(tf.float32, [None, GH, GW, NUM_ANCHORS, 7], name="y_true")
-    gt_boxes = tf.placeholder(tf.float32, [None, MAX_BOXES, 4], name="gt_boxes")
+    # uint8 batches of any size (crops or full images), scaled to [0, 1] in the graph.
+    x = tf.placeholder(tf.uint8, [None, None, None, 3], name="batch_image")
+    y_true = tf.placeholder(tf.float32, [None, None, None, NUM_ANCHORS, 8], name="y_true")
+    gt_boxes = tf.placeholder(tf.float32, [None, 2 * MAX_BOXES, 4], name="gt_boxes")
     lr = tf.placeholder(tf.float32, [], name="learning_rate")
     training_control = tf.placeholder_with_default(True, shape=[], name="training_control")
-    output = model.face_yolo(x, is_training=training_control,
+    scaled = tf.cast(x, tf.float32) / 255.0
+    output = model.face_yolo(scaled, is_training=training_control,
                              num_anchors=NUM_ANCHORS, num_classes=NUM_CLASSES)
     total_loss, parts = yolo_loss(output, y_true, gt_boxes, anchors)
     global_step = tf.train.get_or_create_global_step()
@@ -322,6 +381,8 @@ def main(argv=None):
         order = rng.permutation(len(images))
         pos = 0
         step = 0
+        full_started = None
+        crop = tuple(int(v) for v in args.crop.lower().split("x"))
         while step < args.steps:
             frac = max(step / float(args.steps), (time.time() - t_train) / budget)
             if frac >= 1.0:
@@ -333,10 +394,16 @@ def main(argv=None):
                 order, pos = rng.permutation(len(images)), 0
             idx = np.sort(order[pos:pos + args.batch])
             pos += args.batch
-            bx, bl = augment(images[idx], [labels[i] for i in idx], rng)
-            yt, gb = build_targets(bl, anchors)
+            full = frac >= 1.0 - args.full_fraction
+            if full and not full_started:
+                full_started = step
+                print("step %d: full %dx%d images from now on" % (step, model.INPUT_HEIGHT,
+                                                                 model.INPUT_WIDTH))
+            bx, bl, bp = augment(images[idx], [labels[i] for i in idx], rng,
+                                 None if full else crop)
+            yt, gb = build_targets(bl, anchors, (bx.shape[1] // 32, bx.shape[2] // 32), bp)
             _, loss, pv = sess.run([train_op, total_loss, parts], {
-                x: bx.astype(np.float32) / 255.0, y_true: yt, gt_boxes: gb, lr: rate})
+                x: bx, y_true: yt, gt_boxes: gb, lr: rate})
             step += 1
             if step % 25 == 0 or step == 1:
                 print("step %4d  %5.0f s  lr %.5f  loss %7.3f  (%s)" % (
@@ -369,6 +436,10 @@ def main(argv=None):
         import evaluate
         evaluate.main([], extra={"train_seconds": round(train_seconds, 1),
                                  "train_steps": step,
+                                 "crop_steps": full_started if full_started is not None
+                                 else step,
+                                 "batch": args.batch,
+                                 "train_images": len(images),
                                  "total_seconds": round(time.time() - t_start, 1),
                                  "validation_f1": round(best["f1"], 4)})
     print("done in %.0f s" % (time.time() - t_start))
