@@ -141,3 +141,41 @@ def test_ncc_builds_a_kmodel_stock_maixpy_loads(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = manifest_mod.load(str(out / "manifest.json"))
     assert m["kmodel"]["version"] in (3, 4) and m["firmware"] == "maixpy-v4"
+
+
+def _keras_model(path, height, width, layers):
+    from host.tf_infer import tf
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph).as_default():
+        inp = tf.keras.Input((height, width, 3))
+        x = inp
+        for filters, kernel in layers:
+            x = tf.keras.layers.Conv2D(filters, kernel, padding="same")(x)
+        tf.keras.Model(inp, x).save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("size, layers, expected", [
+    ("32x48", [(8, 5), (4, 1)], "run on the K210 CPU, not the KPU"),
+    ("320x240", [(4, 3)], "silently runs"),
+])
+def test_k210_fit_warnings_in_the_summary(tmp_path, size, layers, expected):
+    h, w = [int(v) for v in size.split("x")]
+    model = _keras_model(tmp_path / "m.h5", h, w, layers)
+    proc = run_tool("host/convert.py", "--keras-h5", model, "--input-size", size,
+                    "--calib-dir", _images(tmp_path / "calib", 16), "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warnings = [l for l in proc.stdout.splitlines() if l.startswith("WARNING:")]
+    assert any(expected in l for l in warnings), proc.stdout[-2000:]
+    report = json.load(open(str(tmp_path / "out" / "convert_report.json")))
+    assert any(expected in w for w in report["warnings"])
+
+
+def test_model_too_large_for_kpu_ram_is_a_clear_error(tmp_path):
+    # 64 channels of 128x256 need 2 MiB of KPU RAM for one feature map alone.
+    model = _keras_model(tmp_path / "big.h5", 128, 256, [(64, 3), (4, 1)])
+    out = tmp_path / "out"
+    proc = run_tool("host/convert.py", "--keras-h5", model, "--input-size", "128x256",
+                    "--calib-dir", _images(tmp_path / "calib", 16), "--out", out)
+    assert_one_line_error(proc, "KPU")
+    assert_nothing_written(out)
