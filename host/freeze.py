@@ -224,12 +224,23 @@ def _restore_checked(graph, session, reader, checkpoint, frozen):
             raise UserError("variable %s has shape %s in the checkpoint but %s in the rebuilt "
                             "model: check --model-kwargs / --input-size"
                             % (v.op.name, saved[v.op.name], v.shape.as_list()))
+    _restore_available(graph, session, saved, checkpoint)
+
+
+def _restore_available(graph, session, saved, checkpoint):
+    """Initialise, then restore every variable the checkpoint has. Statistics that were never
+    saved keep their 0/1 initial values: exactly what the board would get (only reachable
+    with --allow-bn-risk)."""
     with graph.as_default():
         session.run(tf.compat.v1.global_variables_initializer())
-        # Statistics that were never saved keep their 0/1 initial values: exactly what the
-        # board would get (only reachable with --allow-bn-risk).
-        tf.compat.v1.train.Saver([v for v in variables if v.op.name in saved]).restore(
-            session, checkpoint)
+        tf.compat.v1.train.Saver([v for v in tf.compat.v1.global_variables()
+                                  if v.op.name in saved]).restore(session, checkpoint)
+
+
+def _restored_session(graph, reader, checkpoint):
+    session = tf.compat.v1.Session(graph=graph, config=session_config())
+    _restore_available(graph, session, reader.get_variable_to_shape_map(), checkpoint)
+    return session
 
 
 # ---------------------------------------------------------------- sources
@@ -267,12 +278,7 @@ def from_checkpoint(checkpoint, model_fn_spec, model_kwargs, input_node, output_
     frozen.reference = _sample_runner(session, images, outputs)
 
     train_graph, train_images, train_outputs = build(None, True)
-    train_session = tf.compat.v1.Session(graph=train_graph, config=session_config())
-    with train_graph.as_default():
-        train_session.run(tf.compat.v1.global_variables_initializer())
-        tf.compat.v1.train.Saver([v for v in tf.compat.v1.global_variables()
-                                  if v.op.name in reader.get_variable_to_shape_map()]
-                                 ).restore(train_session, prefix)
+    train_session = _restored_session(train_graph, reader, prefix)
     frozen.training_reference = _batch_runner(train_session, train_images, train_outputs)
     return frozen
 
@@ -317,12 +323,7 @@ def from_meta(meta_path, training_placeholder, input_node, output_nodes, input_h
         tf.compat.v1.train.import_meta_graph(
             meta_graph_def, clear_devices=True,
             input_map={tensor_name(training_placeholder): tf.constant(False)})
-    session = tf.compat.v1.Session(graph=graph, config=session_config())
-    with graph.as_default():
-        session.run(tf.compat.v1.global_variables_initializer())
-        tf.compat.v1.train.Saver([v for v in tf.compat.v1.global_variables()
-                                  if v.op.name in reader.get_variable_to_shape_map()]
-                                 ).restore(session, prefix)
+    session = _restored_session(graph, reader, prefix)
     graph_def = _prune(_freeze_session(session, graph, output_nodes), output_nodes)
     frozen.graph_def = _prune(fold_constant_branches(graph_def, output_nodes), output_nodes)
     session.close()
