@@ -156,6 +156,9 @@ def verdict(summary, min_f1, min_cos, payload):
         else:
             reasons.append(text + ": the firmware expands RGB565 differently from "
                            "host.pixels (pix_to_ai rule) or bytes were corrupted")
+    if not summary["detections"]["host_boxes"] and not summary["detections"]["board_boxes"]:
+        warnings.append("neither the host nor the board found a box on these images: the F1 "
+                        "is vacuous, only the output tensors were compared")
     if crc["not_computed"]:
         warnings.append("the board computed no input CRC on %d image(s) (config input_crc "
                         "off?): pixel agreement is not proven there" % crc["not_computed"])

@@ -148,6 +148,7 @@ def html_page(report, overlay_names):
            "<p class='%s'><b>%s</b>%s</p>" % (
                "ok" if v["ok"] else "fail", "PASS" if v["ok"] else "FAIL",
                "" if v["ok"] else ": " + _e("; ".join(v["reasons"]))),
+           "".join("<p class='fail'>WARNING: %s</p>" % _e(w) for w in v["warnings"]),
            "<pre>%s</pre>" % _e("\n".join(summary_lines(report))),
            "<p>Overlays: <span class='h'>&#9632; host TensorFlow boxes</span>, "
            "<span class='b'>&#9632; board boxes</span>, on the pixels the KPU received.</p>",

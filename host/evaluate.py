@@ -15,6 +15,11 @@ from host import compare, eval_inputs, eval_report, manifest as manifest_mod, se
 from host.errors import FidelityError, UserError
 
 
+# A virtual board just started still has to boot (grace period, nncase model load), possibly
+# on a busy machine: it gets this much time on top of --timeout to reach serve mode.
+VIRTUAL_BOOT_TIME = 30.0
+
+
 def _say(text):
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
@@ -34,7 +39,8 @@ def _bring_up(board, manifest, opts):
                                          vboard_state=opts.vboard_state)
         board.session = session.Session(board.link.ser, board.link.name, opts.baud,
                                         timeout=opts.timeout,
-                                        booting=board.link.virtual is not None)
+                                        booting=board.link.virtual is not None,
+                                        boot_time=VIRTUAL_BOOT_TIME)
         board.session.connect()
         board.session.check_model(manifest, opts.manifest)
     except UserError as exc:

@@ -69,12 +69,16 @@ class ImageJob(object):
 class Session(object):
     """One board on one open pyserial port."""
 
-    def __init__(self, ser, name, baud, timeout=10.0, booting=False):
+    def __init__(self, ser, name, baud, timeout=10.0, booting=False, boot_time=0.0):
+        """timeout: the bounded wait for a silent board (bring-up, and between frames during a
+        run); booting: the board was just started (listen for its serve banner), allowing
+        boot_time more seconds for that."""
         self.ser = ser
         self.name = name
         self.baud = baud
         self.timeout = timeout
         self.booting = booting
+        self.boot_time = boot_time
         self.parser = P.Parser()
         self.seq = 0
         self.info = None
@@ -133,7 +137,7 @@ class Session(object):
     def connect(self):
         """Serve mode + INFO; returns the INFO dict."""
         t0 = time.monotonic()
-        deadline = t0 + self.timeout
+        deadline = t0 + self.timeout + (self.boot_time if self.booting else 0.0)
         self._set_baud(REPL_BAUD)
         self.ser.reset_input_buffer()
         baud = self._listen(deadline if self.booting else min(deadline, t0 + LISTEN_FIRST),
@@ -150,7 +154,7 @@ class Session(object):
         if info is None:
             raise UserError("the board on %s started serve mode at %d baud but sent no INFO "
                             "within %.0f s: check that the USB-serial bridge supports %d baud "
-                            "(try --baud 115200)" % (self.name, baud, self.timeout, baud))
+                            "(try --baud 115200)" % (self.name, baud, deadline - t0, baud))
         return self._ready(info)
 
     def _listen(self, until, deadline):

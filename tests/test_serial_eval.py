@@ -165,6 +165,14 @@ def _report(out, n, min_boxes=1):
 @pytest.mark.parametrize("model", ["seed", "example"])
 def test_virtual_board_end_to_end(request, model, six, tmp_path):
     manifest = request.getfixturevalue(model)
+    with open(os.path.join(manifest.directory, "convert_report.json")) as f:
+        fit = json.load(f)["k210_fit"]
+    if not fit["fits_heap"]:
+        pytest.fail("the %s kmodel needs %d bytes of main RAM but firmware %s leaves about %d "
+                    "(convert_report.json k210_fit): the board refuses to load it, so eval "
+                    "cannot pass; the model must shrink (or the firmware profile's budget be "
+                    "revised)" % (model, fit["main_memory_bytes"], manifest["firmware"],
+                                  fit["heap_budget_bytes"]))
     images = six if model == "seed" else EVAL_DIR
     limit = [] if model == "seed" else ["--limit", "8"]
     out = tmp_path / "eval"
@@ -219,6 +227,18 @@ def test_jpeg_payload(seed, six, tmp_path):
     # than raw RGB565
     assert all(r["resized"] for r in report["images"])
     assert report["link"]["payload_bytes"] < 3 * 2 * 320 * 240 / 3
+
+
+@pytest.mark.slow
+def test_fidelity_below_thresholds_exits_1_with_the_report(seed, six, tmp_path):
+    out = tmp_path / "eval"
+    proc = _eval(seed, six, out, "--limit", "1", "--min-cos", "0.9999999",
+                 "--vboard-state", tmp_path / "vb")
+    assert_one_line_error(proc, "fidelity below thresholds", "mean output cos", code=1)
+    with open(str(out / "report.json")) as f:
+        report = json.load(f)
+    assert not report["verdict"]["ok"] and "FAIL" in proc.stdout
+    assert os.path.isfile(str(out / "report.html"))
 
 
 # ------------------------------------------------------------------ errors
@@ -287,6 +307,22 @@ def test_empty_or_unreadable_image_folder(seed_manifest_stub, tmp_path):
     proc = run_tool("host/serial_eval.py", "--manifest", seed_manifest_stub, "--images", bad,
                     "--out", tmp_path / "eval", "--timeout", "1")
     assert_one_line_error(proc, "cannot read image", "x.jpg")
+    assert_nothing_written(tmp_path / "eval")
+
+
+@pytest.mark.parametrize("port, fragments", [
+    ("/dev/ttyNOPE9", ["port /dev/ttyNOPE9 does not exist", "list_ports"]),
+    ("/dev/null", ["/dev/null is not a serial port"]),
+    ("socket://127.0.0.1:1", ["nothing listens on socket://127.0.0.1:1"]),
+    ("bogus://x", ["port bogus://x:", "socket://host:port"]),
+])
+def test_ports_that_cannot_be_opened(seed_manifest_stub, tmp_path, port, fragments):
+    images = tmp_path / "img"
+    images.mkdir()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(str(images / "a.png"))
+    proc = run_tool("host/serial_eval.py", "--manifest", seed_manifest_stub, "--images", images,
+                    "--out", tmp_path / "eval", "--port", port, "--timeout", "1")
+    assert_one_line_error(proc, *fragments)
     assert_nothing_written(tmp_path / "eval")
 
 
