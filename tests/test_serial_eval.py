@@ -241,6 +241,23 @@ def test_fidelity_below_thresholds_exits_1_with_the_report(seed, six, tmp_path):
     assert os.path.isfile(str(out / "report.html"))
 
 
+@pytest.mark.slow
+def test_board_in_live_mode_is_switched_to_serve_mode(seed, six, tmp_path):
+    """A board running live mode (camera loop, Ctrl-C enabled) on an explicit port: the host
+    interrupts it and starts serve mode from the REPL."""
+    state = str(tmp_path / "vb")
+    transport.provision_virtual(state, seed, 1500000)
+    cfg = devconfig.device_config(seed, mode="live", grace_ms=300)
+    with open(os.path.join(state, "flash", "config.json"), "w") as f:
+        f.write(devconfig.to_json(cfg))
+    with start_board(state, sensor_dir=six) as board:
+        time.sleep(3)                     # well into live mode
+        proc = _eval(seed, six, tmp_path / "eval", "--port", board.port, "--limit", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(tmp_path / "eval", 2, min_boxes=0)
+    assert report["boards"][0]["path"] == "repl"
+
+
 # ------------------------------------------------------------------ errors
 @pytest.mark.slow
 def test_silent_port_is_a_bounded_one_line_error(seed, six, tmp_path):
