@@ -209,3 +209,14 @@ def _parse_v5_function(reader):
     outputs = tensors(n_out)
     reader.pos = start + f_size
     return {"inputs": inputs, "outputs": outputs}
+
+
+def working_memory(info):
+    """Heap the runtime needs besides the model bytes (info: `parse()`): for V5 the
+    input/output buffers and the data pools (what nncase's summary adds up as TOTAL - MODEL);
+    for V3/V4 main_mem. Used by the virtual board's loader and by the flash tool's check."""
+    if info["version"] != 5:
+        return info.get("main_mem", 0)
+    data = sum(pool["size"] for m in info["modules"] for pool in m["mempools"]
+               if pool["location"] in ("data", "shared_data"))
+    return data + sum(t["size"] for t in info["inputs"] + info["outputs"])

@@ -1,5 +1,6 @@
 """`python -m host.vboard --state DIR [--profile P | --profile-file JSON] [--tcp PORT]
-[--link FILE] [--sensor-dir DIR] [--log-rate R] [--seed N]`
+[--link FILE] [--sensor-dir DIR] [--log-rate R] [--seed N] [--board dan|kd233|...]
+[--isp-crc-errors RATE]`
 
 Creates the board's pty, writes DIR/port.json ({port, url, pid, profile, state}) once the
 board is ready (and `--link FILE` as a symlink to the pty), prints the pty path on stdout,
@@ -14,7 +15,7 @@ import sys
 if "tensorflow" in sys.modules:  # pragma: no cover - a guard, not a feature
     raise SystemExit("host.vboard must not share a process with TensorFlow")
 
-from host.vboard import fs, profiles  # noqa: E402
+from host.vboard import fs, modem, profiles  # noqa: E402
 from host.vboard.board import Board  # noqa: E402
 from host.vboard.line import Line  # noqa: E402
 
@@ -38,6 +39,12 @@ def parse_args(argv):
     ap.add_argument("--log-rate", type=float, default=0.05,
                     help="random firmware log lines per second while scripts run (0: none)")
     ap.add_argument("--seed", type=int, default=0, help="seed for log lines and line noise")
+    ap.add_argument("--board", default="dan", choices=sorted(modem.WIRING),
+                    help="board type (kflash's -B names): how DTR/RTS drive RESET and BOOT "
+                         "(default dan: RTS resets, DTR holds BOOT low)")
+    ap.add_argument("--isp-crc-errors", type=float, default=0.0, metavar="RATE",
+                    help="fraction of ISP flash-write frames answered with a checksum error "
+                         "(as if corrupted on the wire; seeded by --seed)")
     return ap.parse_args(argv)
 
 
@@ -52,8 +59,9 @@ def main(argv=None):
     profile = profiles.get(profile_spec)
     line = Line(tcp_port=args.tcp, noise_seed=args.seed)
     board = Board(state, profile, line, sensor_dir=args.sensor_dir, log_rate=args.log_rate,
-                  seed=args.seed)
+                  seed=args.seed, wiring=args.board, isp_crc_errors=args.isp_crc_errors)
     fs.ensure_flash(state)
+    lines = modem.LineServer(line.path, board.set_lines)
     status_path = os.path.join(state, "port.json")
     url = "socket://127.0.0.1:%d" % line.tcp_port if args.tcp is not None else None
 
@@ -61,6 +69,7 @@ def main(argv=None):
         for path in (status_path, args.link):
             if path and os.path.lexists(path):
                 os.remove(path)
+        lines.close()
         line.close()
         os._exit(0)
 
@@ -71,7 +80,7 @@ def main(argv=None):
             os.remove(args.link)
         os.symlink(line.path, args.link)
     status = {"port": line.path, "url": url, "pid": os.getpid(), "profile": profile.name,
-              "state": state}
+              "state": state, "board": args.board}
     tmp = status_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(status, f)

@@ -24,6 +24,7 @@ from host.vboard import dialect, fs, image, shims
 from host.vboard.uart import DEFAULT_BUF, REPL_BAUD, UartPort
 
 _BOARD = None
+BOOT_SAMPLE_DELAY = 0.005   # s after RESET release the ROM reads the BOOT pin (IO16)
 
 # Firmware log lines the board prints now and then while user code runs.
 _LOG_LINES = (
@@ -44,6 +45,11 @@ class SoftReset(Exception):
 
 class HardReset(Exception):
     """machine.reset(): reboot with the banner, as after power-on."""
+
+
+class PowerCycle(BaseException):
+    """The RESET pin was pulled (DTR/RTS wiring): raised asynchronously in the main thread,
+    wherever board code is; never caught by board code's `except Exception`."""
 
 
 class ResetRequest(SystemExit):
@@ -68,7 +74,8 @@ class Session:
 
 
 class Board:
-    def __init__(self, state_dir, profile, line, sensor_dir=None, log_rate=0.0, seed=0):
+    def __init__(self, state_dir, profile, line, sensor_dir=None, log_rate=0.0, seed=0,
+                 wiring="dan", isp_crc_errors=0.0):
         global _BOARD
         _BOARD = self
         fs.mount(state_dir)
@@ -89,6 +96,15 @@ class Board:
         self.raw_mode = False
         self.boot_time = time.monotonic()
         self.session = Session()
+        # reset wiring: DTR/RTS from the host (host.vboard.modem) drive RESET and BOOT
+        self.wiring = wiring
+        self.isp_crc_errors = isp_crc_errors
+        self.isp_rng = random.Random(seed)
+        self.lines = {"dtr": False, "rts": False}
+        self.power = threading.Condition()
+        self.reset_held = False
+        self.halted = False             # the main thread is held in reset (or deciding)
+        self.pending_power = False
         self._next_log = self._schedule_log(time.monotonic())
         self.builtins = self._make_builtins()
         signal.signal(signal.SIGUSR1, self._sigusr1)
@@ -139,10 +155,51 @@ class Board:
         return False
 
     def _sigusr1(self, signum, frame):
+        if self.pending_power:
+            self.pending_power = False
+            raise PowerCycle()
         fire = self.pending_interrupt and self.executing
         self.pending_interrupt = False
         if fire:
             raise KeyboardInterrupt()
+
+    # ------------------------------------------------------------------ reset wiring
+    def set_lines(self, dtr, rts):
+        """Host DTR/RTS changed (line-server thread). RESET asserted halts the CPU wherever it
+        is; its release lets the main thread boot (ROM ISP when BOOT is held low)."""
+        from host.vboard.modem import WIRING
+        reset_line, _boot_line = WIRING[self.wiring]
+        with self.power:
+            self.lines = {"dtr": bool(dtr), "rts": bool(rts)}
+            reset = self.lines[reset_line]
+            if reset and not self.reset_held:
+                self.reset_held = True
+                if not self.halted:
+                    self.halted = True
+                    self.pending_power = True
+                    signal.pthread_kill(self.main_thread, signal.SIGUSR1)
+            elif not reset and self.reset_held:
+                self.reset_held = False
+            self.power.notify_all()
+
+    def _wait_reset_released(self):
+        """Main thread, CPU halted: wait for RESET to be released, then sample BOOT as the
+        K210's ROM does shortly after reset. Returns True for ISP mode (BOOT low)."""
+        from host.vboard.modem import WIRING
+        _reset_line, boot_line = WIRING[self.wiring]
+        while True:
+            with self.power:
+                self.halted = True
+                self.pending_power = False
+                while self.reset_held:
+                    self.power.wait(0.5)
+            time.sleep(BOOT_SAMPLE_DELAY)
+            with self.power:
+                if self.reset_held:
+                    continue
+                self.halted = False
+                self.pending_power = False
+                return self.lines[boot_line]
 
     # ------------------------------------------------------------------ imports
     def _make_builtins(self):
@@ -250,6 +307,9 @@ class Board:
                 self.friendly_exec = False
                 self.interrupt_char = -1
             return "ok"
+        except PowerCycle:
+            self.executing = False
+            raise
         except ResetRequest as exc:
             raise HardReset() if exc.hard else SoftReset()
         except SystemExit:
@@ -292,17 +352,38 @@ class Board:
 
     # ------------------------------------------------------------------ boot
     def run(self):
-        """Power on, then boot forever: a soft reset re-runs boot.py; machine.reset reboots."""
+        """Power on, then boot forever: a soft reset re-runs boot.py; machine.reset reboots.
+        RESET from the host's DTR/RTS halts everything; on release the ROM either boots the
+        firmware or, with BOOT held low, runs the ISP (host.vboard.isp) until it reboots."""
         hard = True
+        isp = False
         while True:
             try:
-                self.boot(hard)
-                hard = False
-            except SoftReset:
-                self.write(b"MPY: soft reboot\r\n")
-                hard = False
-            except HardReset:
+                try:
+                    if isp:
+                        isp = False
+                        from host.vboard import isp as isp_mod
+                        isp_mod.run(self)     # returns after the stub's reboot command
+                        hard = True
+                        continue
+                    self.boot(hard)
+                    hard = False
+                except SoftReset:
+                    self.write(b"MPY: soft reboot\r\n")
+                    hard = False
+                except HardReset:
+                    hard = True
+            except PowerCycle:
+                isp = self._power_cycle()
                 hard = True
+
+    def _power_cycle(self):
+        while True:
+            try:
+                self.session = Session()
+                return self._wait_reset_released()
+            except PowerCycle:
+                continue
 
     def boot(self, hard):
         self.session = Session()

@@ -22,14 +22,7 @@ def firmware_error(spec):
     return _EXCEPTIONS.get(exc_type, OSError)(message)
 
 
-def working_memory(info):
-    """Heap the runtime needs besides the model bytes: for V5 the input/output buffers and the
-    data pools (what nncase's summary adds up as TOTAL - MODEL); for V3/V4 main_mem."""
-    if info["version"] != 5:
-        return info.get("main_mem", 0)
-    data = sum(pool["size"] for m in info["modules"] for pool in m["mempools"]
-               if pool["location"] in ("data", "shared_data"))
-    return data + sum(t["size"] for t in info["inputs"] + info["outputs"])
+working_memory = kmodel.working_memory   # one definition, shared with host/flash.py
 
 
 def read_model(source, size=None):

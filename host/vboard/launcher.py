@@ -28,6 +28,7 @@ class BoardHandle:
         self.pid = status["pid"]
         self.profile = status["profile"]
         self.state_dir = status["state"]
+        self.board = status.get("board", "dan")
         self.log = log_path
 
     def alive(self):
@@ -50,16 +51,21 @@ class BoardHandle:
 
 
 def start_board(state_dir=DEFAULT_STATE, profile="canmv-v5", tcp_port=None, sensor_dir=None,
-                log_rate=0.05, seed=0, link=None, env=None, timeout=30.0):
+                log_rate=0.05, seed=0, link=None, env=None, timeout=30.0, board="dan",
+                isp_crc_errors=0.0):
     """Spawn `python -m host.vboard` and wait until its pty is ready. `profile`: a
-    host.firmware profile name, or a dict in that format (a custom firmware build)."""
+    host.firmware profile name, or a dict in that format (a custom firmware build);
+    `board`: kflash's board type, i.e. how DTR/RTS reset it (host.vboard.modem.WIRING);
+    `isp_crc_errors`: fraction of ISP flash writes answered with a checksum error."""
     state_dir = os.path.abspath(state_dir)
     os.makedirs(state_dir, exist_ok=True)
     status_path = os.path.join(state_dir, "port.json")
     if os.path.exists(status_path):
         os.remove(status_path)
     cmd = [sys.executable, "-m", "host.vboard", "--state", state_dir,
-           "--log-rate", str(log_rate), "--seed", str(seed)]
+           "--log-rate", str(log_rate), "--seed", str(seed), "--board", board]
+    if isp_crc_errors:
+        cmd += ["--isp-crc-errors", str(isp_crc_errors)]
     if isinstance(profile, dict):
         profile_path = os.path.join(state_dir, "profile.json")
         atomic.write_json(profile_path, profile)
@@ -114,3 +120,21 @@ def provision(state_dir, device_dir=None, files=None):
 def write_flash(state_dir, address, data):
     """Program bytes into the board's 16 MiB flash chip (DIR/flash.bin) at `address`."""
     fs.write_flash(os.path.abspath(state_dir), address, data)
+
+
+FLASHED = "flashed.json"
+
+
+def mark_flashed(state_dir, info):
+    """Record that a flash tool wrote this board (host/flash.py): `serial_eval --port virtual`
+    then runs what is on it instead of provisioning it from the repository."""
+    atomic.write_json(os.path.join(os.path.abspath(state_dir), FLASHED), info)
+
+
+def flashed(state_dir):
+    """The record of the last flash of this board (dict), or None."""
+    try:
+        with open(os.path.join(os.path.abspath(state_dir), FLASHED)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

@@ -6,6 +6,7 @@ import hashlib as _hashlib
 import json as _json
 import struct as _struct
 
+from host.vboard import fs
 from host.vboard import image as _image
 from host.vboard import kpu as _kpu
 from host.vboard import memory as _memory
@@ -96,8 +97,13 @@ def build_gc(board):
 
 
 def build_utils(board):
+    def flash_read(address, size):
+        # Maix.utils.flash_read (MaixPy docs; assumed alike on CanMV): bytes of the SPI flash
+        return fs.read_flash(address, size)
+
     return new_module("utils", heap_free=lambda: _kpu.heap_free(board),
-                      gc_heap_size=lambda *a: board.profile.gc_heap_bytes)
+                      gc_heap_size=lambda *a: board.profile.gc_heap_bytes,
+                      flash_read=flash_read)
 
 
 def build_ubinascii(board):
