@@ -10,7 +10,9 @@ images across the boards.
 A virtual board whose /flash does not hold this repo's device scripts and a config.json for
 the manifest's kmodel is provisioned first (what a flash step writes: device/*.py,
 config.json from host.devconfig, the kmodel programmed into its flash chip at the manifest's
-address), so `serial_eval` runs right after `make kmodel`.
+address), so `serial_eval` runs right after `make kmodel`. A virtual board that
+`host/flash.py` has flashed (its state holds flashed.json) is never provisioned: it runs
+what was flashed, as a real board would.
 
 Every failure to open a port is a one-line UserError naming the port and what to do.
 """
@@ -178,6 +180,8 @@ def provision_virtual(state_dir, manifest, baud):
     description of what was written ('' when nothing was needed)."""
     from host.vboard import launcher
     state_dir = os.path.abspath(state_dir)
+    if launcher.flashed(state_dir) is not None:
+        return ""           # flashed by host/flash.py: run what is on it
     files, kmodel, address = provision_plan(state_dir, manifest, baud)
     done = []
     if files:

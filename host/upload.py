@@ -1,0 +1,155 @@
+"""Verified file uploads and board-side checksums through the raw REPL (host/rawrepl.py).
+
+A file goes to `<target>.part` in base64 chunks; the board then reports the size and
+`ubinascii.crc32` of what it holds, and only when both equal the host's does the file replace
+the target (rename). An upload that is interrupted leaves the previous target untouched (and a
+`.part` the next upload truncates). A target that already has the right size and CRC is not
+sent again.
+
+Board-side helpers (MicroPython 1.11 dialect) are defined once per REPL session: `_kst(path)`
+-> (size, crc32) or (-1, 0); `_kfl(address, n)` -> crc32 of n bytes of the SPI flash read with
+`Maix.utils.flash_read` (None when the firmware lacks it).
+"""
+import binascii
+import time
+
+from host.errors import UserError
+from host.rawrepl import ExecError, ReplError
+
+CHUNK = 3072                 # raw bytes per base64 line (4096 characters)
+LINES_PER_EXEC = 2           # ~8 KB of code per raw-REPL exec
+FLASH_BLOCK = 4096
+
+HELPERS = """\
+import ubinascii, uos, gc
+def _kst(p):
+    c = 0
+    n = 0
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return (-1, 0)
+    while True:
+        b = f.read(4096)
+        if not b:
+            break
+        c = ubinascii.crc32(b, c)
+        n += len(b)
+    f.close()
+    return (n, c & 0xffffffff)
+def _kfl(a, n):
+    try:
+        from Maix import utils
+        rd = utils.flash_read
+    except (ImportError, AttributeError):
+        return None
+    c = 0
+    o = 0
+    while o < n:
+        k = min(4096, n - o)
+        c = ubinascii.crc32(rd(a + o, k), c)
+        o += k
+    return c & 0xffffffff
+def _kw(s):
+    _kf.write(ubinascii.a2b_base64(s))
+def _kmv(t, d):
+    try:
+        uos.rename(t, d)
+    except OSError:
+        uos.remove(d)
+        uos.rename(t, d)
+"""
+
+
+def crc32(data):
+    return binascii.crc32(data) & 0xFFFFFFFF
+
+
+class Uploader(object):
+    """Uploads and checksums over one raw REPL. `name` is the port (for messages)."""
+
+    def __init__(self, repl, name):
+        self.repl = repl
+        self.name = name
+        self.ready = False
+        self.bytes_sent = 0          # payload bytes uploaded (skipped files excluded)
+        self.seconds = 0.0
+
+    def _exec(self, code, timeout=10.0, what="the board"):
+        try:
+            return self.repl.exec(code, timeout)
+        except ExecError as exc:
+            raise UserError("%s on %s failed: %s" % (what, self.name, exc))
+        except ReplError as exc:
+            raise UserError("the board on %s stopped answering (%s): %s; the files it had are "
+                            "intact, reset the board and run the flash again"
+                            % (self.name, what, exc))
+
+    def setup(self):
+        if not self.ready:
+            self._exec(HELPERS, what="installing the upload helpers")
+            self.ready = True
+
+    def stat(self, path):
+        """(size, crc32) of a board file, (-1, 0) if it does not exist."""
+        self.setup()
+        out = self._exec("print(_kst(%r))" % path, timeout=30.0, what="checking %s" % path)
+        return _pair(out, path)
+
+    def flash_crc(self, address, size):
+        """crc32 of `size` bytes of the board's SPI flash at `address`, or None when the
+        firmware cannot read its flash from Python."""
+        self.setup()
+        out = self._exec("print(_kfl(%d, %d))" % (address, size), timeout=60.0 + size / 20000.0,
+                         what="reading the flash at 0x%X" % address).strip()
+        if out == "None":
+            return None
+        try:
+            return int(out)
+        except ValueError:
+            raise UserError("reading the flash of the board on %s gave %r" % (self.name, out[:80]))
+
+    def upload(self, path, data, progress=None):
+        """Put `data` at board path `path`, verified; returns 'unchanged' or 'written'."""
+        self.setup()
+        want = (len(data), crc32(data))
+        if self.stat(path) == want:
+            if progress is not None:
+                progress(len(data))
+            return "unchanged"
+        t0 = time.monotonic()
+        part = path + ".part"
+        self._exec("_kf = open(%r, 'wb')" % part, what="opening %s" % part)
+        step = CHUNK * LINES_PER_EXEC
+        for i in range(0, len(data), step):
+            block = data[i:i + step]
+            lines = ["_kw(b'%s')" % binascii.b2a_base64(block[j:j + CHUNK]).decode().strip()
+                     for j in range(0, len(block), CHUNK)]
+            self._exec("\n".join(lines), timeout=20.0, what="writing %s" % part)
+            self.bytes_sent += len(block)
+            if progress is not None:
+                progress(len(block))
+        self._exec("_kf.close()\ndel _kf", what="closing %s" % part)
+        got = self.stat(part)
+        if got != want:
+            self._exec("uos.remove(%r)" % part, what="removing %s" % part)
+            raise UserError("upload of %s to the board on %s did not verify (board has %d bytes, "
+                            "crc32 %08x; sent %d bytes, crc32 %08x): the previous file is "
+                            "intact; check the cable and retry"
+                            % (path, self.name, got[0], got[1], want[0], want[1]))
+        self._exec("_kmv(%r, %r)" % (part, path), what="renaming %s" % part)
+        self.seconds += time.monotonic() - t0
+        return "written"
+
+    def gc_collect(self):
+        self._exec("gc.collect()", what="gc")
+
+
+def _pair(out, path):
+    text = out.strip().strip("()").replace(" ", "")
+    try:
+        size, crc = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError("the board answered %r when asked for the size and CRC of %s"
+                        % (out[:80], path))
+    return size, crc
