@@ -157,7 +157,11 @@ def yolo_loss(output, y_true, gt_boxes, anchors):
     weight = y_true[..., 6]
     pxy = tf.sigmoid(pred[..., 0:2])
     twh = pred[..., 2:4]
-    xy_loss = tf.reduce_sum(mask * weight * tf.reduce_sum(tf.square(pxy - y_true[..., 0:2]), -1))
+    # Centre error relative to the box size (in cells): what IoU cares about, so small
+    # faces (half a cell) are localised as precisely as large ones.
+    box_cells = tf.exp(y_true[..., 2:4]) * anc
+    xy_err = (pxy - y_true[..., 0:2]) / tf.maximum(box_cells, 0.25)
+    xy_loss = tf.reduce_sum(mask * weight * tf.reduce_sum(tf.square(xy_err), -1))
     wh_loss = tf.reduce_sum(mask * weight * tf.reduce_sum(tf.square(twh - y_true[..., 2:4]), -1))
 
     # Ignore mask: a predicted box overlapping a true box by > IGNORE_IOU is not a negative.
@@ -253,7 +257,7 @@ def augment(images, labels, rng, crop=None):
 def predict(sess, out, x, images, feed=None, batch=20):
     res = []
     for s in range(0, len(images), batch):
-        fd = {x: images[s:s + batch]}
+        fd = {x: images[s:s + batch].astype(np.float32) / 255.0}
         fd.update(feed or {})
         res.append(sess.run(out, fd))
     return np.concatenate(res)
@@ -356,14 +360,13 @@ def main(argv=None):
     tf.reset_default_graph()
     tf.set_random_seed(0)
     rng = np.random.RandomState(0)
-    # uint8 batches of any size (crops or full images), scaled to [0, 1] in the graph.
-    x = tf.placeholder(tf.uint8, [None, None, None, 3], name="batch_image")
+    # Float batches in [0, 1] of any size (crops or full images).
+    x = tf.placeholder(tf.float32, [None, None, None, 3], name="batch_image")
     y_true = tf.placeholder(tf.float32, [None, None, None, NUM_ANCHORS, 8], name="y_true")
     gt_boxes = tf.placeholder(tf.float32, [None, 2 * MAX_BOXES, 4], name="gt_boxes")
     lr = tf.placeholder(tf.float32, [], name="learning_rate")
     training_control = tf.placeholder_with_default(True, shape=[], name="training_control")
-    scaled = tf.cast(x, tf.float32) / 255.0
-    output = model.face_yolo(scaled, is_training=training_control,
+    output = model.face_yolo(x, is_training=training_control,
                              num_anchors=NUM_ANCHORS, num_classes=NUM_CLASSES)
     total_loss, parts = yolo_loss(output, y_true, gt_boxes, anchors)
     global_step = tf.train.get_or_create_global_step()
@@ -403,7 +406,7 @@ def main(argv=None):
                                  None if full else crop)
             yt, gb = build_targets(bl, anchors, (bx.shape[1] // 32, bx.shape[2] // 32), bp)
             _, loss, pv = sess.run([train_op, total_loss, parts], {
-                x: bx, y_true: yt, gt_boxes: gb, lr: rate})
+                x: bx.astype(np.float32) / 255.0, y_true: yt, gt_boxes: gb, lr: rate})
             step += 1
             if step % 25 == 0 or step == 1:
                 print("step %4d  %5.0f s  lr %.5f  loss %7.3f  (%s)" % (
