@@ -13,6 +13,10 @@ from device import decoders
 from device import protocol as P
 from host import metrics
 
+# An unmatched box scoring within this of the decoder threshold is a near-threshold flip
+# (quantisation moved the score across the threshold on one side), reported as such.
+NEAR_THRESHOLD = 0.05
+
 CRC_SOURCES = {P.CRC_NONE: "none", P.CRC_PIX_AI: "pix_ai", P.CRC_LUT: "lut"}
 
 
@@ -69,6 +73,13 @@ def compare_image(image, host_outputs, shapes, params, result, error, width, hei
                                                   for i in range(4)), 4)})
     det["host_boxes"] = len(host_boxes)
     det["board_boxes"] = len(board_boxes)
+    matched_b = set(m["board"] for m in matches)
+    matched_h = set(m["host"] for m in matches)
+    unmatched = [b[4] for i, b in enumerate(board_boxes) if i not in matched_b] + \
+        [h[4] for i, h in enumerate(host_boxes) if i not in matched_h]
+    det["unmatched"] = len(unmatched)
+    det["near_threshold"] = sum(1 for v in unmatched
+                                if abs(float(v) - float(params["threshold"])) < NEAR_THRESHOLD)
     rec["detections"] = det
     rec["matches"] = matches
     src = result["crc_source"]
@@ -103,6 +114,8 @@ def summarize(records, output_names):
     det = metrics.pool_matches([r["detections"] for r in ok])
     det["host_boxes"] = sum(r["detections"]["host_boxes"] for r in ok)
     det["board_boxes"] = sum(r["detections"]["board_boxes"] for r in ok)
+    det["unmatched"] = sum(r["detections"].get("unmatched", 0) for r in ok)
+    det["near_threshold"] = sum(r["detections"].get("near_threshold", 0) for r in ok)
     crc_in = [r["crc"]["input_equal"] for r in ok]
     summary = {
         "images": len(records), "compared": len(ok), "failed": len(failed),
@@ -140,7 +153,13 @@ def verdict(summary, min_f1, min_cos, payload):
         return False, reasons, warnings
     f1 = summary["detections"]["f1"]
     if f1 < min_f1:
-        reasons.append("board-vs-host detection F1 %.4f < --min-f1 %g" % (f1, min_f1))
+        text = "board-vs-host detection F1 %.4f < --min-f1 %g" % (f1, min_f1)
+        det = summary["detections"]
+        if det["unmatched"]:
+            text += (" (%d of %d unmatched box(es) score within %.2f of the threshold: "
+                     "quantisation moved them across it)"
+                     % (det["near_threshold"], det["unmatched"], NEAR_THRESHOLD))
+        reasons.append(text)
     if summary["mean_cos"] < min_cos:
         reasons.append("mean output cos %.5f < --min-cos %g" % (summary["mean_cos"], min_cos))
     crc = summary["input_crc"]

@@ -39,10 +39,11 @@ def summary_lines(report):
         lines += tensor_table(s["tensors"], [t["node"] for t in s["tensors"]])
         d = s["detections"]
         lines.append("Detections board vs host (IoU >= 0.5): P %.3f R %.3f F1 %.3f (host %d "
-                     "box(es), board %d, matched %d); score delta mean %s max %s; box delta "
-                     "mean %s max %s px"
+                     "box(es), board %d, matched %d, unmatched near the threshold %d of %d); "
+                     "score delta mean %s max %s; box delta mean %s max %s px"
                      % (d["precision"], d["recall"], d["f1"], d["host_boxes"], d["board_boxes"],
-                        d["tp"], _f(s["score_delta"]["mean"], "%.4f"),
+                        d["tp"], d["near_threshold"], d["unmatched"],
+                        _f(s["score_delta"]["mean"], "%.4f"),
                         _f(s["score_delta"]["max"], "%.4f"), _f(s["box_delta_px"]["mean"], "%.2f"),
                         _f(s["box_delta_px"]["max"], "%.2f")))
         c = s["input_crc"]

@@ -63,6 +63,7 @@ def _record(f1_pairs=1, crc_equal=True):
                                                            "rmse": 0.1, "mae": 0.1,
                                                            "max_abs": 0.2}],
             "matches": [], "detections": {"tp": f1_pairs, "fp": 0, "fn": 1 - f1_pairs,
+                                          "unmatched": 1 - f1_pairs, "near_threshold": 0,
                                           "host_boxes": 1, "board_boxes": f1_pairs},
             "crc": {"input_equal": crc_equal, "pixel_equal": True, "source": "pix_ai"},
             "board": {"kpu_ms": 1.0, "prep_ms": 1.0, "decode_ms": 1.0}, "name": "x"}
