@@ -16,12 +16,13 @@ PYTHON37 ?= $(shell (python3.7 -c '' >/dev/null 2>&1 && command -v python3.7) ||
 BUILD   ?= build
 EXAMPLE := examples/face
 
-.PHONY: help setup demo kmodel eval train-example test test-fast clean
+.PHONY: help setup demo kmodel flash eval train-example test test-fast clean
 
 help:
 	@echo "make demo           the whole pipeline on the built-in example"
 	@echo "make setup          create .venv (Python 3.7) with the pinned requirements"
 	@echo "make kmodel         freeze + BatchNorm check + tflite + nncase kmodel + report (example model)"
+	@echo "make flash          kmodel + scripts to the board, verified (PORT=virtual|/dev/ttyUSB0 [BOARD=dan] [BAUD=1500000] [ADDRESS=0x300000] [METHOD=kflash|repl] [FIRMWARE=x.bin])"
 	@echo "make eval           board vs host TensorFlow over serial (PORT=virtual, /dev/ttyUSB0, socket://h:p)"
 	@echo "make train-example  retrain the example face detector (<= 15 min on 2 cores)"
 	@echo "make test           run the test suite (what CI runs)"
@@ -36,12 +37,20 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/pip install -q -r requirements.txt
 	touch $@
 
-demo: kmodel eval
+demo: kmodel flash eval
 
 kmodel: $(STAMP)
 	$(PY) host/convert.py --config $(EXAMPLE)/convert.json --out $(BUILD)
 
 PORT ?= virtual
+BOARD ?= dan
+BAUD ?= 1500000
+METHOD ?= kflash
+flash: $(STAMP)
+	$(PY) host/flash.py --port $(PORT) --board $(BOARD) --baud $(BAUD) --method $(METHOD) \
+	    --manifest $(BUILD)/manifest.json $(if $(ADDRESS),--address $(ADDRESS)) \
+	    $(if $(FIRMWARE),--firmware $(FIRMWARE))
+
 eval: $(STAMP)
 	$(PY) host/serial_eval.py --port $(PORT) --manifest $(BUILD)/manifest.json --out $(BUILD)/eval
 

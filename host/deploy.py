@@ -12,8 +12,9 @@
    /flash.
 4. Verify on the board: CRC32 of the flash region (Maix.utils.flash_read) or of the model
    file, every script's size and CRC32, and the protocol's HELLO/INFO naming the manifest's
-   kmodel sha256 with the model loaded. Print a summary; write flash_report.json beside the
-   manifest.
+   kmodel sha256 with the model loaded, after a reboot (machine.reset()) so the board runs
+   the files just written, as it will from now on. Print a summary; write flash_report.json
+   beside the manifest.
 
 `--port virtual` starts the virtual K210 (host/vboard) on build/vboard and lets kflash reset it
 through DTR/RTS by host.vboard.modem's pyserial patch, installed in this process for the
@@ -36,6 +37,7 @@ from host.upload import Uploader, crc32
 
 DEVICE_DIR = os.path.join(REPO_ROOT, "device")
 REPL_BAUD = devconfig.REPL_BAUD
+BOOT_TIME = 8.0      # s a rebooting board may take to reach serve mode (firmware + grace)
 
 
 def _say(text):
@@ -247,34 +249,17 @@ def _run(opts, plan, port, report, t_start):
 
     # -- 2. the model (and firmware)
     if opts.method == "kflash":
-        repl.exit()
-        port.close_serial()
-        with tempfile.TemporaryDirectory(prefix="k210-kfpkg-") as tmp:
-            pkg = kfpkg.build(os.path.join(tmp, "k210-deploy.kfpkg"), plan.entries)
-            _say("kflash: %s to %s (board %s, %d baud)"
-                 % (", ".join("%s at 0x%X" % (e.name, e.address) for e in plan.entries),
-                    port.name, opts.board, opts.baud))
-            runs = flashing.flash(port.device, pkg, board=opts.board, baud=opts.baud,
-                                  progress=progress, say=_say)
-        last = runs[-1]
+        pending = _changed_entries(repl, port, plan.entries, info)
         for e in plan.entries:
-            nbytes, seconds = last.files.get(e.name, (e.flash_size, 0.0))
-            report["items"].append({"what": e.name, "where": "flash 0x%X" % e.address,
-                                    "address": e.address, "bytes": e.flash_size,
-                                    "method": "kflash %d baud" % opts.baud,
-                                    "seconds": seconds, "passes": len(runs)})
-        stub_bytes, stub_seconds = last.files.get("ISP", (0, 0.0))
-        report["kflash"] = {"passes": len(runs), "seconds": last.seconds,
-                            "checksum_errors": sum(r.checksum_errors for r in runs),
-                            "bytes": sum(e.flash_size for e in plan.entries),
-                            "baud": opts.baud, "stub_bytes": stub_bytes,
-                            "stub_seconds": stub_seconds,
-                            "write_rate": _rate(sum(last.files.get(e.name, (0, 0))[0]
-                                                    for e in plan.entries),
-                                                sum(last.files.get(e.name, (0, 0.0))[1]
-                                                    for e in plan.entries))}
-        # the stub rebooted the board into its firmware: back to its REPL
-        repl = reach_repl(port, opts.timeout + 5.0, serve_bauds)
+            if e not in pending:
+                report["items"].append({"what": e.name, "where": "flash 0x%X" % e.address,
+                                        "address": e.address, "bytes": e.flash_size,
+                                        "method": "kflash", "state": "unchanged"})
+        if pending:
+            repl = _kflash(repl, port, pending, opts, report, progress, serve_bauds)
+        else:
+            _say("kflash: the board's flash already holds %s: nothing to write"
+                 % ", ".join(e.name for e in plan.entries))
     uploader = Uploader(repl, port.name)
     if opts.method == "repl":
         path = plan.model_path(root)
@@ -340,19 +325,66 @@ def _run(opts, plan, port, report, t_start):
     return 0
 
 
-def _hello(repl, port, plan, opts):
-    """Serve mode from the REPL, HELLO -> INFO naming the manifest's kmodel, loaded; EXIT."""
-    from host import session as session_mod
+def _changed_entries(repl, port, entries, info):
+    """The entries whose bytes the board's flash does not hold yet (all of them when the
+    firmware cannot read its flash from Python)."""
+    if not info.get("flash_read"):
+        return list(entries)
+    probe = Uploader(repl, port.name)
+    return [e for e in entries
+            if probe.flash_crc(e.address, len(e.image())) != crc32(e.image())]
+
+
+def _kflash(repl, port, entries, opts, report, progress, serve_bauds):
+    """kflash the entries (the REPL port is closed meanwhile); returns the new REPL."""
     repl.exit()
-    sess = session_mod.Session(port.ser, port.name, opts.serve_baud, timeout=opts.timeout)
+    port.close_serial()
+    with tempfile.TemporaryDirectory(prefix="k210-kfpkg-") as tmp:
+        _say("kflash: %s to %s (board %s, %d baud)"
+             % (", ".join("%s at 0x%X" % (e.name, e.address) for e in entries),
+                port.name, opts.board, opts.baud))
+        runs = flashing.flash(port.device, entries, tmp, board=opts.board,
+                              baud=opts.baud, progress=progress, say=_say)
+    first = runs[0]
+    for e in entries:
+        nbytes, seconds = first.files.get(e.name, (e.flash_size, 0.0))
+        report["items"].append({"what": e.name, "where": "flash 0x%X" % e.address,
+                                "address": e.address, "bytes": e.flash_size,
+                                "method": "kflash %d baud" % opts.baud, "state": "written",
+                                "seconds": seconds, "passes": len(runs)})
+    stub_bytes, stub_seconds = first.files.get("ISP", (0, 0.0))
+    written = [first.files.get(e.name, (0, 0.0)) for e in entries]
+    report["kflash"] = {"passes": len(runs), "seconds": sum(r.seconds for r in runs),
+                        "checksum_errors": sum(r.checksum_errors for r in runs),
+                        "bytes": sum(e.flash_size for e in entries),
+                        "baud": opts.baud, "stub_bytes": stub_bytes,
+                        "stub_seconds": stub_seconds,
+                        "write_rate": _rate(sum(w[0] for w in written),
+                                            sum(w[1] for w in written))}
+    # the stub rebooted the board into its firmware: back to its REPL
+    return reach_repl(port, opts.timeout + 5.0, serve_bauds)
+
+
+def _hello(repl, port, plan, opts):
+    """Reboot the board (machine.reset(), as after power-on), so it boots from what was just
+    written: boot.py, main.py, serve mode from config.json; then HELLO -> INFO must name the
+    manifest's kmodel, loaded; EXIT leaves the board at its REPL."""
+    from host import session as session_mod
+    try:
+        repl.reset_board()
+    except ReplError as exc:
+        raise UserError("the board on %s did not take the reset command: %s" % (port.name, exc))
+    sess = session_mod.Session(port.ser, port.name, opts.serve_baud, timeout=opts.timeout,
+                               booting=True, boot_time=BOOT_TIME)
     try:
         info = sess.connect()
         sess.check_model(plan.manifest, plan.manifest.path)
     finally:
         sess.close()
-    return ("serve mode at %d baud, kmodel sha256 %s... loaded (%s, API %s)"
-            % (info.get("baud") or opts.serve_baud, str(info.get("model_sha256"))[:12],
-               info.get("model_source") or "?", info.get("api")))
+    return ("rebooted into serve mode at %d baud; INFO names kmodel sha256 %s..., loaded "
+            "from %s (API %s)" % (info.get("baud") or opts.serve_baud,
+                                  str(info.get("model_sha256"))[:12],
+                                  info.get("model_source") or "?", info.get("api")))
 
 
 def _rate(nbytes, seconds):

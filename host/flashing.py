@@ -6,14 +6,18 @@ progress through `callback(name, done, total, speed)` into one tqdm bar per bina
 `Exception`s become one-line UserErrors with what to do.
 
 kflash 1.1.6 bug worked around here: when the stub answers a flash write (D4) with a checksum
-error (E2), kflash logs "Data checksum error, retrying..." but then *skips* that 64 KiB chunk
-(its retry loop falls through to `break`), and it never reads back what it wrote. `flash()`
-therefore counts those warnings and runs the whole package again (up to `attempts` times)
-until a pass has none; the caller still verifies the flash contents on the board.
+error (E2), kflash logs "Data checksum error, retrying..." but then *skips* that chunk (its
+retry loop falls through to `break`; up to 64 KiB) and goes on; it never reads back what it
+wrote. The warning comes right before the progress report of the skipped chunk, so `flash()`
+knows which bytes were lost and writes exactly those again in another kflash pass (a
+.kfpkg of raw pieces at their flash addresses), up to `attempts` passes. The caller still
+verifies the flash contents on the board.
 """
+import os
 import re
 import time
 
+from host import kfpkg
 from host.errors import UserError
 
 CHECKSUM_WARNING = "Data checksum error"
@@ -30,7 +34,10 @@ class KflashRun(object):
         self.checksum_errors = 0
         self.seconds = 0.0
         self.files = {}
+        self.lost = []              # (binary name, start, end) skipped after a checksum error
         self._start = {}
+        self._done = {}
+        self._bad = False
 
     def rate(self, name):
         nbytes, seconds = self.files.get(name, (0, 0.0))
@@ -74,6 +81,7 @@ def _one_pass(port, kfpkg_path, board, baud, progress, slow):
             run.log.append(text)
         if CHECKSUM_WARNING in text:
             run.checksum_errors += 1
+            run._bad = True
         m = re.match(r"Writing (.+) into 0x[0-9a-fA-F]+$", text)
         if m:
             run._start[m.group(1)] = time.monotonic()
@@ -84,6 +92,11 @@ def _one_pass(port, kfpkg_path, board, baud, progress, slow):
     def on_progress(name, done, total, speed):
         start = run._start.setdefault(name, time.monotonic())
         run.files[name] = [done, time.monotonic() - start]
+        before = run._done.get(name, 0)
+        run._done[name] = done
+        if run._bad and name != "ISP":
+            run.lost.append((name, before, done))   # the chunk kflash skipped
+        run._bad = False
         if not progress:
             return
         bar = bars.get(name)
@@ -116,21 +129,37 @@ def _one_pass(port, kfpkg_path, board, baud, progress, slow):
     return run
 
 
-def flash(port, kfpkg_path, board="dan", baud=1500000, progress=True, slow=False, attempts=3,
-          say=None):
-    """Write the package; returns the list of KflashRun passes (the last one clean)."""
+def flash(port, entries, workdir, board="dan", baud=1500000, progress=True, slow=False,
+          attempts=5, say=None):
+    """Write kfpkg.Entry list `entries`; returns the KflashRun passes (the last one clean).
+    Pass 1 writes everything; later passes only the chunks kflash skipped."""
     if board not in BOARDS:
         raise UserError("unknown board %r: use one of %s" % (board, ", ".join(BOARDS)))
     runs = []
+    todo = list(entries)
     for attempt in range(1, attempts + 1):
-        run = _one_pass(port, kfpkg_path, board, baud, progress, slow)
+        path = os.path.join(workdir, "k210-deploy-%d.kfpkg" % attempt)
+        kfpkg.build(path, todo)
+        run = _one_pass(port, path, board, baud, progress, slow)
         runs.append(run)
         if not run.checksum_errors:
             return runs
-        if say is not None:
-            say("kflash: %d checksum error(s) reported by the board's ISP stub; kflash 1.1.6 "
-                "skips such chunks, so the package is written again (pass %d of %d)"
-                % (run.checksum_errors, attempt + 1, attempts))
+        by_name = dict((e.name, e) for e in todo)
+        lost = [r for r in run.lost if r[0] in by_name]
+        if len(lost) != run.checksum_errors:
+            todo = list(entries) if attempt == 1 else todo   # cannot place them: all again
+        else:
+            todo = []
+            for name, start, end in lost:
+                e = by_name[name]
+                image = e.image()
+                todo.append(kfpkg.Entry("%s@%X" % (name.split("@")[0], e.address + start),
+                                        e.address + start, image[start:end]))
+        if say is not None and attempt < attempts:
+            say("kflash: the ISP stub reported %d checksum error(s) and kflash 1.1.6 skips "
+                "such chunks: writing %s again (pass %d of at most %d)"
+                % (run.checksum_errors, ", ".join("0x%X+%d" % (e.address, len(e.data))
+                                                  for e in todo), attempt + 1, attempts))
     raise UserError("kflash met checksum errors in each of %d passes on %s (%d baud): the "
                     "line is unreliable; retry with --baud 115200 or another cable"
                     % (attempts, port, baud))

@@ -113,6 +113,12 @@ class RawRepl(object):
         """Back to the friendly REPL (Ctrl-B)."""
         self._write(b"\x02")
 
+    def reset_board(self, timeout=3.0):
+        """machine.reset(): the board reboots as after power-on (firmware, boot.py, main.py).
+        Nothing after "OK" belongs to the REPL any more."""
+        self._send_code(b"import machine\nmachine.reset()")
+        self.read_until(b"OK", timeout)
+
     # ------------------------------------------------------------------ running code
     def _send_code(self, code):
         for i in range(0, len(code), SLICE):

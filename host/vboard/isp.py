@@ -20,8 +20,9 @@ the REPL UART's bytes (paced and baud-checked by the line like any other traffic
   then the board boots its firmware. A write replaces exactly the bytes it carries (the stub's
   read-erase-write of partial sectors is not modelled as a cost).
 
-Every ISP session is recorded in DIR/isp.json (writes, erases, baud, injected and detected
-checksum errors, whether the stub was kflash's) for tests and the curious.
+Every ISP session is appended to DIR/isp.json {"sessions": [...]} (writes, erases, bauds,
+injected and detected checksum errors, whether the stub was kflash's, whether it rebooted)
+for tests and the curious.
 """
 import ast
 import binascii
@@ -266,12 +267,19 @@ class Isp(object):
         self.reply(0xD4, OK)
 
     def save_log(self):
+        """Append this session to DIR/isp.json {"sessions": [...]} (the last 50 kept)."""
         self.log["finished"] = time.time()
         path = os.path.join(self.board.state_dir, "isp.json")
+        try:
+            with open(path) as f:
+                sessions = json.load(f)["sessions"]
+        except (OSError, ValueError, KeyError, TypeError):
+            sessions = []
+        sessions = (sessions + [self.log])[-50:]
         tmp = path + ".tmp"
         try:
             with open(tmp, "w") as f:
-                json.dump(self.log, f, indent=1)
+                json.dump({"sessions": sessions}, f, indent=1)
             os.replace(tmp, path)
         except OSError:
             pass
