@@ -114,16 +114,14 @@ def model_needs(kmodel_bytes):
     return info["version"], len(kmodel_bytes), kmodel.working_memory(info)
 
 
-def check(info, kmodel_bytes, name):
-    """UserError unless the board's firmware can load the kmodel and it fits the heap the
-    board reports (or the profile's budget when it reports none)."""
+def problem(info, kmodel_bytes):
+    """Why the board's firmware cannot load the kmodel (or it does not fit the heap the board
+    reports, or the profile's budget when it reports none); None when it can."""
     if info.get("impl") != "micropython":
-        raise UserError("the board on %s is not running MicroPython (%s)"
-                        % (name, info.get("impl")))
+        return "the board is not running MicroPython (%s)" % info.get("impl")
     if info.get("api") is None:
-        raise UserError("the firmware on %s has no KPU module (no maix.KPU, no KPU): flash a "
-                        "MaixPy or CanMV build with KPU support (FIRMWARE=...), or pass "
-                        "--force" % name)
+        return ("the firmware has no KPU module (no maix.KPU, no KPU): flash a MaixPy or CanMV "
+                "build with KPU support (FIRMWARE=...)")
     version, size, work = model_needs(kmodel_bytes)
     profile = firmware.get_profile(info["profile"])
     if info.get("heap_free") is not None:
@@ -131,6 +129,13 @@ def check(info, kmodel_bytes, name):
     try:
         firmware.check_loadable(profile, version, size, work)
     except UserError as exc:
+        return str(exc)
+    return None
+
+
+def check(info, kmodel_bytes, name):
+    """UserError unless the board's firmware can load the kmodel and it fits."""
+    why = problem(info, kmodel_bytes)
+    if why:
         raise UserError("refused before writing anything to %s (%s): %s (--force flashes "
-                        "anyway)" % (name, describe(info), exc))
-    return version, size, work
+                        "anyway)" % (name, describe(info), why))

@@ -139,6 +139,13 @@ class Port(object):
         else:
             self.device = opts.port
             self.name = opts.port
+            if transport.is_url(opts.port) and opts.method == "kflash":
+                raise UserError("kflash needs a serial device, not %s: use --method repl over "
+                                "a URL" % opts.port)
+            if os.path.exists(opts.port):
+                from host.vboard import modem
+                if modem.board_listening(opts.port):
+                    modem.install()    # a virtual board's pty given by path: its DTR/RTS too
 
     def open(self):
         self.ser = transport.open_serial(self.device, REPL_BAUD, timeout=0.05)
@@ -229,13 +236,7 @@ def _run(opts, plan, port, report, t_start):
     info = board_probe.probe(repl, port.name)
     report["board_info"] = info
     _say("board on %s: %s" % (port.name, board_probe.describe(info)))
-    if opts.force:
-        try:
-            board_probe.check(info, plan.kmodel, port.name)
-        except UserError as exc:
-            _say("warning: --force: %s" % exc)
-    else:
-        board_probe.check(info, plan.kmodel, port.name)
+    _check_board(info, plan, port, opts, replacing=plan.firmware is not None)
     root = "/sd" if "sd" in (info.get("mounts") or []) else "/flash"
     files = plan.files(root)
     needed = sum(len(d) for _, d in files) + (len(plan.kmodel) if opts.method == "repl" else 0)
@@ -257,6 +258,11 @@ def _run(opts, plan, port, report, t_start):
                                         "method": "kflash", "state": "unchanged"})
         if pending:
             repl = _kflash(repl, port, pending, opts, report, progress, serve_bauds)
+            if plan.firmware is not None:
+                info = board_probe.probe(repl, port.name)
+                report["board_info_after"] = info
+                _say("board on %s now runs: %s" % (port.name, board_probe.describe(info)))
+                _check_board(info, plan, port, opts, replacing=False, after_firmware=True)
         else:
             _say("kflash: the board's flash already holds %s: nothing to write"
                  % ", ".join(e.name for e in plan.entries))
@@ -323,6 +329,25 @@ def _run(opts, plan, port, report, t_start):
     atomic.write_json(os.path.join(plan.manifest.directory, "flash_report.json"), report)
     _summary(report, checks)
     return 0
+
+
+def _check_board(info, plan, port, opts, replacing, after_firmware=False):
+    """Refuse a kmodel the board's firmware cannot load (before anything is written); with a
+    new firmware on its way the check waits until that firmware runs."""
+    if replacing:
+        _say("note: the firmware is being replaced: whether it loads the kmodel is checked "
+             "once it runs")
+        return
+    why = board_probe.problem(info, plan.kmodel)
+    if why is None:
+        return
+    if opts.force:
+        _say("warning: --force: the board's firmware cannot use this kmodel: %s" % why)
+    elif after_firmware:
+        raise UserError("the firmware just written to %s (%s) cannot use this kmodel: %s"
+                        % (port.name, board_probe.describe(info), why))
+    else:
+        board_probe.check(info, plan.kmodel, port.name)
 
 
 def _changed_entries(repl, port, entries, info):

@@ -76,6 +76,11 @@ def parse_ports(text):
     return specs
 
 
+def is_url(name):
+    """A pyserial URL (socket://, rfc2217://, loop://, ...) rather than a device path."""
+    return bool(_URL.match(name))
+
+
 def vboard_state_dir(base, index):
     """State directory of the index-th virtual board: base, base-2, base-3, ..."""
     return base if index == 0 else "%s-%d" % (base.rstrip("/\\"), index + 1)

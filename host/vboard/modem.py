@@ -96,6 +96,19 @@ class LineServer(object):
 _installed = {}
 
 
+def board_listening(port):
+    """Whether a virtual board serves DTR/RTS for this port path (never true for a real
+    serial device)."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(socket_name(port))
+        return True
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
 def _send(serial_obj):
     """Send this port's (dtr, rts) to its virtual board; False when none listens."""
     conn = getattr(serial_obj, "_vboard_lines", None)

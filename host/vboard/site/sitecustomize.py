@@ -7,7 +7,8 @@ only: on a real serial port pyserial's own ioctls succeed and the patch never ac
 import os
 import sys
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(_HERE)))
 if _REPO not in sys.path:
     sys.path.append(_REPO)
 try:
