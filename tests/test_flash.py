@@ -113,6 +113,27 @@ def test_kfpkg_refuses_what_the_chip_cannot_take(entries, fragment):
     assert fragment in str(err.value)
 
 
+def test_the_flash_tool_never_loads_tensorflow_or_nncase():
+    code = ("import sys; import host.deploy, host.flash, kflash; "
+            "from host.vboard import launcher, modem; "
+            "print(sorted(m for m in ('tensorflow', 'nncase') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=tool_env(),
+                         stdout=subprocess.PIPE, universal_newlines=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_lines_patch_leaves_other_ports_alone(lines_patch):
+    """On a pty no virtual board serves, setting DTR fails exactly as without the patch."""
+    master, slave = os.openpty()
+    try:
+        with serial.Serial(os.ttyname(slave), 115200) as ser:
+            with pytest.raises((OSError, serial.SerialException)):
+                ser.dtr = False
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_the_virtual_rom_knows_kflash_s_own_stub():
     stub = visp.kflash_stub()
     assert stub is not None and len(stub) == 16512     # flashing.md: 16,512 bytes
