@@ -2,11 +2,12 @@
 
 Why not a library: mpremote (the maintained MicroPython tool) 1.29 depends on
 platformdirs>=4.3.7, which needs Python >= 3.9, so it does not install on this toolkit's
-Python 3.7; older releases install, but open the port with pyserial's default DTR/RTS
-asserted (which holds Sipeed boards in reset or in the boot ROM), soft-reset the board on
-entering the raw REPL (re-running boot.py), and copy files without a checksum or a
-temp-and-rename, so the verified upload (host/upload.py) would still be ours. ampy and rshell
-have failed on MaixPy's banner timing (k210-device.md). What is left to write is this file.
+Python 3.7. Its SerialTransport alone does talk to the virtual board's MicroPython 1.11 over
+the pty (tried: the raw-paste probe falls back to the plain raw REPL), but it opens the port
+with pyserial's default DTR/RTS asserted (on a Maix Dock that holds RESET), soft-resets by
+default on entering the raw REPL (re-running boot.py), and copies files without a checksum or
+a temp-and-rename, so the verified upload (host/upload.py) would still be ours. ampy and
+rshell have failed on MaixPy's banner timing (k210-device.md). What is left is this file.
 
 Rules followed (flashing.md): the caller opens the port with DTR and RTS low
 (host.transport.open_serial); Ctrl-C twice, then Ctrl-A, and wait for
