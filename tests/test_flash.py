@@ -415,6 +415,22 @@ def test_v5_kmodel_refused_on_maixpy_v4_before_any_write(seed, tmp_path):
 
 
 @pytest.mark.slow
+def test_wrong_board_type_is_a_one_line_kflash_error(seed, tmp_path):
+    """kflash's dan reset sequence cannot put a kd233-wired board into ISP mode: kflash's
+    bare Exception after its bounded retries becomes one line naming --board."""
+    state = tmp_path / "vb"
+    with start_board(str(state), log_rate=0, board="kd233") as board:
+        before = _chip(state)
+        t0 = time.monotonic()
+        proc = _flash(seed, "--port", board.port, "--board", "dan")   # a vboard pty by path
+        took = time.monotonic() - t0
+    assert_one_line_error(proc, "kflash could not flash", "did not enter its ISP mode",
+                          "--board")
+    assert took < 40
+    assert _chip(state) == before and not os.path.exists(str(state / "isp.json"))
+
+
+@pytest.mark.slow
 def test_interrupted_upload_keeps_the_old_script_and_a_rerun_completes(seed, flashed, tmp_path):
     state = tmp_path / "vb"
     shutil.copytree(str(flashed[0]), str(state))
