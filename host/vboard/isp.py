@@ -131,9 +131,15 @@ class Isp(object):
     def reply(self, op, reason):
         self.port.write(bytes((0xC0, op, reason, 0xC0)))
 
-    def set_baud(self, baud):
+    def set_baud(self, baud, clear=False):
+        """Switch the UART; bytes already received stay (the host only sends at the new
+        speed after its own switch, which the line judges)."""
         self.baud = baud
-        self.port.reset(baud, ISP_BUF)
+        if clear:
+            self.port.reset(baud, ISP_BUF)
+        else:
+            with self.port.cond:
+                self.port.baud = baud
         self.log["bauds"].append(baud)
 
     def reject(self, op, reason, why):
@@ -143,7 +149,7 @@ class Isp(object):
 
     # -- frames
     def run(self):
-        self.set_baud(REPL_BAUD)
+        self.set_baud(REPL_BAUD, clear=True)
         reader = SlipReader(self.port)
         while True:
             frame = reader.next()

@@ -10,6 +10,12 @@ when it differs from the board's baud, bytes are garbled like on a real wire: ho
 bytes are lost (framing errors) and board->host bytes arrive as noise. So a host that
 forgets to follow a baud change (or a soft reset back to 115200) fails as it would on a
 board. A TCP client (pyserial `socket://`) has no baud and is never garbled.
+
+Bytes that cross a host baud change are judged by the baud on either side for BAUD_GRACE
+(a host that writes and then switches at once, as kflash does after its ROM baud change and
+its boot command, had those bytes on the wire before the switch; the pty cannot tell the
+order). The host's baud is sampled at least every 10 ms, so the grace never covers a host
+that switched long ago: a persistent mismatch is always garbled.
 """
 import errno
 import fcntl
@@ -19,12 +25,15 @@ import select
 import socket
 import struct
 import threading
+import time
 import tty
 
 from host.vboard.uart import LinePacer, chunk_size
 
 TCGETS2 = 0x802C542A      # struct termios2, whose c_ispeed/c_ospeed hold the numeric baud
 TERMIOS2 = struct.Struct("4I B 19s 2I")
+BAUD_GRACE = 0.02         # s after an observed host baud change (see above)
+BAUD_SAMPLE = 0.01        # s between samples of the host's baud
 
 
 class Line:
@@ -44,6 +53,11 @@ class Line:
             self.tcp_port = self.server.getsockname()[1]
         self._noise = random.Random(noise_seed)
         self._send_lock = threading.Lock()
+        self._baud_lock = threading.Lock()
+        self._host_baud = None
+        self._prev_host_baud = None
+        self._host_changed = 0.0
+        self._closed = False
         self.port = None            # the UartPort fed by this line (set by attach)
 
     def attach(self, port):
@@ -54,12 +68,25 @@ class Line:
     def host_baud(self):
         buf = bytearray(TERMIOS2.size)
         fcntl.ioctl(self.slave, TCGETS2, buf)
-        return TERMIOS2.unpack(bytes(buf))[-1]
+        baud = TERMIOS2.unpack(bytes(buf))[-1]
+        with self._baud_lock:
+            if baud != self._host_baud:
+                self._prev_host_baud, self._host_baud = self._host_baud, baud
+                self._host_changed = time.monotonic()
+        return baud
+
+    def baud_ok(self, board_baud):
+        """Whether bytes crossing the wire now are read correctly at `board_baud`."""
+        if self.host_baud() == board_baud:
+            return True
+        with self._baud_lock:
+            return self._prev_host_baud == board_baud and \
+                time.monotonic() - self._host_changed < BAUD_GRACE
 
     # -- board -> host --
     def send(self, data, board_baud):
         with self._send_lock:
-            if self.host_baud() != board_baud:
+            if not self.baud_ok(board_baud):
                 garbled = bytes(self._noise.getrandbits(8) for _ in data)
                 self._write_pty(garbled)
             else:
@@ -80,6 +107,13 @@ class Line:
 
     # -- host -> board --
     def _reader(self):
+        try:
+            self._read_loop()
+        except (OSError, ValueError):
+            if not self._closed:        # closing the fds on shutdown ends the loop quietly
+                raise
+
+    def _read_loop(self):
         pacer = LinePacer()
         while True:
             fds = [self.master]
@@ -87,7 +121,8 @@ class Line:
                 fds.append(self.server)
             if self.client is not None:
                 fds.append(self.client)
-            ready, _, _ = select.select(fds, [], [], 0.5)
+            ready, _, _ = select.select(fds, [], [], BAUD_SAMPLE)
+            self.host_baud()            # keeps the observed baud (and its change time) fresh
             for fd in ready:
                 if fd is self.server:
                     self._accept()
@@ -116,7 +151,7 @@ class Line:
                 return
             raise
         pacer.wait_sent(len(data), baud)
-        if self.host_baud() == baud:     # else: framing errors, the bytes are lost
+        if self.baud_ok(baud):           # else: framing errors, the bytes are lost
             self.port.feed(data)
 
     def _from_tcp(self, pacer):
@@ -135,6 +170,7 @@ class Line:
         self.port.feed(data)
 
     def close(self):
+        self._closed = True
         for fd in (self.master, self.slave):
             try:
                 os.close(fd)
