@@ -142,10 +142,12 @@ class Port(object):
             if transport.is_url(opts.port) and opts.method == "kflash":
                 raise UserError("kflash needs a serial device, not %s: use --method repl over "
                                 "a URL" % opts.port)
-            if os.path.exists(opts.port):
+            if os.path.realpath(opts.port).startswith("/dev/pts/"):
+                # a pseudo-terminal (never a real serial device): if a virtual board serves
+                # it, its DTR/RTS go over the board's line socket too
                 from host.vboard import modem
                 if modem.board_listening(opts.port):
-                    modem.install()    # a virtual board's pty given by path: its DTR/RTS too
+                    modem.install()
 
     def open(self):
         self.ser = transport.open_serial(self.device, REPL_BAUD, timeout=0.05)
