@@ -61,7 +61,11 @@ def main(argv=None):
     board = Board(state, profile, line, sensor_dir=args.sensor_dir, log_rate=args.log_rate,
                   seed=args.seed, wiring=args.board, isp_crc_errors=args.isp_crc_errors)
     fs.ensure_flash(state)
-    lines = modem.LineServer(line.path, board.set_lines)
+    try:
+        lines = modem.LineServer(line.path, board.set_lines)
+    except OSError as exc:          # the board still runs; only DTR/RTS cannot reach it
+        sys.stderr.write("vboard: no DTR/RTS line socket for %s: %s\n" % (line.path, exc))
+        lines = None
     status_path = os.path.join(state, "port.json")
     url = "socket://127.0.0.1:%d" % line.tcp_port if args.tcp is not None else None
 
@@ -69,7 +73,8 @@ def main(argv=None):
         for path in (status_path, args.link):
             if path and os.path.lexists(path):
                 os.remove(path)
-        lines.close()
+        if lines is not None:
+            lines.close()
         line.close()
         os._exit(0)
 
