@@ -15,7 +15,7 @@ GRID_HEIGHT, GRID_WIDTH = 7, 10
 INPUT_NODE = "Input_image"
 OUTPUT_NODE = "yolo/output"
 # Output channels of the conv blocks; a 2x2 max pool follows each of the first five.
-CHANNELS = (8, 16, 32, 64, 128, 64)
+CHANNELS = (8, 16, 32, 64, 96, 64)
 
 
 def _block(net, filters, is_training, name):
