@@ -11,6 +11,10 @@ import shutil
 import tempfile
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_bytes(path, data):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -18,6 +22,7 @@ def write_bytes(path, data):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
@@ -38,6 +43,7 @@ def staged_dir(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     stage = tempfile.mkdtemp(prefix=".staging-", dir=out_dir)
     try:
+        os.chmod(stage, 0o777 & ~_UMASK)
         yield stage
         for name in sorted(os.listdir(stage)):
             target = os.path.join(out_dir, name)
