@@ -43,7 +43,6 @@ def staged_dir(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     stage = tempfile.mkdtemp(prefix=".staging-", dir=out_dir)
     try:
-        os.chmod(stage, 0o777 & ~_UMASK)
         yield stage
         for name in sorted(os.listdir(stage)):
             target = os.path.join(out_dir, name)
