@@ -1,0 +1,35 @@
+"""`make kmodel`, the README's first step, on the shipped example."""
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import REPO, tool_env
+from host import manifest as manifest_mod
+
+
+@pytest.mark.slow
+def test_make_kmodel_builds_the_example(tmp_path):
+    build = tmp_path / "build"
+    proc = subprocess.run(["make", "-s", "kmodel", "BUILD=%s" % build], cwd=REPO,
+                          env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(str(build))) == ["convert_report.json", "manifest.json",
+                                              "model.kmodel", "model.pb", "model.tflite"]
+    m = manifest_mod.load(str(build / "manifest.json"))
+    assert m["kmodel"]["version"] == 5
+    assert m["kmodel"]["sha256"] == manifest_mod.sha256_file(str(build / "model.kmodel"))
+    with open(os.path.join(REPO, "examples", "face", "convert.json")) as f:
+        example = json.load(f)
+    assert m["decoder"]["anchors"] == example["anchors"]  # no number typed twice
+    assert m["decoder"]["threshold"] == example["threshold"]
+    report = json.load(open(str(build / "convert_report.json")))
+    assert report["batchnorm"]["verdict"] == "ok"
+    assert report["batchnorm"]["summary"]["bn_layers"] == 6
+    assert report["quantization"]["mean_cos"] >= 0.999
+    assert report["quantization"]["detection"]["f1"] >= 0.95
+    assert report["k210_fit"]["fits_heap"] and report["k210_fit"]["cpu_compute_ops"] == []
+    for text in ("BatchNorm: OK", "yolo/output", "K210 fit (canmv-v5)", "kmodel V5 written"):
+        assert text in proc.stdout
