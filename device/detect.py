@@ -31,6 +31,7 @@ API_OLD = "canmv-old"      # from maix import KPU: load_kmodel / run_with_output
 API_LEGACY = "maixpy-kpu"  # import KPU as kpu: load / set_outputs / forward
 
 MAX_JPEG = 262144
+RESULT_CACHE = 2    # RESULTs kept for RESEND (docs/protocol.md, "Recovery")
 
 
 # ------------------------------------------------------------------ config
@@ -365,6 +366,12 @@ class Server:
         self.rowbuf = None
         self.images = 0
         self.write = uart.write
+        self.baud = cfg["baud"]
+        self.last_seq = 0        # seq of the last host frame parsed intact (ACK)
+        self.last_done = None    # id of the last image that got its reply
+        self.cache = []          # [(image id, RESULT payload parts)], newest last
+        self.nacked = 0          # parser.dropped() already reported
+        self.idle_t0 = None      # when a partial frame at the parser head stopped growing
 
     # -- output
     def send(self, ftype, parts):
@@ -380,7 +387,7 @@ class Server:
     def ack(self):
         if self.consumed != self.acked:
             self.acked = self.consumed
-            self.send(P.T_ACK, [P.pack_ack(self.consumed - self.base)])
+            self.send(P.T_ACK, [P.pack_ack(self.consumed - self.base, self.last_seq)])
 
     def info(self):
         d = {"proto": P.VERSION, "firmware": self.cfg.get("firmware"),
@@ -395,6 +402,7 @@ class Server:
              "rx_buf": self.rbl, "window": self.window, "chunk": self.chunk,
              "max_payload": self.parser.max_payload, "baud": self.cfg["baud"],
              "formats": ["rgb565", "jpeg"], "input_crc": self.crc_mode,
+             "features": P.FEATURES, "result_cache": RESULT_CACHE,
              "mem_free": mem_free(), "platform": sys.platform}
         try:
             from Maix import utils
@@ -405,7 +413,9 @@ class Server:
 
     # -- input
     def poll(self):
-        """Drain the UART, handle frames, acknowledge. Returns bytes read."""
+        """Drain the UART, handle frames, acknowledge. Returns bytes read.
+        A partial frame that stops growing for longer than its line time (a truncated
+        frame) is dropped; dropped frames are answered with one ERROR crc (NACK)."""
         k = self.uart.any()
         n = 0
         if k:
@@ -416,11 +426,25 @@ class Server:
                 n = self.uart.readinto(room[0:k]) or 0
                 self.parser.commit(n)
                 self.consumed += n
+        if n:
+            self.idle_t0 = None
+        elif self.parser.want:
+            if self.idle_t0 is None:
+                self.idle_t0 = ticks()
+            elif self.parser.stale(since(self.idle_t0), self.baud):
+                self.parser.rescan()
+                self.idle_t0 = None
         while self.running:
             f = self.parser.next()
             if f is None:
                 break
             self.handle(f[0], f[1], f[2])
+        dropped = self.parser.dropped()
+        if dropped != self.nacked and self.running:
+            self.error(P.E_CRC, self.cur.id if self.cur is not None else 0,
+                       "%d frame(s) failed their check (last good host frame %d)"
+                       % ((dropped - self.nacked) & 0xFFFFFFFF, self.last_seq))
+            self.nacked = dropped
         if self.consumed - self.acked >= self.ack_step or (n == 0 and self.consumed != self.acked):
             self.ack()
         return n
@@ -431,6 +455,8 @@ class Server:
                 time.sleep_ms(1)
 
     def handle(self, ftype, seq, payload):
+        """One intact frame. Never raises: anything wrong becomes an ERROR frame."""
+        self.last_seq = seq
         if self.parser.version != P.VERSION:
             self.error(P.E_VERSION, 0, "board speaks protocol %d, frame is version %d"
                        % (P.VERSION, self.parser.version))
@@ -441,10 +467,15 @@ class Server:
             elif ftype == P.T_IMAGE_BEGIN:
                 self.on_begin(payload)
             elif ftype == P.T_HELLO:
-                self.cur = None
+                self.cur = None         # a new session: ids start again
+                self.last_done = None
+                self.dead = None
+                self.cache = []
                 self.base = self.consumed - self.parser.buffered()
                 self.acked = self.consumed
                 self.send(P.T_INFO, [P.pack_json(self.info())])
+            elif ftype == P.T_RESEND:
+                self.on_resend(P.unpack_resend(payload))
             elif ftype == P.T_EXIT:
                 self.send(P.T_BYE, [])
                 self.running = False
@@ -455,9 +486,31 @@ class Server:
                 self.error(P.E_UNKNOWN_TYPE, 0, "unknown frame type 0x%02x" % ftype)
         except P.ProtocolError as e:
             self.error(P.E_BAD_PAYLOAD, 0, str(e))
+        except MemoryError as e:
+            self.cur = None
+            gc.collect()
+            self.error(P.E_NO_MEMORY, 0, _err_text(e))
+        except Exception as e:
+            self.cur = None
+            self.error(P.E_INTERNAL, 0, _err_text(e))
+
+    def on_resend(self, image_id):
+        for cid, parts in self.cache:
+            if cid == image_id:
+                self.send(P.T_RESULT, parts)
+                return
+        t = self.cur
+        if t is not None and t.id == image_id:
+            why = "image %d is incomplete (%d of %d bytes)" % (image_id, t.got, t.total)
+        else:
+            why = "no result for image %d" % image_id
+        self.error(P.E_NO_RESULT, image_id, why)
 
     def on_begin(self, payload):
         image_id, fmt, flags, w, h, total = P.unpack_image_begin(payload)
+        if (self.cur is not None and self.cur.id == image_id) or \
+                (self.cur is None and image_id == self.last_done):
+            return   # a duplicated frame: the transfer (or its reply) exists already
         if self.cur is not None:
             self.error(P.E_STATE, self.cur.id, "image %d abandoned at %d of %d bytes"
                        % (self.cur.id, self.cur.got, self.cur.total))
@@ -510,11 +563,13 @@ class Server:
         image_id, off, data = P.unpack_image_data(payload)
         t = self.cur
         if t is None or t.id != image_id:
-            if self.dead != image_id:
+            if self.dead != image_id and self.last_done != image_id:
                 self.dead = image_id
                 self.error(P.E_STATE, image_id, "data for image %d without IMAGE_BEGIN" % image_id)
             return
         n = len(data)
+        if off + n <= t.got:
+            return   # a duplicated chunk: those bytes are here already
         if off != t.got or off + n > t.total:
             self.cur = None
             self.dead = image_id
@@ -537,6 +592,7 @@ class Server:
     def finish(self):
         t = self.cur
         self.cur = None
+        self.last_done = t.id
         self.ack()  # the next image streams in while this one runs
         if t.fail is not None:
             self.error(t.fail[0], t.id, t.fail[1])
@@ -625,6 +681,9 @@ class Server:
                                     src, mem_free(), flags)
         outs = None
         self.send(P.T_RESULT, parts)
+        self.cache.append((t.id, parts))
+        if len(self.cache) > RESULT_CACHE:
+            self.cache.pop(0)
         self.images += 1
 
 

@@ -42,6 +42,7 @@ MAX_PAYLOAD = 1 << 20          # host parser bound (1 MiB)
 DEVICE_MAX_PAYLOAD = 8192      # board parser bound (image chunks + control)
 DEFAULT_CHUNK = 4096           # IMAGE_DATA bytes per frame (before the 8-byte prefix)
 WINDOW_MARGIN = 64             # read_buf_len - window: ring-buffer slack
+STALE_MS = 250                 # a partial frame idle this long (+ its line time) is dropped
 
 # message types
 T_HELLO = 0x01        # host -> board  JSON {"proto": 1, ...}
@@ -53,12 +54,13 @@ T_BYE = 0x06          # board -> host  reply to EXIT (empty)
 T_IMAGE_BEGIN = 0x10  # host -> board  <IBBHHI id, format, flags, w, h, total bytes
 T_IMAGE_DATA = 0x11   # host -> board  <II id, offset + bytes
 T_RESULT = 0x12       # board -> host  see pack_result
+T_RESEND = 0x13       # host -> board  <I image id: send that image's RESULT again
 T_LOG = 0x20          # board -> host  UTF-8 text (diagnostics)
 
 TYPE_NAMES = {
     T_HELLO: "HELLO", T_INFO: "INFO", T_ACK: "ACK", T_ERROR: "ERROR",
     T_EXIT: "EXIT", T_BYE: "BYE", T_IMAGE_BEGIN: "IMAGE_BEGIN",
-    T_IMAGE_DATA: "IMAGE_DATA", T_RESULT: "RESULT", T_LOG: "LOG",
+    T_IMAGE_DATA: "IMAGE_DATA", T_RESULT: "RESULT", T_RESEND: "RESEND", T_LOG: "LOG",
 }
 
 # image payload formats
@@ -94,12 +96,20 @@ E_INTERNAL = 11
 E_DECODER = 12
 E_CONFIG = 13
 E_BUSY = 14
+E_CRC = 15          # NACK: the board dropped bytes that failed a frame check
+E_NO_RESULT = 16    # RESEND for an image whose RESULT the board does not hold
 ERROR_NAMES = {
     E_VERSION: "version", E_UNKNOWN_TYPE: "unknown_type", E_BAD_PAYLOAD: "bad_payload",
     E_STATE: "state", E_SIZE: "size", E_FORMAT: "format", E_JPEG: "jpeg",
     E_MODEL_LOAD: "model_load", E_KPU_RUN: "kpu_run", E_NO_MEMORY: "no_memory",
     E_INTERNAL: "internal", E_DECODER: "decoder", E_CONFIG: "config", E_BUSY: "busy",
+    E_CRC: "crc", E_NO_RESULT: "no_result",
 }
+# Errors about the transfer rather than the image: the host sends the image again.
+TRANSPORT_ERRORS = (E_BAD_PAYLOAD, E_STATE, E_CRC, E_NO_RESULT)
+
+# INFO "features": protocol extensions this board speaks (docs/protocol.md, "Recovery")
+FEATURES = ["seq_ack", "resend", "nack", "dedup"]
 
 _LITTLE = sys.byteorder == "little"
 
@@ -181,10 +191,17 @@ class Parser:
         self.bad_crc = 0
         self.oversize = 0
         self.frames = 0
+        self.truncated = 0
+        self.want = 0       # > 0: a candidate frame at the head waits for this many bytes
 
     def reset(self):
         self.start = 0
         self.end = 0
+        self.want = 0
+
+    def dropped(self):
+        """Frame candidates dropped so far (bad header check, bad CRC, over the bound)."""
+        return self.bad_header + self.bad_crc + self.oversize + self.truncated
 
     def buffered(self):
         return self.end - self.start
@@ -243,11 +260,13 @@ class Parser:
                 self.start = i
                 if self.start == self.end:
                     self.start = self.end = 0
+                self.want = 0
                 return None
             if i > s:
                 self.garbage += i - s
                 self.start = i
             if e - i < HDR_LEN:
+                self.want = HDR_LEN
                 return None
             ver = buf[i + 2]
             n = buf[i + 6] | (buf[i + 7] << 8) | (buf[i + 8] << 16) | (buf[i + 9] << 24)
@@ -264,6 +283,7 @@ class Parser:
                 continue
             total = HDR_LEN + n + CRC_LEN
             if e - i < total:
+                self.want = total
                 return None
             c = (buf[i + HDR_LEN + n] | (buf[i + HDR_LEN + n + 1] << 8) |
                  (buf[i + HDR_LEN + n + 2] << 16) | (buf[i + HDR_LEN + n + 3] << 24))
@@ -275,6 +295,7 @@ class Parser:
             self.start = i + total
             self.version = ver
             self.frames += 1
+            self.want = 0
             return (buf[i + 3], buf[i + 4] | (buf[i + 5] << 8),
                     self.mv[i + HDR_LEN:i + HDR_LEN + n])
 
@@ -282,11 +303,22 @@ class Parser:
         """On a receive time-out with bytes still buffered: give up on the
         candidate frame at the head (a false sync whose claimed length will
         never arrive) and let next() scan on from the byte after it."""
+        if self.want:
+            self.truncated += 1
+        self.want = 0
         if self.end > self.start:
             self.start += 1
             self.garbage += 1
             return True
         return False
+
+    def stale(self, waited_ms, baud):
+        """Whether a head candidate that has waited `waited_ms` without new bytes is a
+        truncated frame (its rest will never come): longer than its own line time at
+        `baud` (8N1) plus STALE_MS. The receiver then calls rescan()."""
+        if not self.want:
+            return False
+        return waited_ms > STALE_MS + (self.want * 10000) // baud
 
     def feed_all(self, data):
         """Host helper: feed everything, return [(type, seq, bytes payload)]."""
@@ -311,7 +343,7 @@ class Parser:
     def stats(self):
         return {"frames": self.frames, "garbage": self.garbage,
                 "bad_header": self.bad_header, "bad_crc": self.bad_crc,
-                "oversize": self.oversize}
+                "oversize": self.oversize, "truncated": self.truncated}
 
 
 # ------------------------------------------------------------------ flow control
@@ -376,13 +408,34 @@ def unpack_json(payload):
     return json.loads(bytes(payload).decode("utf-8"))
 
 
-def pack_ack(consumed):
-    return struct.pack("<I", consumed & 0xFFFFFFFF)
+def pack_ack(consumed, last_seq=None):
+    """ACK: bytes consumed since HELLO (mod 2**32) and, from boards with the seq_ack
+    feature, the sequence number of the last host frame parsed intact."""
+    if last_seq is None:
+        return struct.pack("<I", consumed & 0xFFFFFFFF)
+    return struct.pack("<IH", consumed & 0xFFFFFFFF, last_seq & 0xFFFF)
 
 
 def unpack_ack(payload):
+    return unpack_ack_seq(payload)[0]
+
+
+def unpack_ack_seq(payload):
+    """-> (consumed, last_seq or None)."""
+    if len(payload) == 4:
+        return struct.unpack("<I", bytes(payload))[0], None
+    if len(payload) != 6:
+        raise ProtocolError("ACK payload must be 4 or 6 bytes")
+    return struct.unpack("<IH", bytes(payload))
+
+
+def pack_resend(image_id):
+    return struct.pack("<I", image_id & 0xFFFFFFFF)
+
+
+def unpack_resend(payload):
     if len(payload) != 4:
-        raise ProtocolError("ACK payload must be 4 bytes")
+        raise ProtocolError("RESEND payload must be 4 bytes")
     return struct.unpack("<I", bytes(payload))[0]
 
 

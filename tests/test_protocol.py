@@ -624,3 +624,194 @@ def test_serve_frame_with_other_version_gets_error(board):
     host.pump(2)
     e = P.unpack_error(host.got[0][2])
     assert e["code"] == P.E_VERSION and "protocol 1" in e["reason"]
+
+
+# ---------------------------------------------------------------- recovery (board side)
+def _replies(host):
+    out = []
+    for t, _, p in host.got:
+        if t == P.T_RESULT:
+            out.append(("RESULT", P.unpack_result(p)["image_id"]))
+        elif t == P.T_ERROR:
+            e = P.unpack_error(p)
+            out.append((e["name"], e["ref"]))
+        else:
+            out.append((P.TYPE_NAMES.get(t, t), None))
+    host.got.clear()
+    return out
+
+
+def test_ack_names_the_last_intact_host_frame(board):
+    host, server, uart = board()
+    info = host.hello()
+    assert "seq_ack" in info["features"] and info["result_cache"] >= 1
+    host.image(4, 2, 2, bytes(8))
+    host.pump(3)
+    raw = [p for t, _, p in host.parser.feed_all(b"")]  # nothing pending
+    assert raw == []
+    assert server.last_seq == host.seq - 1
+    # the ACK codec carries it: 6 bytes, and old 4-byte ACKs still parse
+    assert P.unpack_ack_seq(P.pack_ack(10, 7)) == (10, 7)
+    assert P.unpack_ack_seq(P.pack_ack(10)) == (10, None)
+    with pytest.raises(P.ProtocolError):
+        P.unpack_ack_seq(b"12345")
+
+
+def test_corrupted_frames_get_a_nack_naming_the_image_and_the_board_keeps_serving(board):
+    host, server, uart = board()
+    host.hello()
+    frames = [P.encode(t, 100 + k, p) for k, (t, p) in
+              enumerate(P.image_frames(5, P.FMT_RGB565, 0, 2, 2, bytes(8), 4))]
+    bad = bytearray(frames[1])
+    bad[-6] ^= 0x01                        # payload bit flip: CRC fails
+    for f in [frames[0], bytes(bad), frames[2]]:
+        uart.host_write(f)
+        host.pump()
+    host.pump(2)
+    got = _replies(host)
+    assert ("crc", 5) in got, got          # NACK naming the image being received
+    assert ("state", 5) in got             # and the gap it left
+    assert server.running and not [g for g in got if g[0] == "RESULT"]
+    host.image(6, 2, 2, bytes(8))
+    host.pump(3)
+    assert _replies(host) == [("RESULT", 6)]
+
+
+def test_duplicated_frames_are_harmless(board):
+    host, server, uart = board()
+    host.hello()
+    frames = [P.encode(t, 200 + k, p) for k, (t, p) in
+              enumerate(P.image_frames(8, P.FMT_RGB565, 0, 2, 2, bytes(range(8)), 4))]
+    for f in [frames[0], frames[0], frames[1], frames[1], frames[2], frames[2], frames[0]]:
+        uart.host_write(f)
+        host.pump()
+    host.pump(3)
+    assert _replies(host) == [("RESULT", 8)]
+    assert server.model.runs == 1
+
+
+def test_resend_returns_the_cached_result_or_says_there_is_none(board):
+    host, server, uart = board()
+    host.hello()
+    for i in (1, 2, 3):
+        host.image(i, 2, 2, bytes([i]) * 8)
+    host.pump(3)
+    first = {P.unpack_result(p)["image_id"]: p for t, _, p in host.got if t == P.T_RESULT}
+    host.got.clear()
+    host.send(P.T_RESEND, P.pack_resend(3))
+    host.send(P.T_RESEND, P.pack_resend(1))          # beyond the cache (2 results)
+    host.send(P.T_IMAGE_BEGIN, P.pack_image_begin(4, P.FMT_RGB565, 0, 2, 2, 8))
+    host.send(P.T_RESEND, P.pack_resend(4))          # incomplete
+    host.pump(3)
+    (t, _, p), e1, e2 = host.got
+    assert t == P.T_RESULT and p == first[3], "byte-identical to the first RESULT"
+    e1, e2 = P.unpack_error(e1[2]), P.unpack_error(e2[2])
+    assert (e1["name"], e1["ref"]) == ("no_result", 1)
+    assert (e2["name"], e2["ref"]) == ("no_result", 4) and "incomplete" in e2["reason"]
+    # a new session (HELLO) forgets the cache: ids may start again, results never mix
+    host.got.clear()
+    host.send(P.T_HELLO, b"{}")
+    host.pump(2)
+    host.got.clear()
+    host.credit = P.Credit(server.window)
+    host.send(P.T_RESEND, P.pack_resend(3))
+    host.pump(2)
+    assert _replies(host) == [("no_result", 3)]
+
+
+def test_truncated_frame_is_dropped_once_stale(board, monkeypatch):
+    from device import detect
+    clock = [0]
+    monkeypatch.setattr(detect, "ticks", lambda: clock[0])
+    monkeypatch.setattr(detect, "since", lambda t0: clock[0] - t0)
+    host, server, uart = board()
+    host.hello()
+    frames = [P.encode(t, 300 + k, p) for k, (t, p) in
+              enumerate(P.image_frames(9, P.FMT_RGB565, 0, 2, 2, bytes(8), 8))]
+    uart.host_write(frames[0] + frames[1][:10])       # the last frame is cut short
+    host.pump(3)
+    assert server.parser.want and not [g for g in _replies(host) if g[0] != "ACK"]
+    clock[0] += P.STALE_MS + 50
+    host.pump(2)
+    got = [g for g in _replies(host) if g[0] != "ACK"]
+    assert got == [("crc", 9)], got                   # dropped, and said so
+    assert not server.parser.want
+    # the image is incomplete: a RESEND says so; the same id sent again completes
+    host.send(P.T_RESEND, P.pack_resend(9))
+    host.pump(2)
+    assert [g for g in _replies(host) if g[0] != "ACK"] == [("no_result", 9)]
+
+
+def test_malformed_frames_never_crash_the_board_or_grow_its_memory(board):
+    """Random garbage, false syncs, oversize lengths, bad CRCs, unknown types, short and
+    absurd payloads: the board answers ERROR frames, keeps serving, and the memory it holds
+    does not grow with the number of bad frames."""
+    import tracemalloc
+    host, server, uart = board(serve_cfg(rbl=4096))
+    host.hello()
+    rnd = random.Random(7)
+
+    def bad_frames(n):
+        for _ in range(n):
+            kind = rnd.randrange(7)
+            if kind == 0:
+                blob = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 300)))
+                yield blob.replace(b"\x00", P.SYNC)
+            elif kind == 1:
+                yield P.header(P.T_IMAGE_DATA, rnd.getrandbits(16), 1 << 30)   # over the bound
+            elif kind == 2:
+                f = bytearray(P.encode(P.T_IMAGE_DATA, 1, bytes(rnd.randint(8, 200))))
+                f[rnd.randrange(12, len(f))] ^= 1 << rnd.randrange(8)           # bad CRC
+                yield bytes(f)
+            elif kind == 3:
+                yield P.encode(rnd.choice([0x00, 0x7F, 0xEE, P.T_INFO, P.T_RESULT]), 1,
+                               bytes(rnd.randint(0, 50)))                       # wrong type
+            elif kind == 4:
+                t = rnd.choice([P.T_IMAGE_BEGIN, P.T_IMAGE_DATA, P.T_RESEND, P.T_HELLO])
+                yield P.encode(t, 1, bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 20))))
+            elif kind == 5:
+                yield P.encode(P.T_IMAGE_BEGIN, 1, P.pack_image_begin(
+                    rnd.getrandbits(32), rnd.randrange(4), rnd.getrandbits(8),
+                    rnd.randrange(65536), rnd.randrange(65536), rnd.getrandbits(32)))
+            else:
+                yield P.encode(P.T_IMAGE_DATA, 1, P.pack_image_data_prefix(
+                    rnd.getrandbits(32), rnd.getrandbits(32)) + bytes(rnd.randint(0, 64)))
+
+    ids = iter(range(1000, 2000))
+
+    def blast(n):
+        errors = 0
+        for f in bad_frames(n):
+            uart.host_write(f)
+            host.pump()
+            errors += sum(1 for t, _, _ in host.got if t == P.T_ERROR)
+            host.got.clear()
+        # a stale candidate left at the end is dropped, and the board still serves
+        while server.parser.want:
+            server.parser.rescan()
+            host.pump()
+        host.got.clear()
+        host.send(P.T_HELLO, b"{}")
+        host.pump(3)
+        assert any(t == P.T_INFO for t, _, _ in host.got)
+        host.got.clear()
+        host.credit = P.Credit(server.window)
+        image_id = next(ids)
+        host.image(image_id, 2, 2, bytes(8))
+        host.pump(3)
+        assert _replies(host) == [("RESULT", image_id)]
+        return errors
+
+    assert blast(300) > 50 and server.running
+    tracemalloc.start()
+    blast(300)
+    import gc as _gc
+    _gc.collect()
+    base = tracemalloc.get_traced_memory()[0]
+    blast(1500)
+    _gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert server.running
+    assert grown < 16 * 1024, "the board holds %d more bytes after 5x more bad frames" % grown
+    assert len(server.cache) <= 2 and server.parser.buffered() <= server.parser.cap
