@@ -143,9 +143,15 @@ def _freeze_session(session, graph, output_nodes):
         session, graph.as_graph_def(), [node_name(n) for n in output_nodes])
 
 
+def _feed(inputs, batch, extra_feed):
+    feed = {inputs: batch}
+    feed.update(extra_feed or {})  # tensor keys: no dict(**...) here
+    return feed
+
+
 def _sample_runner(session, inputs, outputs, extra_feed=None):
     def run(batch):
-        rows = [session.run(outputs, dict({inputs: x[None]}, **(extra_feed or {})))
+        rows = [session.run(outputs, _feed(inputs, x[None], extra_feed))
                 for x in np.asarray(batch, np.float32)]
         return [np.concatenate([r[i] for r in rows]) for i in range(len(outputs))]
     return run
@@ -153,8 +159,7 @@ def _sample_runner(session, inputs, outputs, extra_feed=None):
 
 def _batch_runner(session, inputs, outputs, extra_feed=None):
     def run(batch):
-        return session.run(outputs, dict({inputs: np.asarray(batch, np.float32)},
-                                         **(extra_feed or {})))
+        return session.run(outputs, _feed(inputs, np.asarray(batch, np.float32), extra_feed))
     return run
 
 
