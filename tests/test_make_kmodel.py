@@ -3,10 +3,12 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import pytest
 
-from conftest import REPO, tool_env
+from conftest import REPO, run_tool, tool_env
 from host import manifest as manifest_mod
+from host.tf_infer import FrozenRunner, load_graph_def
 
 
 @pytest.mark.slow
@@ -33,3 +35,23 @@ def test_make_kmodel_builds_the_example(tmp_path):
     assert report["k210_fit"]["fits_heap"] and report["k210_fit"]["cpu_compute_ops"] == []
     for text in ("BatchNorm: OK", "yolo/output", "K210 fit (canmv-v5)", "kmodel V5 written"):
         assert text in proc.stdout
+
+    # The same training run frozen from its meta graph (training_control bound to False)
+    # must compute the same inference graph (nncase itself is not bit-deterministic, so the
+    # frozen graphs are compared, not the kmodels).
+    meta = tmp_path / "meta"
+    proc = run_tool("host/convert.py", "--config", os.path.join(REPO, "examples", "face",
+                                                                "convert.json"),
+                    "--checkpoint", "", "--model-fn", "",
+                    "--meta", os.path.join(REPO, "examples", "face", "checkpoint",
+                                           "model.ckpt.meta"),
+                    "--training-placeholder", "training_control", "--input-node", "batch_image",
+                    "--out", meta)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training placeholder training_control bound to False" in proc.stdout
+    x = np.random.RandomState(0).rand(2, 224, 320, 3).astype(np.float32)
+    from_meta = FrozenRunner(load_graph_def(str(meta / "model.pb")), "batch_image",
+                             ["yolo/output"]).run(x)[0]
+    from_ckpt = FrozenRunner(load_graph_def(str(build / "model.pb")), "Input_image",
+                             ["yolo/output"]).run(x)[0]
+    assert np.max(np.abs(from_meta - from_ckpt)) <= 1e-5
