@@ -179,3 +179,18 @@ def test_model_too_large_for_kpu_ram_is_a_clear_error(tmp_path):
                     "--calib-dir", _images(tmp_path / "calib", 16), "--out", out)
     assert_one_line_error(proc, "KPU")
     assert_nothing_written(out)
+
+
+def test_calibrate_method_auto_keeps_the_lowest_l2r(tmp_path):
+    model = _keras_model(tmp_path / "m.h5", 32, 48, [(8, 3), (5, 1)])
+    out = tmp_path / "out"
+    proc = run_tool("host/convert.py", "--keras-h5", model, "--input-size", "32x48",
+                    "--calibrate-method", "auto", "--calib-dir",
+                    _images(tmp_path / "calib", 16), "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    q = json.load(open(str(out / "convert_report.json")))["quantization"]
+    methods = {c["calibrate_method"]: c["mean_l2r"] for c in q["candidates"]}
+    assert set(methods) == {"no_clip", "l2", "kld_m2", "cdf"}
+    assert q["calibrate_method"] == min(methods, key=methods.get)
+    assert sorted(os.listdir(str(out))) == ["convert_report.json", "manifest.json",
+                                            "model.kmodel", "model.pb", "model.tflite"]
