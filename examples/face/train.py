@@ -30,18 +30,15 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 for _p in (HERE, REPO):
     if _p not in sys.path:
         sys.path.insert(0, _p)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import dataset  # noqa: E402
 import make_data  # noqa: E402
 import model  # noqa: E402
 from device import decoders  # noqa: E402
 from host import atomic, metrics, pixels  # noqa: E402
-
-tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+from host.tf_infer import tf  # noqa: E402  (quiet TF 1.15 import, shared with host/)
 
 GH, GW = model.GRID_HEIGHT, model.GRID_WIDTH
 NUM_ANCHORS, NUM_CLASSES = 5, 1
