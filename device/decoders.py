@@ -73,6 +73,8 @@ def decode_yolo2(data, shape, params):
                          % (c, na, ncls, na * per))
     hw = h * w
     floor = _logit_floor(thr)
+    # The hot loops of both decoders inline the clamped sigmoid of _sig(): on the board a
+    # Python function call per cell costs more than the arithmetic itself.
     exp = math.exp
     lo = -EXP_CLAMP
     hi = EXP_CLAMP
