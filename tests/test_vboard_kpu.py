@@ -1,7 +1,7 @@
 """The virtual board's KPU: real kmodels, nncase's Simulator, firmware profiles.
 
-The kmodel is built here in two subprocesses (TensorFlow makes a tiny tflite, nncase compiles
-it), never in this process, which may share a pytest session with TensorFlow tests.
+The kmodel is built in subprocesses (TensorFlow makes a tiny tflite, host.quantize runs the
+nncase stage), never in this process, which may share a pytest session with TensorFlow tests.
 """
 import json
 import os
@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import serial
 
+from host import quantize
+from host.pixels import expand_rgb565
 from host.vboard.client import RawRepl
 from host.vboard.launcher import provision, start_board, write_flash
 
@@ -38,44 +40,11 @@ _MAKE_TFLITE = textwrap.dedent("""
                     f.write(tf.lite.TFLiteConverter.from_session(s, [x], [y]).convert())
 """)
 
-# Compiles the kmodel and computes the simulator's output for the planar input the board
-# will build from the test image below (pixel i = RGB565 value i * 257 & 0xFFFF).
-_MAKE_KMODEL = textwrap.dedent("""
-    import json, sys
-    import numpy as np
-    import nncase
-    tfl, out, ref, h, w = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    co = nncase.CompileOptions()
-    co.target = "k210"
-    co.preprocess = True
-    co.input_type = "uint8"
-    co.input_shape = [1, 3, h, w]
-    co.input_layout = "NCHW"
-    co.input_range = [0, 1]
-    co.output_layout = "NCHW"
-    comp = nncase.Compiler(co)
-    with open(tfl, "rb") as f:
-        comp.import_tflite(f.read(), nncase.ImportOptions())
-    pt = nncase.PTQTensorOptions()
-    pt.samples_count = 2
-    calib = np.random.RandomState(1).randint(0, 256, (2, 3, h, w)).astype(np.uint8)
-    pt.set_tensor_data(calib.tobytes())
-    comp.use_ptq(pt)
-    comp.compile()
-    kmodel = comp.gencode_tobytes()
-    with open(out, "wb") as f:
-        f.write(kmodel)
+def _board_test_image_planar(h, w):
+    """The planar KPU input the board builds from the test image below (pixel i = RGB565
+    value i * 257 & 0xFFFF), expanded with the firmware's rule."""
     v = (np.arange(h * w, dtype=np.uint32) * 257) & 0xFFFF
-    e5 = np.array([int(i * 255.0 / 31 + 0.5) for i in range(32)], np.uint8)
-    e6 = np.array([int(i * 255.0 / 63 + 0.5) for i in range(64)], np.uint8)
-    planar = np.stack([e5[v >> 11], e6[(v >> 5) & 63], e5[v & 31]]).reshape(1, 3, h, w)
-    sim = nncase.Simulator()
-    sim.load_model(kmodel)
-    sim.set_input_tensor(0, nncase.RuntimeTensor.from_numpy(planar))
-    sim.run()
-    with open(ref, "w") as f:
-        json.dump(sim.get_output_tensor(0).to_numpy().ravel().tolist(), f)
-""")
+    return expand_rgb565(v.reshape(h, w)).transpose(2, 0, 1)[None]
 
 
 YOLO_C = 30        # 5 anchors x (5 + 1 class): what the legacy run_yolo2 expects
@@ -94,12 +63,14 @@ def models(tmp_path_factory):
     subprocess.run([sys.executable, "-c", _MAKE_TFLITE] + tf_args, env=env, check=True,
                    capture_output=True, timeout=120)
     out = {}
+    calib = np.random.RandomState(1).randint(0, 256, (2, 3, H, W)).astype(np.uint8)
+    planar = _board_test_image_planar(H, W)
     for name in specs:
-        tfl, km, ref = (str(d / (name + ext)) for ext in (".tflite", ".kmodel", ".json"))
-        subprocess.run([sys.executable, "-c", _MAKE_KMODEL, tfl, km, ref, str(H), str(W)],
-                       env=env, check=True, capture_output=True, timeout=120)
-        with open(km, "rb") as f, open(ref) as g:
-            out[name] = (f.read(), json.load(g))
+        tfl, km = str(d / (name + ".tflite")), str(d / (name + ".kmodel"))
+        quantize.compile_kmodel(tfl, km, calib, {"scale": "0-1"})
+        reference = quantize.simulate(km, planar)[0][0]
+        with open(km, "rb") as f:
+            out[name] = (f.read(), reference.ravel().tolist())
     return out
 
 
