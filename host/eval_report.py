@@ -141,7 +141,6 @@ def _e(text):
 
 
 def html_page(report, overlay_names):
-    s = report["summary"]
     v = report["verdict"]
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>serial_eval report</title>",
            "<style>%s</style></head><body>" % _CSS,

@@ -5,7 +5,6 @@ import os
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ import serial
 from PIL import Image as PILImage
 
 from host.vboard import image as vimage
-from host.vboard.client import RawRepl
+from host.rawrepl import RawRepl
 from host.vboard.launcher import provision, start_board
 
 pytestmark = pytest.mark.timeout(120)

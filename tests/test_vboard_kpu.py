@@ -3,7 +3,6 @@
 The kmodel is built in subprocesses (TensorFlow makes a tiny tflite, host.quantize runs the
 nncase stage), never in this process, which may share a pytest session with TensorFlow tests.
 """
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import serial
 
 from host import quantize
 from host.pixels import expand_rgb565
-from host.vboard.client import RawRepl
+from host.rawrepl import RawRepl
 from host.vboard.launcher import provision, start_board, write_flash
 
 pytestmark = pytest.mark.timeout(180)
