@@ -27,6 +27,7 @@ help:
 	@echo "make train-example  retrain the example face detector (<= 15 min on 2 cores)"
 	@echo "make test           run the test suite (what CI runs)"
 	@echo "make test-fast      the suite without the slow end-to-end tests"
+	@echo "make bench          link, make kmodel overhead, fidelity, flashing -> bench/results.json + README table (<= 15 min; QUICK=1: <= 3 min)"
 
 setup: $(STAMP)
 
@@ -62,6 +63,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
+
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) bench/run.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(BUILD)

@@ -1,0 +1,381 @@
+#!/usr/bin/env python
+"""`make bench`: link efficiency, conversion overhead, fidelity and flashing, measured side by
+side on this machine (issue 6). Writes bench/results.json and regenerates the performance
+table in README.md (between `<!-- bench:start -->` and `<!-- bench:end -->`).
+
+  python bench/run.py            # full: <= 15 min on 2 cores
+  python bench/run.py --quick    # fewer repeats, methods and images: <= 3 min; writes
+                                 # bench/tmp/results-quick.json and leaves README.md alone
+
+This process imports neither TensorFlow nor nncase: every measurement runs in its own
+process (bench/link.py, bench/chain.py, bench/fidelity.py, `make kmodel`, host/flash.py), as
+the toolkit runs them. Scratch files go to bench/tmp/ (ignored by git). Timings on a shared
+machine are noisy: each figure is the median of repeated runs, and every ratio (make kmodel vs
+the bare chain, JPEG vs RGB565, ...) is measured within the same run.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+sys.path.insert(0, REPO)
+sys.path.insert(0, BENCH)
+
+import table  # noqa: E402
+
+TMP = os.path.join(BENCH, "tmp")
+PY = sys.executable
+EXAMPLE_CONFIG = os.path.join("examples", "face", "convert.json")
+EVAL_IMAGES = os.path.join("examples", "face", "eval")
+SEED_PB = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "seed-face-model",
+                                        "Freeze_save.pb"))
+SEED_ARGS = ["--input-size", "240x320", "--decoder", "grid", "--threshold", "0.7"]
+EXAMPLE_ANCHORS = "0.496,0.624,0.767,0.958,1.148,1.437,1.705,2.129,2.503,3.123"
+ALL_METHODS = ["no_clip", "l2", "kld_m2", "cdf"]
+
+# (name, model, baud, payload, read_buf_len, images, repeats, whatif, extra); quick subset
+LINK_FULL = [
+    ("example-1.5M-rgb565", "example", 1500000, "rgb565", 16384, 8, 3, [], "host"),
+    ("tiny-1.5M-rgb565", "tiny", 1500000, "rgb565", 16384, 8, 3, [], None),
+    ("example-1.5M-jpeg", "example", 1500000, "jpeg", 16384, 16, 3, [], None),
+    ("tiny-1.5M-jpeg", "tiny", 1500000, "jpeg", 16384, 16, 3, [], None),
+    ("example-115k-rgb565", "example", 115200, "rgb565", 16384, 3, 1, [], None),
+    ("example-115k-jpeg", "example", 115200, "jpeg", 16384, 8, 1, [], None),
+    ("example-1.5M-rgb565-ring64k", "example", 1500000, "rgb565", 65534, 8, 1, [], None),
+    ("tiny-1.5M-rgb565-whatif-pacer", "tiny", 1500000, "rgb565", 16384, 8, 1, ["pacer"], None),
+    ("example-1.5M-rgb565-whatif-pacer-kpu", "example", 1500000, "rgb565", 16384, 8, 1,
+     ["pacer", "kpu"], None),
+    ("example-1.5M-rgb565-whatif-pacer-kpu-ring32k", "example", 1500000, "rgb565", 32768, 8, 1,
+     ["pacer", "kpu"], None),
+]
+LINK_QUICK = [
+    ("example-1.5M-rgb565", "example", 1500000, "rgb565", 16384, 4, 1, [], "host"),
+    ("tiny-1.5M-rgb565", "tiny", 1500000, "rgb565", 16384, 4, 1, [], None),
+    ("example-1.5M-jpeg", "example", 1500000, "jpeg", 16384, 8, 1, [], None),
+    ("example-115k-jpeg", "example", 115200, "jpeg", 16384, 4, 1, [], None),
+]
+JPEG_QUALITIES = [95, 90, 75, 50]
+
+
+def say(text):
+    sys.stdout.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), text))
+    sys.stdout.flush()
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def tool_env():
+    env = dict(os.environ)
+    env["PATH"] = os.path.join(os.path.dirname(PY)) + os.pathsep + env.get("PATH", "")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["PYTHONPATH"] = REPO
+    for key in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):   # a clean make for `make kmodel`
+        env.pop(key, None)
+    return env
+
+
+def run(cmd, what, timeout=900):
+    """Run a command from the repository root; returns wall seconds. Output kept in
+    bench/tmp/logs/ and shown on failure."""
+    os.makedirs(os.path.join(TMP, "logs"), exist_ok=True)
+    log_path = os.path.join(TMP, "logs", what.replace(" ", "_").replace("/", "_") + ".log")
+    t = time.perf_counter()
+    with open(log_path, "wb") as log:
+        proc = subprocess.run(cmd, cwd=REPO, env=tool_env(), stdin=subprocess.DEVNULL,
+                              stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+    seconds = time.perf_counter() - t
+    if proc.returncode != 0:
+        with open(log_path, "rb") as f:
+            tail = f.read().decode("utf-8", "replace").strip().splitlines()[-15:]
+        raise RuntimeError("%s failed (exit %d): %s\n  %s" % (what, proc.returncode,
+                                                             " ".join(cmd), "\n  ".join(tail)))
+    return seconds
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# ------------------------------------------------------------------ machine
+def machine():
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    versions = {}
+    try:
+        import importlib_metadata as md
+    except ImportError:  # pragma: no cover
+        md = None
+    for pkg in ("tensorflow", "nncase", "pyserial", "kflash"):
+        try:
+            versions[pkg] = md.version(pkg) if md else None
+        except Exception:
+            versions[pkg] = None
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem,
+            "loadavg_start": [round(v, 2) for v in os.getloadavg()],
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "versions": versions, "git_commit": commit, "git_dirty": dirty}
+
+
+def _git(*args):
+    try:
+        return subprocess.run(("git",) + args, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL).stdout.decode().strip()
+    except OSError:
+        return ""
+
+
+# ------------------------------------------------------------------ 3. make kmodel overhead
+def bench_kmodel(repeats, extras):
+    """`make kmodel` (the real target, into a scratch BUILD) against the bare chain, in pairs
+    whose order alternates; ratio = median of the per-pair ratios."""
+    pairs = []
+    build = None
+    for r in range(repeats):
+        out = os.path.join(TMP, "kmodel-%d" % r)
+        shutil.rmtree(out, ignore_errors=True)
+        chain_json = os.path.join(TMP, "chain-%d.json" % r)
+        order = ("make", "chain") if r % 2 == 0 else ("chain", "make")
+        row = {}
+        for which in order:
+            if which == "make":
+                row["make_seconds"] = run(["make", "--no-print-directory", "-s", "kmodel",
+                                           "BUILD=" + os.path.relpath(out, REPO)],
+                                          "make kmodel %d" % r)
+                row["stages"] = read_json(os.path.join(out, "convert_report.json"))["timings"]
+            else:
+                row["chain_seconds"] = run([PY, "bench/chain.py", chain_json, "--",
+                                            "--config", EXAMPLE_CONFIG], "bare chain %d" % r)
+                row["chain_stages"] = read_json(chain_json)["timings"]
+        row["ratio"] = row["make_seconds"] / row["chain_seconds"]
+        say("make kmodel %.1f s, bare chain %.1f s: %.2fx" % (row["make_seconds"],
+                                                             row["chain_seconds"], row["ratio"]))
+        pairs.append(row)
+        build = out
+    t = time.perf_counter()
+    run(["make", "--no-print-directory", "-s", "setup"], "make setup")
+    setup_check = time.perf_counter() - t
+    result = {
+        "repeats": repeats, "pairs": pairs,
+        "make_seconds": median([p["make_seconds"] for p in pairs]),
+        "chain_seconds": median([p["chain_seconds"] for p in pairs]),
+        "ratio": median([p["ratio"] for p in pairs]),
+        "setup_check_seconds": setup_check,
+        "stages": {k: median([p["stages"].get(k) for p in pairs]) for k in pairs[0]["stages"]},
+        "chain_stages": {k: median([p["chain_stages"].get(k) for p in pairs])
+                         for k in pairs[0]["chain_stages"]},
+        "build": os.path.relpath(build, REPO),
+    }
+    result["startup_other_seconds"] = result["make_seconds"] - sum(result["stages"].values())
+    if extras:
+        extras_json = os.path.join(TMP, "chain-extras.json")
+        run([PY, "bench/chain.py", extras_json, "--extras", "--", "--config", EXAMPLE_CONFIG],
+            "chain extras")
+        result["extras"] = read_json(extras_json)["extras"]
+    return result, build
+
+
+# ------------------------------------------------------------------ 1, 2. serial eval link
+def build_tiny():
+    out = os.path.join(TMP, "tiny")
+    shutil.rmtree(out, ignore_errors=True)
+    pb = os.path.join(TMP, "tiny.pb")
+    run([PY, "bench/tiny_model.py", pb], "tiny model")
+    run([PY, "host/convert.py", "--frozen-pb", pb, "--input-size", "224x320",
+         "--output-node", "tiny/output", "--decoder", "yolo2", "--anchors", EXAMPLE_ANCHORS,
+         "--out", out], "tiny kmodel")
+    return os.path.join(out, "manifest.json")
+
+
+def bench_link(configs, manifests):
+    runs = []
+    for name, model, baud, payload, rbl, count, repeats, whatif, extra in configs:
+        spec = {"manifest": manifests[model], "images": EVAL_IMAGES, "count": count,
+                "repeats": repeats, "baud": baud, "payload": payload, "read_buf_len": rbl,
+                "state": os.path.join(TMP, "vboard-link"), "whatif": whatif,
+                "host_cost": extra == "host",
+                "jpeg_qualities": JPEG_QUALITIES if extra == "host" else []}
+        spec_path = os.path.join(TMP, "link-%s.spec.json" % name)
+        out_path = os.path.join(TMP, "link-%s.json" % name)
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        seconds = run([PY, "bench/link.py", spec_path, out_path], "link " + name)
+        data = read_json(out_path)
+        m = data["median"]
+        row = {"name": name, "model": model, "baud": baud, "payload": payload,
+               "read_buf_len": rbl, "images": count, "repeats": repeats, "whatif": whatif,
+               "median": m, "per_repeat": data["repeats"], "info": data.get("info"),
+               "input_crc_equal": data.get("input_crc_equal"),
+               "boot_seconds": data.get("boot_seconds"), "seconds": seconds,
+               "loadavg": [data["loadavg_start"][0], data["loadavg_end"][0]]}
+        for key in ("host_cost", "jpeg_quality"):
+            if key in data:
+                row[key] = data[key]
+        say("link %-44s %.2f img/s, efficiency %.3f (steady %.3f), KPU %.0f ms"
+            % (name, m["images_per_second"], m["efficiency"], m["steady_efficiency"] or 0,
+               m["kpu_ms"] or 0))
+        runs.append(row)
+    return runs
+
+
+# ------------------------------------------------------------------ 4. fidelity
+def bench_fidelity(models, methods):
+    rows = []
+    for name, args in models:
+        out = os.path.join(TMP, "fidelity-%s.json" % name)
+        seconds = run([PY, "bench/fidelity.py", out, ",".join(methods), "--"] + args,
+                      "fidelity " + name, timeout=1800)
+        data = read_json(out)
+        data.update({"name": name, "seconds": seconds})
+        for m in data["methods"]:
+            say("fidelity %-8s %-8s cos %.5f l2r %.4f max-abs %.3f F1 %s compile %.1f s"
+                % (name, m["method"], m["cos"], m["l2r"], m["max_abs"],
+                   "%.3f" % m["f1"] if m.get("f1") is not None else "n/a",
+                   m["compile_seconds"]))
+        rows.append(data)
+    return rows
+
+
+# ------------------------------------------------------------------ 5. flashing
+def bench_flash(manifest_path, repeats):
+    rows = []
+    report_path = os.path.join(os.path.dirname(manifest_path), "flash_report.json")
+    for r in range(repeats):
+        state = os.path.join(TMP, "vboard-flash")
+        shutil.rmtree(state, ignore_errors=True)       # a blank board: everything is written
+        seconds = run([PY, "host/flash.py", "--port", "virtual", "--manifest", manifest_path,
+                       "--vboard-state", state, "--baud", "1500000", "--no-progress"],
+                      "flash %d" % r)
+        rep = read_json(report_path)
+        k, up = rep["kflash"], rep["repl_upload"]
+        row = {"seconds": seconds, "flash_seconds": rep["seconds"],
+               "kflash_baud": k["baud"], "kflash_bytes": k["bytes"],
+               "kflash_seconds": k["seconds"], "kflash_write_rate": k["write_rate"],
+               "kflash_write_efficiency": k["write_rate"] / (k["baud"] / 10.0),
+               "kflash_overall_rate": k["bytes"] / k["seconds"],
+               "kflash_overall_efficiency": k["bytes"] / k["seconds"] / (k["baud"] / 10.0),
+               "stub_bytes": k["stub_bytes"], "stub_seconds": k["stub_seconds"],
+               "stub_efficiency": k["stub_bytes"] / k["stub_seconds"] / 11520.0
+               if k["stub_seconds"] else None,
+               "repl_baud": up["baud"], "repl_bytes": up["bytes"],
+               "repl_seconds": up["seconds"], "repl_rate": up["bytes"] / up["seconds"],
+               "repl_efficiency": up["bytes"] / up["seconds"] / (up["baud"] / 10.0)}
+        say("flash: kflash writes %.1f KB/s = %.2f of line rate; REPL upload %.1f KB/s = %.2f"
+            % (row["kflash_write_rate"] / 1e3, row["kflash_write_efficiency"],
+               row["repl_rate"] / 1e3, row["repl_efficiency"]))
+        rows.append(row)
+    keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float))]
+    return {"repeats": repeats, "runs": rows,
+            "median": {k: median([r[k] for r in rows]) for k in keys}}
+
+
+# ------------------------------------------------------------------ main
+def main(argv):
+    ap = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer repeats, methods and images (<= 3 min)")
+    ap.add_argument("--out", default=None,
+                    help="results file (default bench/results.json; quick: "
+                    "bench/tmp/results-quick.json)")
+    ap.add_argument("--readme", default=None,
+                    help="README to update (default README.md; quick: none)")
+    ap.add_argument("--seed-pb", default=SEED_PB,
+                    help="the original user's frozen model (skipped when missing)")
+    opts = ap.parse_args(argv)
+    quick = opts.quick
+    out = opts.out or os.path.join(BENCH, "tmp" if quick else "", "results-quick.json"
+                                   if quick else "results.json")
+    readme = opts.readme if opts.readme is not None else \
+        ("" if quick else os.path.join(REPO, "README.md"))
+    os.makedirs(TMP, exist_ok=True)
+    t0 = time.perf_counter()
+    results = {"schema": 1, "quick": quick, "machine": machine(), "sections": {},
+               "errors": [], "notes": []}
+    say("%s: %s, %d cores, load average %s" % ("quick" if quick else "full",
+                                               results["machine"]["cpu"],
+                                               results["machine"]["cores"],
+                                               results["machine"]["loadavg_start"]))
+
+    def section(name, fn, *args):
+        t = time.perf_counter()
+        say("== %s" % name)
+        try:
+            value = fn(*args)
+        except Exception as exc:  # record it, measure the rest, fail at the end
+            say("FAILED: %s" % exc)
+            results["errors"].append({"section": name, "error": str(exc)[:2000]})
+            value = None
+        results["sections"][name] = round(time.perf_counter() - t, 1)
+        return value
+
+    kmodel = section("make kmodel overhead", bench_kmodel, 1 if quick else 3, not quick)
+    if kmodel is not None:
+        results["kmodel"], build = kmodel
+        example_manifest = os.path.join(build, "manifest.json")
+    else:
+        example_manifest = None
+    tiny = section("tiny kmodel", build_tiny)
+    if example_manifest:
+        manifests = {"example": example_manifest, "tiny": tiny}
+        configs = [c for c in (LINK_QUICK if quick else LINK_FULL)
+                   if manifests[c[1]] is not None]
+        results["link"] = section("serial eval link", bench_link, configs, manifests)
+        results["flash"] = section("flashing", bench_flash, example_manifest, 1 if quick else 2)
+    models = [("example", ["--config", EXAMPLE_CONFIG])]
+    if os.path.isfile(opts.seed_pb):
+        models.append(("seed", ["--frozen-pb", opts.seed_pb] + SEED_ARGS))
+    else:
+        results["notes"].append("the original user's model %s is missing: its fidelity rows "
+                                "are skipped" % opts.seed_pb)
+    results["fidelity"] = section("fidelity", bench_fidelity, models,
+                                  ["no_clip"] if quick else ALL_METHODS)
+    results["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    results["duration_seconds"] = round(time.perf_counter() - t0, 1)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp_out = out + ".tmp"
+    with open(tmp_out, "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    os.replace(tmp_out, out)
+    text = table.render(results)
+    if readme:
+        table.update_readme(readme, text)
+        say("README table updated: %s" % os.path.relpath(readme, REPO))
+    else:
+        sys.stdout.write(text + "\n")
+    say("done in %.1f min: %s" % (results["duration_seconds"] / 60.0, os.path.relpath(out, REPO)))
+    if results["errors"]:
+        for e in results["errors"]:
+            say("error in %s: %s" % (e["section"], e["error"].splitlines()[0]))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
