@@ -7,6 +7,8 @@ Hungarian), score and box-coordinate deltas of matched pairs, and the input CRCs
 CRC of its KPU input bytes vs the host's CRC of its own pixels in the same planar layout: a
 mismatch means the board saw other pixels, a preprocessing problem, not a model problem).
 """
+import binascii
+
 import numpy as np
 
 from device import decoders
@@ -92,7 +94,10 @@ def compare_image(image, host_outputs, shapes, params, result, error, width, hei
     }
     rec["board"] = {"kpu_ms": result["kpu_ms"], "prep_ms": result["prep_ms"],
                     "decode_ms": result["decode_ms"], "mem_free": result["mem_free"],
-                    "flags": result["flags"]}
+                    "flags": result["flags"],
+                    # the exact float32 bytes the board sent, per output (run-to-run identity)
+                    "outputs_crc32": [binascii.crc32(np.asarray(o["data"], "<f4").tobytes())
+                                      & 0xFFFFFFFF for o in result["outputs"]]}
     return rec
 
 

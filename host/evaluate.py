@@ -36,11 +36,18 @@ class Board(object):
 def _bring_up(board, manifest, opts):
     try:
         board.link = transport.open_link(board.spec, manifest, opts.baud,
-                                         vboard_state=opts.vboard_state)
+                                         vboard_state=opts.vboard_state,
+                                         vboard_faults=getattr(opts, "vboard_faults", ""),
+                                         vboard_seed=getattr(opts, "vboard_seed", 0),
+                                         vboard_log_rate=getattr(opts, "vboard_log_rate",
+                                                                 0.05))
         board.session = session.Session(board.link.ser, board.link.name, opts.baud,
                                         timeout=opts.timeout,
                                         booting=board.link.virtual is not None,
-                                        boot_time=VIRTUAL_BOOT_TIME)
+                                        boot_time=VIRTUAL_BOOT_TIME,
+                                        reopen=board.link.reopen,
+                                        max_attempts=getattr(opts, "retries",
+                                                             session.MAX_ATTEMPTS))
         board.session.connect()
         board.session.check_model(manifest, opts.manifest)
     except UserError as exc:
@@ -89,8 +96,10 @@ def stream_all(boards, images, progress=True):
             if i is None:
                 return None
             img = images[i]
+            # raw RGB565: the board must report the CRC of exactly these bytes
+            want = img.pixel_crc if img.fmt == P.FMT_RGB565 else None
             return session.ImageJob(i + 1, img.fmt, P.F_INPUT_CRC, _w(img), _h(img),
-                                    img.payload, key=i)
+                                    img.payload, key=i, pixel_crc=want)
 
         def done(job, result, error):
             with lock:
@@ -195,12 +204,19 @@ def run(opts):
         board_rows = [{"port": b.link.name, "virtual": b.link.virtual is not None,
                        "path": b.session.path, "serve_line": b.session.serve_line,
                        "info": b.session.info, "link": per_board[k],
-                       "board_errors": b.session.board_errors, "logs": b.session.logs[-20:],
+                       "board_errors": b.session.board_errors[-20:],
+                       "logs": b.session.logs[-20:],
                        "garbage_bytes": b.session.parser.garbage,
+                       "recovery": dict(b.session.recovery),
                        "provisioned": b.link.note}
                       for k, b in enumerate(boards)]
+        handles = [b.link.virtual for b in boards]
     finally:
         close_all(boards)
+    for row, handle in zip(board_rows, handles):
+        faults = handle.faults() if handle is not None else None   # stopped: final counts
+        if faults is not None:
+            row["faults"] = faults
 
     from host import eval_tf  # TensorFlow, after the boards are done
     host_outputs = eval_tf.reference_outputs(manifest, images)

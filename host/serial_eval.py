@@ -52,9 +52,18 @@ def parser():
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for a silent board (connect, and between frames "
                    "during the run; default 10)")
+    p.add_argument("--retries", type=int, default=10, metavar="N",
+                   help="sends of one image at most when the line corrupts or loses it "
+                   "(default 10); then the image is reported as failed")
     p.add_argument("--vboard-state", default=os.path.join("build", "vboard"),
                    help="state directory of the virtual board (default build/vboard; board k "
                    "of virtual:N uses DIR-k)")
+    p.add_argument("--vboard-faults", default="", metavar="SPEC",
+                   help="virtual boards only: inject faults on the line, e.g. "
+                   "flip=0.01,drop=0.01,reset@500 (host/vboard/README.md)")
+    p.add_argument("--vboard-seed", type=int, default=0, metavar="N",
+                   help="virtual boards only: seed of the fault injection and log lines")
+    p.add_argument("--vboard-log-rate", type=float, default=0.05, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -67,6 +76,14 @@ def main(argv):
         raise UserError("--min-f1 must be in 0..1 and --min-cos in -1..1")
     if opts.baud <= 0:
         raise UserError("--baud must be a positive integer")
+    if not 1 <= opts.retries <= 255:
+        raise UserError("--retries must be 1..255")
+    if opts.vboard_faults:
+        from host.vboard import faults
+        try:
+            faults.parse_spec(opts.vboard_faults)
+        except ValueError as exc:
+            raise UserError("--vboard-faults: %s" % exc)
     from host import evaluate
     return evaluate.run(opts)
 

@@ -10,7 +10,15 @@ Bring-up (`connect`), all within one bounded wait (`timeout` seconds):
    (`import detect`; config.json's mode forced to serve);
 then HELLO every 300 ms until INFO. A board that never answers is a UserError naming the
 port and what was (not) received.
+
+Streaming (`stream`) survives a faulty line (docs/protocol.md, "Recovery"): image ids on the
+wire carry the attempt, replies are accepted once per image and only for ids this host sent
+(raw RGB565: only with the pixel CRC of the bytes sent), transfer errors and NACKs send the
+image again, silence is probed with RESEND, a lost session (board reset, serve mode left) is
+re-established, a vanished port is reopened; every image ends with a verified RESULT or an
+explicit error after `max_attempts`.
 """
+import collections
 import re
 import threading
 import time
@@ -34,6 +42,19 @@ BYE_WAIT = 2.0
 TEXT_KEEP = 8192
 SERVE_SWITCH_WAIT = 0.25
 
+# Recovery (docs/protocol.md, "Recovery")
+MAX_ATTEMPTS = 10          # sends of one image before it ends as an explicit failure
+ATTEMPT_SHIFT = 24         # wire id = attempt << 24 | image number
+MAX_IMAGE_NUMBER = (1 << ATTEMPT_SHIFT) - 1
+FIRST_PROBE = 1.0          # s of silence before the first probe, until board times are known
+MIN_PROBE = 0.3            # s: the probe interval never goes below this
+PROBES = 2                 # unanswered probes before the session counts as lost
+GARBAGE_BURST = 128        # undecodable bytes with no frame among them: maybe a reset banner
+MAX_IN_FLIGHT = 4          # images sent and not yet answered (the window also limits bytes):
+                           # enough to hide the board's turnaround, few to send again after
+                           # a lost session
+REBOOT_TEXT = re.compile(rb"MAIXPY|MicroPython|k210-deploy|>>> |init end|vboard")
+
 SERVE_LINE = re.compile(rb"k210-deploy serve: proto (\d+), (\d+) baud, api (\S+), "
                         rb"model ([^\r\n]*)\r?\n")
 GRACE_LINE = re.compile(rb"k210-deploy: (serve|live) mode in (\d+) ms")
@@ -49,11 +70,19 @@ class BoardError(UserError):
     """The board stopped answering or broke the protocol during a run (exit 2)."""
 
 
-class ImageJob(object):
-    """One image to send: `image_id` (>= 1), `fmt` (P.FMT_*), `flags`, `width`, `height`,
-    `data` (payload bytes), `key` (the caller's handle)."""
+class PortError(BoardError):
+    """Reading or writing the port failed (e.g. the USB-serial bridge was unplugged)."""
 
-    def __init__(self, image_id, fmt, flags, width, height, data, key=None):
+
+class ImageJob(object):
+    """One image to send: `image_id` (1 .. 2^24-1), `fmt` (P.FMT_*), `flags`, `width`,
+    `height`, `data` (payload bytes), `key` (the caller's handle), `pixel_crc` (the CRC32 the
+    board must report for its RGB565 pixels, or None: not checked, e.g. JPEG)."""
+
+    def __init__(self, image_id, fmt, flags, width, height, data, key=None, pixel_crc=None):
+        if not 1 <= image_id <= MAX_IMAGE_NUMBER:
+            raise ValueError("image_id %d out of 1..%d" % (image_id, MAX_IMAGE_NUMBER))
+        self.pixel_crc = pixel_crc
         self.image_id = image_id
         self.fmt = fmt
         self.flags = flags
@@ -69,10 +98,19 @@ class ImageJob(object):
 class Session(object):
     """One board on one open pyserial port."""
 
-    def __init__(self, ser, name, baud, timeout=10.0, booting=False, boot_time=0.0):
+    def __init__(self, ser, name, baud, timeout=10.0, booting=False, boot_time=0.0,
+                 reopen=None, max_attempts=MAX_ATTEMPTS):
         """timeout: the bounded wait for a silent board (bring-up, and between frames during a
         run); booting: the board was just started (listen for its serve banner), allowing
-        boot_time more seconds for that."""
+        boot_time more seconds for that; reopen: callable returning the port opened again
+        (after it vanished), or None; max_attempts: sends of one image at most."""
+        self.reopen = reopen
+        self.max_attempts = max_attempts
+        self.recovery = {"resent_images": 0, "resend_requests": 0, "nacks": 0,
+                         "transfer_errors": 0, "duplicate_replies": 0, "stale_replies": 0,
+                         "pixel_crc_mismatches": 0, "sessions_reestablished": 0,
+                         "board_restarts": 0, "port_reopens": 0, "failed_images": 0,
+                         "truncated_frames": 0, "garbage_bursts": 0}
         self.ser = ser
         self.name = name
         self.baud = baud
@@ -104,7 +142,7 @@ class Session(object):
         try:
             self.ser.write(data)
         except (serial.SerialException, OSError) as exc:
-            raise BoardError("writing to %s failed: %s" % (self.name, _one_line(exc)))
+            raise PortError("writing to %s failed: %s" % (self.name, _one_line(exc)))
 
     def _read(self, wait):
         """Bytes that arrive within `wait` s (maybe none)."""
@@ -115,7 +153,7 @@ class Session(object):
                 n = self.ser.in_waiting
                 chunk = self.ser.read(n if n else 1)
             except (serial.SerialException, OSError) as exc:
-                raise BoardError("reading from %s failed: %s" % (self.name, _one_line(exc)))
+                raise PortError("reading from %s failed: %s" % (self.name, _one_line(exc)))
             if chunk:
                 out += chunk
                 if not self.ser.in_waiting:
@@ -236,12 +274,15 @@ class Session(object):
                 "serve mode (last text: %r); check --baud, reset the board and retry"
                 % (self.name, waited, self.received, text[-120:]))
 
-    def _hello(self, baud, until):
+    def _hello(self, baud, until, on_frame=None):
         """HELLO every HELLO_RETRY s at `baud` until INFO or `until`; then wait until no
-        further INFO can answer an earlier HELLO. Returns INFO or None."""
+        further INFO can answer an earlier HELLO. Returns INFO or None. Other frames go to
+        on_frame(ftype, seq, payload) (results that were on their way)."""
         self._set_baud(baud)
         info = None
+        t_info = 0.0
         last_hello = 0.0
+        hellos = 0
         while True:
             now = time.monotonic()
             if info is None and now >= until:
@@ -250,7 +291,12 @@ class Session(object):
                 self._write(self._frame(P.T_HELLO, P.pack_json({"proto": P.VERSION,
                                                                 "host": "serial_eval"})))
                 last_hello = now
-            if info is not None and now - last_hello >= HELLO_RETRY + 0.1:
+                hellos += 1
+            # after INFO, wait until no earlier HELLO can still be answered: with several
+            # HELLOs out, HELLO_RETRY + 0.1 s after the last; with one, only a duplicate of
+            # its INFO could follow, right behind
+            if info is not None and now - t_info >= 0.05 and \
+                    (hellos == 1 or now - last_hello >= HELLO_RETRY + 0.1):
                 return info
             data = self._read(0.03)
             for ftype, _seq, payload in self.parser.feed_all(data):
@@ -259,7 +305,9 @@ class Session(object):
                         info = P.unpack_json(payload)
                     except ValueError:
                         continue
-                    last_hello = max(last_hello, time.monotonic() - HELLO_RETRY)
+                    t_info = time.monotonic()
+                elif on_frame is not None:
+                    on_frame(ftype, _seq, payload)
 
     def _ready(self, info):
         if not isinstance(info, dict) or info.get("proto") != P.VERSION:
@@ -321,140 +369,77 @@ class Session(object):
         return text
 
     # ------------------------------------------------------------------ streaming
+    def _start_reader(self):
+        self._stop.clear()
+        self._reader_error = None
+        self._events = queue.Queue()
+        self._reader = threading.Thread(target=self._reader_loop, name="rx-" + self.name,
+                                        daemon=True)
+        self._reader.start()
+
+    def _stop_reader(self):
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(2.0)
+            self._reader = None
+
     def _reader_loop(self):
+        """Frames -> self._events; 'garbage' when many bytes decode to nothing (a board that
+        reset prints its banner at another baud); a partial frame that stops growing for
+        longer than its line time is dropped (truncated); None when the port fails."""
+        parser = self.parser
+        idle_t0 = None
+        mark = parser.garbage
+        ser = self.ser
         try:
             while not self._stop.is_set():
-                n = self.ser.in_waiting
-                data = self.ser.read(n if n else 1)
+                n = ser.in_waiting
+                data = ser.read(n if n else 1)
                 if data:
+                    idle_t0 = None
                     self.received += len(data)
-                    for f in self.parser.feed_all(data):
-                        self._events.put(f)
-        except Exception as exc:  # the port went away: the writer side reports it
+                    frames = parser.feed_all(data)
+                elif parser.want:
+                    now = time.monotonic()
+                    if idle_t0 is None:
+                        idle_t0 = now
+                    elif parser.stale((now - idle_t0) * 1000.0, ser.baudrate or REPL_BAUD):
+                        parser.rescan()
+                        self.recovery["truncated_frames"] += 1
+                        idle_t0 = None
+                    frames = parser.feed_all(b"")
+                else:
+                    continue
+                for f in frames:
+                    self._events.put(f)
+                if frames:
+                    mark = parser.garbage
+                elif parser.garbage - mark >= GARBAGE_BURST:
+                    mark = parser.garbage
+                    self._events.put("garbage")
+        except Exception as exc:  # the port went away: the stream reopens it
             self._reader_error = exc
             self._events.put(None)
 
     def stream(self, next_job, on_done, stop=None):
         """Send jobs from next_job() (None: no more) under the credit window, several in
-        flight; on_done(job, result_or_None, error_or_None) for each. Returns the stats."""
-        info = self.info
-        credit = P.Credit(info["window"])
-        chunk = info["chunk"]
-        self._stop.clear()
-        self._reader = threading.Thread(target=self._reader_loop, name="rx-" + self.name,
-                                        daemon=True)
-        self._reader.start()
-        pending = {}
-        frames = None
-        job = None
-        exhausted = False
-        last_rx = time.monotonic()
-        t_first = None
-        t_last = None
-        try:
-            while True:
-                if stop is not None and stop.is_set():
-                    return self.stats
-                # send what the window allows
-                while True:
-                    if frames is None and not exhausted:
-                        job = next_job()
-                        if job is None:
-                            exhausted = True
-                        else:
-                            frames = self._image_frames(job, chunk)
-                            pending[job.image_id] = job
-                            job.t_begin = time.monotonic()
-                            if t_first is None:
-                                t_first = job.t_begin
-                                last_rx = t_first
-                    if frames is None:
-                        break
-                    if not frames:
-                        job.t_sent = time.monotonic()
-                        frames = None
-                        continue
-                    if not credit.can_send(len(frames[0])):
-                        break
-                    frame = frames.pop(0)
-                    self._write(frame)
-                    credit.on_send(len(frame))
-                    self.stats["wire_bytes"] += len(frame)
-                if exhausted and not pending:
-                    break
-                # receive
-                try:
-                    ev = self._events.get(timeout=0.05)
-                except queue.Empty:
-                    ev = False
-                now = time.monotonic()
-                if ev is None:
-                    raise BoardError("the port %s went away: %s"
-                                     % (self.name, _one_line(self._reader_error)))
-                if ev is False:
-                    if now - last_rx > self.timeout:
-                        raise BoardError(self._stalled_message(pending, credit))
-                    continue
-                last_rx = now
-                ftype, _seq, payload = ev
-                if ftype == P.T_ACK:
-                    credit.on_ack(P.unpack_ack(payload))
-                elif ftype == P.T_RESULT:
-                    result = P.unpack_result(payload)
-                    done = pending.pop(result["image_id"], None)
-                    if done is not None:
-                        done.t_done = now
-                        t_last = now
-                        self.stats["results"] += 1
-                        on_done(done, result, None)
-                elif ftype == P.T_ERROR:
-                    err = P.unpack_error(payload)
-                    done = pending.pop(err["ref"], None) if err["ref"] else None
-                    if done is not None:
-                        done.t_done = now
-                        t_last = now
-                        self.stats["errors"] += 1
-                        on_done(done, None, err)
-                    else:
-                        self.board_errors.append(err)
-                elif ftype == P.T_LOG:
-                    self.logs.append(bytes(payload).decode("utf-8", "replace"))
-                elif ftype == P.T_INFO:
-                    raise BoardError("the board on %s restarted its session during the run "
-                                     "(an unexpected INFO): retry" % self.name)
-        except P.ProtocolError as exc:
-            raise BoardError("the board on %s sent a malformed frame: %s" % (self.name, exc))
-        finally:
-            self._stop.set()
-            self._reader.join(1.0)
-            if t_first is not None and t_last is not None:
-                self.stats["link_seconds"] += t_last - t_first
-        return self.stats
-
-    def _image_frames(self, job, chunk):
-        self.stats["images"] += 1
-        self.stats["payload_bytes"] += len(job.data)
-        return [self._frame(t, p) for t, p in
-                P.image_frames(job.image_id, job.fmt, job.flags, job.width, job.height,
-                               job.data, chunk=chunk)]
-
-    def _stalled_message(self, pending, credit):
-        ids = sorted(pending)
-        return ("the board on %s stopped answering: no frame for %.0f s with %d image(s) "
-                "outstanding (ids %s, %d bytes unacknowledged); reset the board and retry "
-                "(or raise --timeout)" % (self.name, self.timeout, len(ids),
-                                          ",".join(str(i) for i in ids[:5]),
-                                          credit.in_flight()))
+        flight; on_done(job, result_or_None, error_or_None) once for each. Returns the
+        stats. Recovers from a faulty line (see the module doc); BoardError when the board
+        gives nothing valid for `timeout` s in spite of it."""
+        return _Stream(self, next_job, on_done, stop).run()
 
     # ------------------------------------------------------------------ end
     def close(self):
         """EXIT (the board answers BYE and returns to its REPL at 115200); never raises."""
         try:
             if self.info is not None:
-                self._write(self._frame(P.T_EXIT))
                 end = time.monotonic() + BYE_WAIT
                 parser = P.Parser()
+                last = 0.0
                 while time.monotonic() < end:
+                    if time.monotonic() - last >= HELLO_RETRY:   # EXIT may be lost: again
+                        self._write(self._frame(P.T_EXIT))
+                        last = time.monotonic()
                     if any(f[0] == P.T_BYE for f in parser.feed_all(self._read(0.05))):
                         break
                 time.sleep(0.1)
@@ -465,3 +450,483 @@ class Session(object):
 
 def _one_line(exc):
     return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+# ---------------------------------------------------------------------- credit
+class SeqCredit(object):
+    """The credit window when the board's ACKs name the last host frame it parsed intact
+    (INFO feature `seq_ack`): an ACK for frame s returns the credit of every byte sent up to
+    the end of s, including frames lost before it, so lost or duplicated bytes never leak
+    credit. Out-of-order ACKs (older frames) are ignored."""
+
+    KEEP = 8192
+
+    def __init__(self, window):
+        self.window = window
+        self.sent = 0
+        self.acked = 0
+        self.ends = collections.OrderedDict()   # seq -> bytes sent up to the frame's end
+
+    def in_flight(self):
+        return self.sent - self.acked
+
+    def can_send(self, n):
+        return self.sent - self.acked + n <= self.window
+
+    def on_send(self, seq, n):
+        self.sent += n
+        self.ends.pop(seq, None)
+        self.ends[seq] = self.sent
+        while len(self.ends) > self.KEEP:
+            self.ends.popitem(last=False)
+
+    def on_ack(self, consumed, last_seq):
+        end = self.ends.get(last_seq) if last_seq is not None else None
+        if end is None or end <= self.acked:
+            return
+        self.acked = end
+        while self.ends:
+            seq, value = next(iter(self.ends.items()))
+            if value > self.acked:
+                break
+            self.ends.popitem(last=False)
+
+
+class ByteCredit(object):
+    """The credit window of boards whose ACKs carry only the byte count (no seq_ack)."""
+
+    def __init__(self, window):
+        self.credit = P.Credit(window)
+
+    def in_flight(self):
+        return self.credit.in_flight()
+
+    def can_send(self, n):
+        return self.credit.can_send(n)
+
+    def on_send(self, seq, n):
+        self.credit.sent += n
+
+    def on_ack(self, consumed, last_seq):
+        self.credit.on_ack(consumed)
+
+
+def make_credit(info):
+    if "seq_ack" in (info.get("features") or []):
+        return SeqCredit(info["window"])
+    return ByteCredit(info["window"])
+
+
+# ---------------------------------------------------------------------- streaming
+class _Job(object):
+    """One image's sends: `attempts` so far, `wire` (id of the current attempt), `frames`
+    still to write for it (None: not started), whether they are all written."""
+
+    def __init__(self, job):
+        self.job = job
+        self.attempts = 0
+        self.wire = None
+        self.frames = None
+        self.sent_all = False
+        self.done = False
+        self.last_error = None
+
+
+class _LostSession(Exception):
+    """The session must be re-established (reason in args[0])."""
+
+
+class _PortGone(Exception):
+    """The port failed (unplugged)."""
+
+
+class _Stream(object):
+    def __init__(self, session, next_job, on_done, stop):
+        self.s = session
+        self.next_job = next_job
+        self.on_done = on_done
+        self.stop = stop
+        self.queue = collections.deque()     # _Job to send, front first
+        self.sent = collections.OrderedDict()  # wire id -> _Job: all frames written, no reply
+        self.by_wire = {}                    # every wire id ever used -> _Job
+        self.exhausted = False
+        self.open = 0                        # jobs without their final answer
+        self.credit = make_credit(session.info)
+        self.chunk = session.info["chunk"]
+        self.service = None                  # longest board time per image seen (s)
+        self.last_valid = time.monotonic()
+        self.probes = 0
+        self.last_probe = 0.0
+        self.suspect = False                 # undecodable bytes: maybe the board reset
+        self.t_first = None
+        self.t_last = None
+
+    # -- the loop
+    def run(self):
+        s = self.s
+        s._start_reader()
+        try:
+            while True:
+                if self.stop is not None and self.stop.is_set():
+                    return s.stats
+                try:
+                    self._send()
+                    if self.exhausted and not self.open:
+                        break
+                    self._receive()
+                    self._watch()
+                except _PortGone:
+                    self._reopen()
+                    self._reestablish("the port came back", hello_first=True)
+                except _LostSession as exc:
+                    self._reestablish(exc.args[0], hello_first=not self.suspect)
+                except P.ProtocolError as exc:
+                    s.recovery["transfer_errors"] += 1
+                    s.logs.append("malformed frame: %s" % exc)
+        finally:
+            s._stop_reader()
+            if self.t_first is not None and self.t_last is not None:
+                s.stats["link_seconds"] += self.t_last - self.t_first
+        return s.stats
+
+    # -- sending
+    def _write(self, frame, seq, force=False):
+        try:
+            self.s.ser.write(frame)
+        except (serial.SerialException, OSError):
+            raise _PortGone()
+        self.credit.on_send(seq, len(frame))
+        self.s.stats["wire_bytes"] += len(frame)
+
+    def _send(self):
+        s = self.s
+        while True:
+            if not self.queue:
+                if self.exhausted or len(self.sent) >= MAX_IN_FLIGHT:
+                    return
+                job = self.next_job()
+                if job is None:
+                    self.exhausted = True
+                    return
+                self.queue.append(_Job(job))
+                self.open += 1
+                if self.t_first is None:
+                    self.t_first = time.monotonic()
+                    self.last_valid = self.t_first
+            j = self.queue[0]
+            if j.frames is None and len(self.sent) >= MAX_IN_FLIGHT:
+                return
+            if j.frames is None and not self._new_attempt(j):
+                self.queue.popleft()
+                continue
+            if not j.frames:
+                self.queue.popleft()
+                j.sent_all = True
+                j.job.t_sent = time.monotonic()
+                self.sent[j.wire] = j
+                continue
+            seq, frame = j.frames[0]
+            if not self.credit.can_send(len(frame)):
+                return
+            j.frames.pop(0)
+            self._write(frame, seq)
+
+    def _new_attempt(self, j):
+        """Frames for the next attempt of j; False (and j answered) when none is left."""
+        s = self.s
+        if j.attempts >= s.max_attempts:
+            reason = "no verified result after %d attempt(s)" % j.attempts
+            if j.last_error:
+                reason += " (last: %s)" % j.last_error
+            self._answer(j, None, {"ref": j.wire or 0, "code": 0, "name": "retries",
+                                   "reason": reason})
+            s.recovery["failed_images"] += 1
+            return False
+        if j.attempts:
+            s.recovery["resent_images"] += 1
+        j.wire = (j.attempts << ATTEMPT_SHIFT) | j.job.image_id
+        j.attempts += 1
+        self.by_wire[j.wire] = j
+        job = j.job
+        if j.attempts == 1:
+            job.t_begin = time.monotonic()
+            s.stats["images"] += 1
+            s.stats["payload_bytes"] += len(job.data)
+        frames = []
+        for t, p in P.image_frames(j.wire, job.fmt, job.flags, job.width, job.height,
+                                   job.data, chunk=self.chunk):
+            seq = s.seq
+            frames.append((seq, s._frame(t, p)))
+        j.frames = frames
+        j.sent_all = False
+        return True
+
+    def _again(self, j, why):
+        """Send j again (new attempt) as soon as possible."""
+        self.sent.pop(j.wire, None)
+        j.last_error = why
+        if j in self.queue:
+            self.queue.remove(j)
+        j.frames = None
+        j.sent_all = False
+        self.queue.appendleft(j)
+
+    def _answer(self, j, result, error):
+        j.done = True
+        self.sent.pop(j.wire, None)
+        if j in self.queue:
+            self.queue.remove(j)
+        self.open -= 1
+        now = time.monotonic()
+        j.job.t_done = now
+        self.t_last = now
+        if result is not None:
+            self.s.stats["results"] += 1
+        else:
+            self.s.stats["errors"] += 1
+        self.on_done(j.job, result, error)
+
+    # -- receiving
+    def _receive(self):
+        s = self.s
+        try:
+            ev = s._events.get(timeout=0.02)
+        except queue.Empty:
+            return
+        while True:
+            if ev is None:
+                raise _PortGone()
+            if ev == "garbage":
+                s.recovery["garbage_bursts"] += 1
+                self.suspect = True
+                self.probes = max(self.probes, PROBES - 1)   # one quick probe, then resync
+                self.last_probe = 0.0
+            else:
+                self._frame(*ev)
+            try:
+                ev = s._events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _frame(self, ftype, seq, payload):
+        s = self.s
+        self.last_valid = time.monotonic()
+        self.probes = 0
+        self.suspect = False
+        if ftype == P.T_ACK:
+            consumed, last_seq = P.unpack_ack_seq(payload)
+            self.credit.on_ack(consumed, last_seq)
+        elif ftype == P.T_RESULT:
+            self._result(P.unpack_result(payload))
+        elif ftype == P.T_ERROR:
+            self._error(P.unpack_error(payload))
+        elif ftype == P.T_LOG:
+            s.logs.append(bytes(payload).decode("utf-8", "replace"))
+        elif ftype == P.T_INFO:
+            # a reply to a HELLO the board saw late: it dropped its partial image and its
+            # cache, and counts ACK bytes from there: start over from this INFO
+            self._after_info(P.unpack_json(payload))
+
+    def _result(self, r):
+        s = self.s
+        j = self.by_wire.get(r["image_id"])
+        if j is None:
+            s.recovery["stale_replies"] += 1
+            return
+        if j.done:
+            s.recovery["duplicate_replies"] += 1
+            return
+        self._measure(r)
+        want = j.job.pixel_crc
+        if want is not None and r["pixel_crc"] != want:
+            s.recovery["pixel_crc_mismatches"] += 1
+            if j.attempts < s.max_attempts:
+                self._again(j, "pixel CRC %08x, sent %08x" % (r["pixel_crc"], want))
+                return
+        self._answer(j, r, None)
+
+    def _measure(self, r):
+        t = (r["kpu_ms"] + r["prep_ms"] + r["decode_ms"]) / 1000.0
+        if t >= 0 and (self.service is None or t > self.service):
+            self.service = min(t, self.s.timeout)
+
+    def _error(self, e):
+        s = self.s
+        j = self.by_wire.get(e["ref"]) if e["ref"] else None
+        if e["code"] == P.E_CRC:
+            s.recovery["nacks"] += 1
+        if j is None:
+            if not (e["ref"] == 0 and e["code"] in (P.E_CRC, P.E_NO_RESULT)):
+                s.board_errors.append(e)
+            return
+        if j.done:
+            s.recovery["duplicate_replies"] += 1
+            return
+        if e["ref"] != j.wire:
+            s.recovery["stale_replies"] += 1
+            return
+        if e["code"] in P.TRANSPORT_ERRORS:
+            s.recovery["transfer_errors"] += 1
+            self._again(j, "%s: %s" % (e["name"], e["reason"][:120]))
+            return
+        self._answer(j, None, e)
+
+    # -- silence
+    def _probe_interval(self):
+        if self.suspect:
+            base = 0.15 if self.service is None else 2 * self.service
+            return max(0.15, base)
+        if self.service is None:
+            return FIRST_PROBE
+        return max(MIN_PROBE, 3 * self.service)
+
+    def _watch(self):
+        s = self.s
+        if not self.open:
+            return
+        now = time.monotonic()
+        if now - self.last_valid > s.timeout:
+            raise BoardError(self._lost_message("no valid frame for %.0f s" % s.timeout))
+        quiet = now - max(self.last_valid, self.last_probe)
+        if quiet < self._probe_interval():
+            return
+        if self.probes >= PROBES:
+            raise _LostSession("%d probe(s) unanswered" % self.probes)
+        self.probes += 1
+        self.last_probe = now
+        target = next(iter(self.sent), 0)
+        s.recovery["resend_requests"] += 1
+        seq = s.seq
+        self._write(s._frame(P.T_RESEND, P.pack_resend(target)), seq)
+
+    # -- re-establishing
+    def _reopen(self):
+        s = self.s
+        s._stop_reader()
+        if s.reopen is None:
+            raise BoardError("the port %s went away: %s"
+                             % (s.name, _one_line(s._reader_error or "write failed")))
+        try:
+            s.ser.close()
+        except Exception:
+            pass
+        deadline = time.monotonic() + s.timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.stop is not None and self.stop.is_set():
+                raise BoardError("stopped")
+            try:
+                s.ser = s.reopen()
+                s.recovery["port_reopens"] += 1
+                return
+            except UserError as exc:
+                last = exc
+            time.sleep(0.1)
+        raise BoardError("the port %s went away during the run and did not come back within "
+                         "%.0f s (%s): reconnect the board and retry"
+                         % (s.name, s.timeout, _one_line(last or "no reopen")))
+
+    def _reestablish(self, why, hello_first=True):
+        """HELLO at the serve baud; else listen for a (re)booting board's serve banner at
+        115200; else start serve mode from the REPL. Then every unanswered image again."""
+        s = self.s
+        s._stop_reader()
+        s.recovery["sessions_reestablished"] += 1
+        s.parser = P.Parser()
+        path = s.path           # how the run began, for the report
+        deadline = time.monotonic() + s.timeout
+        hello_wait = max(1.0, 4 * (self.service or 0.0))
+        info = None
+        try:
+            if hello_first:
+                info = s._hello(s.baud, min(deadline, time.monotonic() + hello_wait),
+                                on_frame=self._frame_during_hello)
+            if info is None:
+                info = self._reconnect(deadline, hello_wait)
+        except (serial.SerialException, OSError, PortError):
+            self._reopen()
+            return self._reestablish("the port came back", hello_first=True)
+        except UserError as exc:
+            raise BoardError(self._lost_message("%s; then: %s" % (why, exc)))
+        if info is None:
+            raise BoardError(self._lost_message("%s; it did not answer HELLO again" % why))
+        s.path = path
+        if info.get("model_sha256") != s.info.get("model_sha256"):
+            raise BoardError("the board on %s runs another model after its restart (sha256 "
+                             "%s...): flash it again" % (s.name, str(info.get("model_sha256"))[:16]))
+        s._ready(info)
+        s.parser = P.Parser()
+        self._after_info(info)
+        s._start_reader()
+
+    def _frame_during_hello(self, ftype, seq, payload):
+        if ftype in (P.T_RESULT, P.T_ERROR, P.T_LOG):
+            self._frame(ftype, seq, payload)
+
+    def _reconnect(self, deadline, hello_wait):
+        """A board that may have rebooted: listen at 115200 for its boot text and serve
+        banner (its grace period extends the wait); at its REPL (bytes hit its grace period:
+        it stays there), start serve mode from the REPL; if it shows nothing, HELLO at the
+        serve baud, then the REPL."""
+        s = self.s
+        s._set_baud(REPL_BAUD)
+        del s.text[:]
+        t0 = last_rx = time.monotonic()
+        listen_until = t0 + LISTEN_FIRST
+        baud = None
+        while time.monotonic() < min(deadline, listen_until):
+            if s._read(0.05):
+                last_rx = time.monotonic()
+            m = SERVE_LINE.search(s.text)
+            if m:
+                s.recovery["board_restarts"] += 1
+                baud = s._serve_started(m)
+                break
+            g = GRACE_LINE.search(s.text)
+            if g and g.group(1) == b"serve":
+                listen_until = max(listen_until, last_rx + int(g.group(2)) / 1000.0 + 3.0)
+            elif REBOOT_TEXT.search(s.text):
+                # boot text: wait while it keeps coming, act once it stops
+                listen_until = max(listen_until, last_rx + 0.3)
+        if baud is not None:
+            return s._hello(baud, min(deadline, time.monotonic() + max(hello_wait, 2.0)),
+                            on_frame=self._frame_during_hello)
+        if not REBOOT_TEXT.search(s.text):
+            info = s._hello(s.baud, min(deadline, time.monotonic() + hello_wait),
+                            on_frame=self._frame_during_hello)
+            if info is not None:
+                return info
+        baud = s._start_from_repl(deadline)
+        if baud is None:
+            return None
+        s.recovery["board_restarts"] += 1
+        return s._hello(baud, deadline, on_frame=self._frame_during_hello)
+
+    def _after_info(self, info):
+        """A fresh session on the board: credit from its INFO; every image without an answer
+        is sent again."""
+        s = self.s
+        s.info = info
+        self.credit = make_credit(info)
+        self.chunk = info.get("chunk") or self.chunk
+        self.last_valid = time.monotonic()
+        self.probes = 0
+        self.suspect = False
+        redo = [j for j in list(self.sent.values()) + list(self.queue) if not j.done]
+        self.sent.clear()
+        self.queue.clear()
+        for j in redo:
+            if j.wire is not None:
+                j.last_error = j.last_error or "session re-established"
+            j.frames = None
+            j.sent_all = False
+            self.queue.append(j)
+
+    def _lost_message(self, why):
+        s = self.s
+        ids = sorted(j.job.image_id for j in list(self.sent.values()) + list(self.queue)
+                     if not j.done)
+        return ("the board on %s stopped answering (%s) with %d image(s) outstanding (ids %s, "
+                "%d bytes unacknowledged); reset the board and retry (or raise --timeout)"
+                % (s.name, why, len(ids), ",".join(str(i) for i in ids[:5]),
+                   self.credit.in_flight()))

@@ -198,15 +198,18 @@ def provision_virtual(state_dir, manifest, baud):
     return "; ".join(done)
 
 
-def start_virtual(state_dir, manifest, baud, profile="canmv-v5", log_rate=0.05, seed=0):
-    """Provision (if needed) and start one virtual board; returns (BoardHandle, note)."""
+def start_virtual(state_dir, manifest, baud, profile="canmv-v5", log_rate=0.05, seed=0,
+                  faults=""):
+    """Provision (if needed) and start one virtual board (with a fault spec for its line,
+    host/vboard/faults.py); returns (BoardHandle, note)."""
     from host.vboard import launcher
     try:
         note = provision_virtual(state_dir, manifest, baud)
     except OSError as exc:
         raise UserError("cannot prepare the virtual board in %s: %s" % (state_dir, _one_line(exc)))
     try:
-        handle = launcher.start_board(state_dir, profile=profile, log_rate=log_rate, seed=seed)
+        handle = launcher.start_board(state_dir, profile=profile, log_rate=log_rate, seed=seed,
+                                      faults=faults)
     except RuntimeError as exc:
         raise UserError("the virtual board in %s did not start: %s"
                         % (state_dir, _one_line(exc)[:300]))
@@ -220,13 +223,23 @@ def _short(path):
 
 class Link(object):
     """An open connection to one board: `.ser` (pyserial), `.name` (for messages),
-    `.virtual` (BoardHandle or None), `.note` (provisioning done), `.close()`."""
+    `.virtual` (BoardHandle or None), `.note` (provisioning done), `.reopen()` (the same
+    port opened again, e.g. after it vanished; UserError while it is not there), `.close()`."""
 
-    def __init__(self, ser, name, virtual=None, note=""):
+    def __init__(self, ser, name, virtual=None, note="", device=None):
         self.ser = ser
         self.name = name
         self.virtual = virtual
         self.note = note
+        self.device = device
+
+    def reopen(self):
+        try:
+            self.ser.close()
+        except Exception:
+            pass
+        self.ser = open_serial(self.device)
+        return self.ser
 
     def close(self):
         try:
@@ -238,17 +251,20 @@ class Link(object):
             self.virtual = None
 
 
-def open_link(spec, manifest, baud, vboard_state=DEFAULT_VBOARD_STATE, vboard_log_rate=0.05):
-    """PortSpec -> Link (board started and port open at the REPL speed)."""
+def open_link(spec, manifest, baud, vboard_state=DEFAULT_VBOARD_STATE, vboard_log_rate=0.05,
+              vboard_faults="", vboard_seed=0):
+    """PortSpec -> Link (board started and port open at the REPL speed). A virtual board's
+    port is opened through its stable link (DIR/tty), which follows the pty when the fault
+    layer unplugs it."""
     if spec.kind == VIRTUAL:
         state = vboard_state_dir(vboard_state, spec.index)
         handle, note = start_virtual(state, manifest, baud, log_rate=vboard_log_rate,
-                                     seed=spec.index)
+                                     seed=vboard_seed + spec.index, faults=vboard_faults)
         try:
-            ser = open_serial(handle.port)
+            ser = open_serial(handle.link)
         except UserError:
             handle.stop()
             raise
         return Link(ser, "virtual (%s, %s)" % (_short(handle.state_dir), handle.port),
-                    handle, note)
-    return Link(open_serial(spec.name), spec.name)
+                    handle, note, device=handle.link)
+    return Link(open_serial(spec.name), spec.name, device=spec.name)

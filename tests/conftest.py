@@ -43,3 +43,13 @@ def assert_nothing_written(out_dir):
 @pytest.fixture(scope="session")
 def repo():
     return REPO
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory):
+    """host/convert.py on a tiny real model (tests/tiny_model.py, 16x16 -> 8x8x5, grid
+    decoder): manifest, kmodel, frozen graph. Built once per session; ~10 s."""
+    import tiny_model
+    from host import manifest as manifest_mod
+    path = tiny_model.build(tmp_path_factory.mktemp("tiny"), REPO, tool_env())
+    return manifest_mod.load(path)

@@ -1,21 +1,25 @@
 """`python -m host.vboard --state DIR [--profile P | --profile-file JSON] [--tcp PORT]
 [--link FILE] [--sensor-dir DIR] [--log-rate R] [--seed N] [--board dan|kd233|...]
-[--isp-crc-errors RATE]`
+[--isp-crc-errors RATE] [--faults SPEC] [--fault-seed N]`
 
-Creates the board's pty, writes DIR/port.json ({port, url, pid, profile, state}) once the
-board is ready (and `--link FILE` as a symlink to the pty), prints the pty path on stdout,
-then runs the board until SIGTERM/SIGINT; port.json and the link are removed on exit.
+Creates the board's pty, writes DIR/port.json ({port, link, url, pid, profile, state}) once
+the board is ready, DIR/tty (and `--link FILE`) as a symlink to the pty, prints the pty path on
+stdout, then runs the board until SIGTERM/SIGINT; port.json and the links are removed on exit.
+`--faults` (host/vboard/faults.py) puts a fault injector on the line; a `disconnect` fault
+replaces the pty, and port.json and the links follow it. SIGUSR2 unplugs the port once
+(for `disconnect_ms`, default 300 ms), whatever the spec.
 """
 import argparse
 import json
 import os
 import signal
 import sys
+import threading
 
 if "tensorflow" in sys.modules:  # pragma: no cover - a guard, not a feature
     raise SystemExit("host.vboard must not share a process with TensorFlow")
 
-from host.vboard import fs, modem, profiles  # noqa: E402
+from host.vboard import faults, fs, modem, profiles  # noqa: E402
 from host.vboard.board import Board  # noqa: E402
 from host.vboard.line import Line  # noqa: E402
 
@@ -45,7 +49,17 @@ def parse_args(argv):
     ap.add_argument("--isp-crc-errors", type=float, default=0.0, metavar="RATE",
                     help="fraction of ISP flash-write frames answered with a checksum error "
                          "(as if corrupted on the wire; seeded by --seed)")
-    return ap.parse_args(argv)
+    ap.add_argument("--faults", default="", metavar="SPEC",
+                    help="fault injection on the line, e.g. flip=0.02,drop=0.02,reset@300 "
+                         "(host/vboard/faults.py)")
+    ap.add_argument("--fault-seed", type=int, default=None, metavar="N",
+                    help="seed of the fault injector (default --seed)")
+    args = ap.parse_args(argv)
+    try:
+        args.fault_spec = faults.parse_spec(args.faults)
+    except ValueError as exc:
+        ap.error(str(exc))
+    return args
 
 
 def main(argv=None):
@@ -57,39 +71,64 @@ def main(argv=None):
         with open(args.profile_file) as f:
             profile_spec = json.load(f)
     profile = profiles.get(profile_spec)
-    line = Line(tcp_port=args.tcp, noise_seed=args.seed)
+    fault_seed = args.seed if args.fault_seed is None else args.fault_seed
+    line = Line(tcp_port=args.tcp, noise_seed=args.seed, fault_spec=args.fault_spec,
+                fault_seed=fault_seed, fault_log=os.path.join(state, "faults.json"))
     board = Board(state, profile, line, sensor_dir=args.sensor_dir, log_rate=args.log_rate,
                   seed=args.seed, wiring=args.board, isp_crc_errors=args.isp_crc_errors)
+    line.on_reset = board.press_reset
     fs.ensure_flash(state)
-    try:
-        lines = modem.LineServer(line.path, board.set_lines)
-    except OSError as exc:          # the board still runs; only DTR/RTS cannot reach it
-        sys.stderr.write("vboard: no DTR/RTS line socket for %s: %s\n" % (line.path, exc))
-        lines = None
     status_path = os.path.join(state, "port.json")
+    tty_link = os.path.join(state, "tty")
+    links = [p for p in (tty_link, args.link) if p]
     url = "socket://127.0.0.1:%d" % line.tcp_port if args.tcp is not None else None
+    modem_server = [None]
+
+    def serve_lines(path):
+        try:
+            modem_server[0] = modem.LineServer(path, board.set_lines)
+        except OSError as exc:      # the board still runs; only DTR/RTS cannot reach it
+            sys.stderr.write("vboard: no DTR/RTS line socket for %s: %s\n" % (path, exc))
+            modem_server[0] = None
+
+    def publish(path):
+        """The pty (re)appeared (path) or vanished (None): links and port.json follow."""
+        for link in links:
+            if os.path.lexists(link):
+                os.remove(link)
+            if path is not None:
+                os.symlink(path, link)
+        if modem_server[0] is not None:
+            modem_server[0].close()
+            modem_server[0] = None
+        if path is None:
+            return
+        serve_lines(path)
+        status = {"port": path, "link": tty_link, "url": url, "pid": os.getpid(),
+                  "profile": profile.name, "state": state, "board": args.board}
+        tmp = status_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(status, f)
+        os.replace(tmp, status_path)
 
     def cleanup(*_):
-        for path in (status_path, args.link):
+        for path in [status_path] + links:
             if path and os.path.lexists(path):
                 os.remove(path)
-        if lines is not None:
-            lines.close()
+        if modem_server[0] is not None:
+            modem_server[0].close()
         line.close()
         os._exit(0)
 
+    def unplug(*_):
+        threading.Thread(target=line.disconnect, daemon=True,
+                         args=(args.fault_spec.disconnect_ms / 1000.0,)).start()
+
     signal.signal(signal.SIGTERM, cleanup)
     signal.signal(signal.SIGINT, cleanup)
-    if args.link:
-        if os.path.lexists(args.link):
-            os.remove(args.link)
-        os.symlink(line.path, args.link)
-    status = {"port": line.path, "url": url, "pid": os.getpid(), "profile": profile.name,
-              "state": state, "board": args.board}
-    tmp = status_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(status, f)
-    os.replace(tmp, status_path)
+    signal.signal(signal.SIGUSR2, unplug)
+    line.on_path = publish
+    publish(line.path)
     sys.stdout.write("%s\n" % line.path)
     sys.stdout.flush()
     board.run()

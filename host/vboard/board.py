@@ -182,6 +182,16 @@ class Board:
                 self.reset_held = False
             self.power.notify_all()
 
+    def press_reset(self):
+        """The RESET button (or a brown-out; the fault layer's `reset`): the CPU restarts
+        wherever it is and, BOOT being sampled as the lines hold it, boots its firmware."""
+        with self.power:
+            if not self.halted:
+                self.halted = True
+                self.pending_power = True
+                signal.pthread_kill(self.main_thread, signal.SIGUSR1)
+            self.power.notify_all()
+
     def _wait_reset_released(self):
         """Main thread, CPU halted: wait for RESET to be released, then sample BOOT as the
         K210's ROM does shortly after reset. Returns True for ISP mode (BOOT low)."""

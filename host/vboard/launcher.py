@@ -18,8 +18,10 @@ DEFAULT_STATE = os.path.join("build", "vboard")
 
 
 class BoardHandle:
-    """A running virtual board: `.port` (pty path), `.url` (socket://... or None), `.pid`,
-    `.state_dir`, `.log` (its stderr file); `.stop()`; usable as a context manager."""
+    """A running virtual board: `.port` (pty path at start), `.link` (DIR/tty: a stable name
+    that follows the pty when the fault layer unplugs it), `.url` (socket://... or None),
+    `.pid`, `.state_dir`, `.log` (its stderr file); `.stop()`, `.unplug()` (the port vanishes
+    for the spec's disconnect_ms), `.faults()` (DIR/faults.json); a context manager."""
 
     def __init__(self, proc, status, log_path):
         self.proc = proc
@@ -29,7 +31,20 @@ class BoardHandle:
         self.profile = status["profile"]
         self.state_dir = status["state"]
         self.board = status.get("board", "dan")
+        self.link = status.get("link") or self.port
         self.log = log_path
+
+    def unplug(self):
+        """Pull the virtual USB cable: the pty disappears and comes back (SIGUSR2)."""
+        os.kill(self.pid, signal.SIGUSR2)
+
+    def faults(self):
+        """The fault layer's counts (DIR/faults.json), or None without a fault spec."""
+        try:
+            with open(os.path.join(self.state_dir, "faults.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
 
     def alive(self):
         return self.proc.poll() is None
@@ -52,11 +67,12 @@ class BoardHandle:
 
 def start_board(state_dir=DEFAULT_STATE, profile="canmv-v5", tcp_port=None, sensor_dir=None,
                 log_rate=0.05, seed=0, link=None, env=None, timeout=30.0, board="dan",
-                isp_crc_errors=0.0):
+                isp_crc_errors=0.0, faults="", fault_seed=None):
     """Spawn `python -m host.vboard` and wait until its pty is ready. `profile`: a
     host.firmware profile name, or a dict in that format (a custom firmware build);
     `board`: kflash's board type, i.e. how DTR/RTS reset it (host.vboard.modem.WIRING);
-    `isp_crc_errors`: fraction of ISP flash writes answered with a checksum error."""
+    `isp_crc_errors`: fraction of ISP flash writes answered with a checksum error;
+    `faults`: a fault spec for the line (host/vboard/faults.py), `fault_seed` its seed."""
     state_dir = os.path.abspath(state_dir)
     os.makedirs(state_dir, exist_ok=True)
     status_path = os.path.join(state_dir, "port.json")
@@ -66,6 +82,13 @@ def start_board(state_dir=DEFAULT_STATE, profile="canmv-v5", tcp_port=None, sens
            "--log-rate", str(log_rate), "--seed", str(seed), "--board", board]
     if isp_crc_errors:
         cmd += ["--isp-crc-errors", str(isp_crc_errors)]
+    if faults:
+        cmd += ["--faults", faults]
+    if fault_seed is not None:
+        cmd += ["--fault-seed", str(fault_seed)]
+    for stale in ("faults.json",):
+        if os.path.exists(os.path.join(state_dir, stale)):
+            os.remove(os.path.join(state_dir, stale))
     if isinstance(profile, dict):
         profile_path = os.path.join(state_dir, "profile.json")
         atomic.write_json(profile_path, profile)
