@@ -259,6 +259,30 @@ def test_board_in_live_mode_is_switched_to_serve_mode(seed, six, tmp_path):
     assert report["boards"][0]["path"] == "repl"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["reset", "disconnect"])
+def test_board_reset_or_port_unplugged_mid_run_all_images_complete(seed, six, tmp_path, fault):
+    """The 60th frame on the line is cut short by a board reset (banner, boot, serve mode
+    again) or by the port vanishing for 300 ms: frame 60 is inside the second 320x240 image
+    (~38 IMAGE_DATA frames each). The run re-establishes the session and completes with every
+    image verified."""
+    out = tmp_path / "eval"
+    proc = _eval(seed, six, out, "--vboard-state", tmp_path / "vb",
+                 "--vboard-faults", "%s@60" % fault)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(out, 6)
+    board = report["boards"][0]
+    assert board["faults"]["faults"][fault] == 1
+    assert board["faults"]["events"][0][:1] == [60]
+    recovery = board["recovery"]
+    assert recovery["sessions_reestablished"] >= 1 and recovery["resent_images"] >= 1
+    if fault == "reset":
+        assert recovery["board_restarts"] >= 1
+    else:
+        assert recovery["port_reopens"] >= 1
+    assert recovery["failed_images"] == 0
+
+
 # ------------------------------------------------------------------ errors
 @pytest.mark.slow
 def test_silent_port_is_a_bounded_one_line_error(seed, six, tmp_path):
