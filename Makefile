@@ -27,6 +27,7 @@ help:
 	@echo "make train-example  retrain the example face detector (<= 15 min on 2 cores)"
 	@echo "make test           run the test suite (what CI runs)"
 	@echo "make test-fast      the suite without the slow end-to-end tests"
+	@echo "make soak           serial eval through 20,000 faulty frames on virtual boards (FRAMES=N)"
 	@echo "make bench          link, make kmodel overhead, fidelity, flashing -> bench/results.json + README table (<= 15 min; QUICK=1: <= 3 min)"
 
 setup: $(STAMP)
@@ -63,6 +64,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
+
+.PHONY: soak
+FRAMES ?= 20000
+soak: $(STAMP)
+	SOAK_FRAMES=$(FRAMES) SOAK_FIGURES=$(BUILD)/soak.json $(PY) -m pytest -q -s tests/test_soak.py
 
 .PHONY: bench
 bench: $(STAMP)

@@ -108,6 +108,7 @@ def test_soak_every_fault_kind_nothing_lost_nothing_wrong(tiny_build, tmp_path):
     print("SOAK " + json.dumps(figures, sort_keys=True))
     out = os.environ.get("SOAK_FIGURES")
     if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:
             json.dump(figures, f, indent=1, sort_keys=True)
     shutil.rmtree(str(tmp_path / "images"), ignore_errors=True)
