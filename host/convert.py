@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from host import cli  # noqa: E402
 from host.cli import run  # noqa: E402
 from host.errors import UserError  # noqa: E402
 
@@ -25,7 +26,7 @@ FIRMWARE_CHOICES = ("canmv-v5", "canmv", "maixpy-v4", "maixpy-v3")
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="host/convert.py", description=__doc__,
+    p = cli.ArgumentParser(prog="host/convert.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="JSON file of option values (keys as below, with _); "
                    "command-line options override it")
@@ -181,8 +182,13 @@ def _input_hw(opts, frozen_hw=None):
 
 def main(argv):
     opts = options(argv)
+    from host import precheck         # no TensorFlow: bad inputs fail within a second
     if opts.list_nodes:
+        if opts.frozen_pb:
+            precheck.check_graph_file(opts.frozen_pb, "--frozen-pb", precheck.GRAPHDEF_FIELDS,
+                                      "frozen GraphDef (.pb)")
         return _list_nodes(opts)
+    precheck.check(opts)
     from host import pipeline
     from host.freeze import graph_input_hw
     from host.tf_infer import load_graph_def

@@ -2,11 +2,8 @@
 pixels the board's KPU received (host.eval_inputs), scaled per the manifest's input scale.
 TensorFlow side only: never import nncase here (the virtual board runs in its own process).
 """
-import os
-
 from host import pixels
-from host.errors import UserError
-from host.manifest import sha256_file
+from host.manifest import check_frozen_pb
 from host.pipeline import to_chw
 from host.tf_infer import FrozenRunner, load_graph_def
 
@@ -15,12 +12,7 @@ def reference_outputs(manifest, images):
     """[[flat CHW float32 array per output] per image]."""
     fp = manifest["frozen_pb"]
     path = manifest.path_of("frozen_pb")
-    if not os.path.isfile(path):
-        raise UserError("frozen graph %s named by %s is missing: run `make kmodel` again"
-                        % (path, manifest.path))
-    if fp.get("sha256") and sha256_file(path) != fp["sha256"]:
-        raise UserError("frozen graph %s changed since %s was written (sha256 differs): run "
-                        "`make kmodel` again" % (path, manifest.path))
+    check_frozen_pb(manifest)
     runner = FrozenRunner(load_graph_def(path), fp["input_node"], fp["output_nodes"])
     try:
         out = []

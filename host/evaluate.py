@@ -179,6 +179,7 @@ def link_summary(boards, n_images, wall):
 
 def run(opts):
     manifest = manifest_mod.load(opts.manifest)
+    manifest_mod.check_frozen_pb(manifest)      # the host reference, checked before any board
     specs = transport.parse_ports(opts.port)
     width, height = manifest["input"]["width"], manifest["input"]["height"]
     paths = eval_inputs.list_images(opts.images, opts.limit)

@@ -22,6 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from host import cli  # noqa: E402
 from host.cli import run  # noqa: E402
 from host.errors import UserError  # noqa: E402
 from host.flashing import BOARDS  # noqa: E402
@@ -38,7 +39,7 @@ def _address(text):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="host/flash.py", description=__doc__,
+    p = cli.ArgumentParser(prog="host/flash.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", required=True,
                    help="the board's serial port (/dev/ttyUSB0, COM3, a pyserial URL for "

@@ -34,14 +34,7 @@ class Frozen(object):
 
 # ---------------------------------------------------------------- helpers
 
-def parse_size(text):
-    try:
-        h, w = [int(v) for v in text.lower().split("x")]
-        if h <= 0 or w <= 0:
-            raise ValueError
-    except (ValueError, AttributeError):
-        raise UserError("--input-size %r is not HxW (e.g. 224x320)" % (text,))
-    return h, w
+from host.precheck import parse_size  # noqa: E402,F401  (re-exported: one parser)
 
 
 def resolve_checkpoint(path):

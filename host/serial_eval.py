@@ -20,12 +20,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from host import cli  # noqa: E402
 from host.cli import run  # noqa: E402
 from host.errors import UserError  # noqa: E402
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="host/serial_eval.py", description=__doc__,
+    p = cli.ArgumentParser(prog="host/serial_eval.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", default="virtual",
                    help="device path, pyserial URL (socket://host:port, rfc2217://host:port), "

@@ -30,7 +30,14 @@ def convert(graph_def, input_node, output_nodes, input_hw):
 
 
 def _converter_reason(message):
-    """The converter's error is a long log: keep the line that names the problem."""
+    """The converter's error is a long log: keep what names the problem (the unsupported
+    operators, when it lists them)."""
+    ops = re.search(r"list of operators for which you will need custom implementations: "
+                    r"([^\n]*?)\.?\s*$", message, re.M)
+    if ops:
+        return ("operator(s) %s are not supported by TFLite's builtin ops, so neither by "
+                "nncase: replace them in the model (or compute them on the host after the "
+                "KPU)" % ops.group(1).strip()[:160])
     for pattern in (r"[^\n]*not supported[^\n]*", r"[^\n]*Unsupported[^\n]*",
                     r"[^\n]*Check failed[^\n]*", r"[^\n]*rror[^\n]*"):
         match = re.search(pattern, message)

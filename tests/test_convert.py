@@ -57,54 +57,7 @@ def _images(directory, n, size=(320, 240)):
     return directory
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "unreadable", "too_few", "not_images"])
-def test_bad_calibration_dir(tmp_path, case):
-    calib = tmp_path / "calib"
-    expected = {"missing": "does not exist", "empty": "no .jpg", "unreadable": "broken.jpg",
-                "too_few": "fewer than --min-calib 16", "not_images": "no .jpg"}[case]
-    if case == "empty":
-        calib.mkdir()
-    elif case == "unreadable":
-        _images(calib, 16)
-        (calib / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    elif case == "too_few":
-        _images(calib, 5)
-    elif case == "not_images":
-        calib.mkdir()
-        (calib / "notes.txt").write_text("hello")
-    out = tmp_path / "out"
-    proc = run_tool("host/convert.py", *(SEED_ARGS + ["--calib-dir", calib, "--out", out]))
-    assert_one_line_error(proc, expected)
-    assert_nothing_written(out)
-
-
-@pytest.mark.parametrize("args, expected", [
-    (["--output-node", "Yolo/Nope"], "'Yolo/Nope' is not in the graph"),
-    (["--input-node", "Input_imag"], "'Input_imag' is not in the graph"),
-    (["--input-size", "224x320"], "wrong input size"),
-    (["--input-size", "224by320"], "is not HxW"),
-    (["--threshold", "1.5"], "--threshold 1.5 is out of range"),
-    (["--flash-address", "0x300100"], "not 4 KiB aligned"),
-    (["--firmware", "maixpy-v4"], "--ncc"),
-])
-def test_bad_options_give_one_line_errors(tmp_path, args, expected):
-    out = tmp_path / "out"
-    calib = _images(tmp_path / "calib", 16)
-    proc = run_tool("host/convert.py", *(SEED_ARGS + args + ["--calib-dir", calib,
-                                                            "--out", out]))
-    assert_one_line_error(proc, expected)
-    assert_nothing_written(out)
-
-
-def test_corrupt_pb_and_missing_source(tmp_path):
-    bad = tmp_path / "bad.pb"
-    bad.write_bytes(b"\x00\x01garbage" * 10)
-    proc = run_tool("host/convert.py", "--frozen-pb", bad, "--input-size", "224x320",
-                    "--out", tmp_path / "out")
-    assert_one_line_error(proc, "bad.pb")
-    proc = run_tool("host/convert.py", "--out", tmp_path / "out")
-    assert_one_line_error(proc, "exactly one source")
-    assert_nothing_written(tmp_path / "out")
+# Bad input (missing, corrupt, wrong options, calibration folders): tests/test_bad_inputs.py
 
 
 def test_keras_h5_converts_in_inference_mode(tmp_path):

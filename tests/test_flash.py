@@ -139,34 +139,8 @@ def test_the_virtual_rom_knows_kflash_s_own_stub():
     assert stub is not None and len(stub) == 16512     # flashing.md: 16,512 bytes
 
 
-def test_nonexistent_port(seed):
-    proc = _flash(seed, "--port", "/dev/ttyNOSUCH")
-    assert_one_line_error(proc, "/dev/ttyNOSUCH", "does not exist")
-
-
-def test_manifest_whose_kmodel_changed(seed, tmp_path):
-    d = tmp_path / "build"
-    shutil.copytree(seed.directory, str(d))
-    with open(str(d / "model.kmodel"), "r+b") as f:
-        f.seek(200)
-        f.write(b"\x00\x01\x02")
-    proc = run_tool("host/flash.py", "--manifest", d / "manifest.json", "--port", "virtual",
-                    "--vboard-state", tmp_path / "vb")
-    assert_one_line_error(proc, "model.kmodel", "changed since `make kmodel`")
-    assert not os.path.exists(str(tmp_path / "vb")), "refused before any board was started"
-
-
-def test_silent_board_is_a_bounded_one_line_error(seed):
-    master, slave = os.openpty()           # a port where nothing answers
-    try:
-        t0 = time.monotonic()
-        proc = _flash(seed, "--port", os.ttyname(slave), "--timeout", "3")
-        took = time.monotonic() - t0
-    finally:
-        os.close(master)
-        os.close(slave)
-    assert_one_line_error(proc, "no board answered", "within 3 s")
-    assert took < 20
+# Bad input (ports, manifests, addresses, silent boards, firmware that cannot load the
+# kmodel): tests/test_bad_inputs.py
 
 
 def test_make_flash_passes_its_variables():
@@ -418,20 +392,6 @@ def test_method_repl_puts_the_model_in_a_file(seed, tmp_path):
     up = _report(seed)["repl_upload"]
     rate = up["bytes"] / up["seconds"]
     assert 0.4 * 11520 < rate < 11520, "bytes/s over the 115200-baud line rate"
-
-
-@pytest.mark.slow
-def test_v5_kmodel_refused_on_maixpy_v4_before_any_write(seed, tmp_path):
-    state = tmp_path / "vb"
-    with start_board(str(state), profile="maixpy-v4", log_rate=0) as board:
-        before = _chip(state)
-        proc = _flash(seed, "--port", board.port)
-    line = assert_one_line_error(proc, "refused before writing anything", "maixpy-v4",
-                                 "V5", "--ncc")
-    assert "KPU API maixpy-kpu" in line
-    assert _chip(state) == before
-    assert os.listdir(str(state / "flash")) == []
-    assert not os.path.exists(str(state / "isp.json"))
 
 
 @pytest.mark.slow

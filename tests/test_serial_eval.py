@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, assert_nothing_written, assert_one_line_error, run_tool
+from conftest import REPO, assert_one_line_error, run_tool
 from device import protocol as P
 from host import compare, devconfig, eval_inputs, manifest as manifest_mod, transport
 from host.errors import UserError
@@ -283,107 +283,8 @@ def test_board_reset_or_port_unplugged_mid_run_all_images_complete(seed, six, tm
     assert recovery["failed_images"] == 0
 
 
-# ------------------------------------------------------------------ errors
-@pytest.mark.slow
-def test_silent_port_is_a_bounded_one_line_error(seed, six, tmp_path):
-    master, slave = os.openpty()          # a port nobody answers on
-    try:
-        t0 = time.monotonic()
-        proc = _eval(seed, six, tmp_path / "eval", "--port", os.ttyname(slave),
-                     "--timeout", "3")
-        took = time.monotonic() - t0
-    finally:
-        os.close(master)
-        os.close(slave)
-    assert_one_line_error(proc, "no board answered on /dev/pts/", "within 3 s")
-    assert took < 20
-    assert_nothing_written(tmp_path / "eval")
-
-
-def _other_manifest(manifest, directory):
-    """A copy of the build whose kmodel differs (another model as far as hashes go)."""
-    shutil.copytree(manifest.directory, str(directory))
-    with open(str(directory / "model.kmodel"), "ab") as f:
-        f.write(b"\0" * 16)
-    data = dict(manifest)
-    data["kmodel"] = dict(manifest["kmodel"])
-    data["kmodel"]["sha256"] = manifest_mod.sha256_file(str(directory / "model.kmodel"))
-    data["kmodel"]["size"] += 16
-    manifest_mod.write(str(directory / "manifest.json"), data)
-    return manifest_mod.load(str(directory / "manifest.json"))
-
-
-@pytest.mark.slow
-def test_board_running_another_model(seed, six, tmp_path):
-    state = str(tmp_path / "vb")
-    transport.provision_virtual(state, seed, 1500000)
-    other = _other_manifest(seed, tmp_path / "other")
-    with start_board(state) as board:
-        proc = _eval(other, six, tmp_path / "eval", "--port", board.port)
-    assert_one_line_error(proc, "runs another model than", seed["kmodel"]["sha256"][:16],
-                          other["kmodel"]["sha256"][:16])
-    assert_nothing_written(tmp_path / "eval")
-
-
-@pytest.mark.slow
-def test_maixpy_board_cannot_load_a_v5_kmodel(seed, six, tmp_path):
-    state = str(tmp_path / "vb")
-    transport.provision_virtual(state, seed, 1500000)
-    with start_board(state, profile="maixpy-v4") as board:
-        proc = _eval(seed, six, tmp_path / "eval", "--port", board.port)
-    line = assert_one_line_error(proc, "could not load the kmodel", "ERR_KMODEL_VERSION",
-                                 "maixpy-kpu", "V5")
-    assert "--ncc" in line and "feat/kpu" in line      # the two fixes
-    assert_nothing_written(tmp_path / "eval")
-
-
-def test_empty_or_unreadable_image_folder(seed_manifest_stub, tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    proc = run_tool("host/serial_eval.py", "--manifest", seed_manifest_stub, "--images", empty,
-                    "--out", tmp_path / "eval", "--timeout", "1")
-    assert_one_line_error(proc, "holds no .jpg/.png/.bmp images", str(empty))
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "x.jpg").write_bytes(b"not a jpeg")
-    proc = run_tool("host/serial_eval.py", "--manifest", seed_manifest_stub, "--images", bad,
-                    "--out", tmp_path / "eval", "--timeout", "1")
-    assert_one_line_error(proc, "cannot read image", "x.jpg")
-    assert_nothing_written(tmp_path / "eval")
-
-
-@pytest.mark.parametrize("port, fragments", [
-    ("/dev/ttyNOPE9", ["port /dev/ttyNOPE9 does not exist", "list_ports"]),
-    ("/dev/null", ["/dev/null is not a serial port"]),
-    ("socket://127.0.0.1:1", ["nothing listens on socket://127.0.0.1:1"]),
-    ("bogus://x", ["port bogus://x:", "socket://host:port"]),
-])
-def test_ports_that_cannot_be_opened(seed_manifest_stub, tmp_path, port, fragments):
-    images = tmp_path / "img"
-    images.mkdir()
-    Image.new("RGB", (8, 8), (10, 20, 30)).save(str(images / "a.png"))
-    proc = run_tool("host/serial_eval.py", "--manifest", seed_manifest_stub, "--images", images,
-                    "--out", tmp_path / "eval", "--port", port, "--timeout", "1")
-    assert_one_line_error(proc, *fragments)
-    assert_nothing_written(tmp_path / "eval")
-
-
-@pytest.fixture
-def seed_manifest_stub(tmp_path):
-    """A minimal valid manifest (no TF or nncase needed: the image folder fails first)."""
-    kmodel = b"\0" * 64
-    (tmp_path / "m.kmodel").write_bytes(kmodel)
-    data = {"schema": 1,
-            "kmodel": {"path": "m.kmodel", "sha256": manifest_mod.sha256_file(
-                str(tmp_path / "m.kmodel")), "size": 64, "version": 5},
-            "input": {"node": "in", "height": 8, "width": 8, "channels": 3, "scale": "0-1",
-                      "mean": [0, 0, 0], "std": [1, 1, 1]},
-            "outputs": [{"node": "out", "tf_shape": [1, 1, 1, 5], "shape_chw": [5, 1, 1]}],
-            "decoder": {"type": "grid", "threshold": 0.5, "nms": 0.3},
-            "flash": {"address": 0x300000, "end": 0x300040}, "firmware": "canmv-v5",
-            "frozen_pb": {"path": "m.pb", "input_node": "in", "output_nodes": ["out"]}}
-    manifest_mod.write(str(tmp_path / "manifest.json"), data)
-    return str(tmp_path / "manifest.json")
+# Bad input (ports, manifests, image folders, silent boards, firmware that cannot load the
+# kmodel, a board running another model): tests/test_bad_inputs.py
 
 
 # ------------------------------------------------------------------ live mode
