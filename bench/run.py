@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -85,16 +86,27 @@ def tool_env():
     return env
 
 
+LAST_CPU = [0.0]
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(cmd, what, timeout=900):
-    """Run a command from the repository root; returns wall seconds. Output kept in
-    bench/tmp/logs/ and shown on failure."""
+    """Run a command from the repository root; returns wall seconds (LAST_CPU[0]: the CPU
+    seconds of the process and its descendants). Output kept in bench/tmp/logs/, shown on
+    failure."""
     os.makedirs(os.path.join(TMP, "logs"), exist_ok=True)
     log_path = os.path.join(TMP, "logs", what.replace(" ", "_").replace("/", "_") + ".log")
+    cpu = _children_cpu()
     t = time.perf_counter()
     with open(log_path, "wb") as log:
         proc = subprocess.run(cmd, cwd=REPO, env=tool_env(), stdin=subprocess.DEVNULL,
                               stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
     seconds = time.perf_counter() - t
+    LAST_CPU[0] = _children_cpu() - cpu
     if proc.returncode != 0:
         with open(log_path, "rb") as f:
             tail = f.read().decode("utf-8", "replace").strip().splitlines()[-15:]
@@ -163,20 +175,24 @@ def bench_kmodel(repeats, extras):
         shutil.rmtree(out, ignore_errors=True)
         chain_json = os.path.join(TMP, "chain-%d.json" % r)
         order = ("make", "chain") if r % 2 == 0 else ("chain", "make")
-        row = {}
+        row = {"loadavg": round(os.getloadavg()[0], 2)}
         for which in order:
             if which == "make":
                 row["make_seconds"] = run(["make", "--no-print-directory", "-s", "kmodel",
                                            "BUILD=" + os.path.relpath(out, REPO)],
                                           "make kmodel %d" % r)
+                row["make_cpu_seconds"] = LAST_CPU[0]
                 row["stages"] = read_json(os.path.join(out, "convert_report.json"))["timings"]
             else:
                 row["chain_seconds"] = run([PY, "bench/chain.py", chain_json, "--",
                                             "--config", EXAMPLE_CONFIG], "bare chain %d" % r)
+                row["chain_cpu_seconds"] = LAST_CPU[0]
                 row["chain_stages"] = read_json(chain_json)["timings"]
         row["ratio"] = row["make_seconds"] / row["chain_seconds"]
-        say("make kmodel %.1f s, bare chain %.1f s: %.2fx" % (row["make_seconds"],
-                                                             row["chain_seconds"], row["ratio"]))
+        row["cpu_ratio"] = row["make_cpu_seconds"] / row["chain_cpu_seconds"]
+        say("make kmodel %.1f s, bare chain %.1f s: %.2fx (CPU time %.2fx; load %.2f)"
+            % (row["make_seconds"], row["chain_seconds"], row["ratio"], row["cpu_ratio"],
+               row["loadavg"]))
         pairs.append(row)
         build = out
     t = time.perf_counter()
@@ -187,6 +203,9 @@ def bench_kmodel(repeats, extras):
         "make_seconds": median([p["make_seconds"] for p in pairs]),
         "chain_seconds": median([p["chain_seconds"] for p in pairs]),
         "ratio": median([p["ratio"] for p in pairs]),
+        "make_cpu_seconds": median([p["make_cpu_seconds"] for p in pairs]),
+        "chain_cpu_seconds": median([p["chain_cpu_seconds"] for p in pairs]),
+        "cpu_ratio": median([p["cpu_ratio"] for p in pairs]),
         "setup_check_seconds": setup_check,
         "stages": {k: median([p["stages"].get(k) for p in pairs]) for k in pairs[0]["stages"]},
         "chain_stages": {k: median([p["chain_stages"].get(k) for p in pairs])
@@ -270,9 +289,22 @@ def bench_flash(manifest_path, repeats):
     for r in range(repeats):
         state = os.path.join(TMP, "vboard-flash")
         shutil.rmtree(state, ignore_errors=True)       # a blank board: everything is written
-        seconds = run([PY, "host/flash.py", "--port", "virtual", "--manifest", manifest_path,
-                       "--vboard-state", state, "--baud", "1500000", "--no-progress"],
-                      "flash %d" % r)
+        cmd = [PY, "host/flash.py", "--port", "virtual", "--manifest", manifest_path,
+               "--vboard-state", state, "--baud", "1500000", "--no-progress"]
+        failed = None
+        try:
+            seconds = run(cmd, "flash %d" % r)
+        except RuntimeError as exc:
+            # once more on a fresh board, the failure kept (log + the board's own log)
+            failed = str(exc).splitlines()[-1].strip()[:300]
+            say("flash %d failed, retried once: %s" % (r, failed))
+            try:
+                shutil.copy(os.path.join(state, "vboard.log"),
+                            os.path.join(TMP, "logs", "flash_%d_failed_vboard.log" % r))
+            except OSError:
+                pass
+            shutil.rmtree(state, ignore_errors=True)
+            seconds = run(cmd, "flash %d retry" % r)
         rep = read_json(report_path)
         k, up = rep["kflash"], rep["repl_upload"]
         row = {"seconds": seconds, "flash_seconds": rep["seconds"],
@@ -286,14 +318,16 @@ def bench_flash(manifest_path, repeats):
                if k["stub_seconds"] else None,
                "repl_baud": up["baud"], "repl_bytes": up["bytes"],
                "repl_seconds": up["seconds"], "repl_rate": up["bytes"] / up["seconds"],
-               "repl_efficiency": up["bytes"] / up["seconds"] / (up["baud"] / 10.0)}
+               "repl_efficiency": up["bytes"] / up["seconds"] / (up["baud"] / 10.0),
+               "failed_first": failed}
         say("flash: kflash writes %.1f KB/s = %.2f of line rate; REPL upload %.1f KB/s = %.2f"
             % (row["kflash_write_rate"] / 1e3, row["kflash_write_efficiency"],
                row["repl_rate"] / 1e3, row["repl_efficiency"]))
         rows.append(row)
     keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float))]
     return {"repeats": repeats, "runs": rows,
-            "median": {k: median([r[k] for r in rows]) for k in keys}}
+            "median": {k: median([r[k] for r in rows]) for k in keys},
+            "retried": [r["failed_first"] for r in rows if r["failed_first"]]}
 
 
 # ------------------------------------------------------------------ main
@@ -335,7 +369,7 @@ def main(argv):
         results["sections"][name] = round(time.perf_counter() - t, 1)
         return value
 
-    kmodel = section("make kmodel overhead", bench_kmodel, 1 if quick else 3, not quick)
+    kmodel = section("make kmodel overhead", bench_kmodel, 1 if quick else 4, not quick)
     if kmodel is not None:
         results["kmodel"], build = kmodel
         example_manifest = os.path.join(build, "manifest.json")

@@ -218,8 +218,15 @@ def kmodel_table(k):
                                                _f(c, 2) if c is not None else "-"))
     lines.append("| **total (wall)** | **%s** | **%s** |" % (_f(k["make_seconds"], 1),
                                                             _f(k["chain_seconds"], 1)))
-    lines += ["", "Ratio make kmodel / bare chain: **%.2fx** (%s)."
-              % (k["ratio"], _met(k["ratio"], KMODEL_TARGET, below=True))]
+    if k.get("make_cpu_seconds") is not None:
+        lines.append("| CPU time, all processes (user + sys) | %s | %s |"
+                     % (_f(k["make_cpu_seconds"], 1), _f(k["chain_cpu_seconds"], 1)))
+    lines += ["", "Ratio make kmodel / bare chain (wall): **%.2fx** (%s)%s."
+              % (k["ratio"], _met(k["ratio"], KMODEL_TARGET, below=True),
+                 "; in CPU time, which other processes on the machine disturb less: %.2fx "
+                 "(per pair, wall: %s)" % (k["cpu_ratio"], ", ".join(
+                     "%.2f" % p["ratio"] for p in k.get("pairs") or []))
+                 if k.get("cpu_ratio") is not None else "")]
     extras = k.get("extras")
     if extras:
         lines += ["", "What make kmodel adds, each timed alone (s): " + ", ".join(
@@ -265,7 +272,9 @@ def flash_table(flash):
                       _int(m["kflash_overall_rate"]), _f(m["kflash_overall_efficiency"])),
             "| REPL upload (scripts + config, base64, verified) | %s | %s | %s | %s |"
             % (_baud(m["repl_baud"]), _int(m["repl_bytes"]), _int(m["repl_rate"]),
-               _f(m["repl_efficiency"]))]
+               _f(m["repl_efficiency"]))] + \
+        (["", "A first attempt failed and was retried on a fresh board: " +
+          "; ".join(flash["retried"])] if flash.get("retried") else [])
 
 
 def findings(results):

@@ -52,6 +52,8 @@ def results(quick=False):
                     "git_commit": "abc1234", "git_dirty": False},
         "link": link,
         "kmodel": {"repeats": 3, "make_seconds": 13.2, "chain_seconds": 9.4, "ratio": 1.40,
+                   "make_cpu_seconds": 14.0, "chain_cpu_seconds": 10.0, "cpu_ratio": 1.38,
+                   "pairs": [{"ratio": 1.38}, {"ratio": 1.40}, {"ratio": 1.52}],
                    "setup_check_seconds": 0.004, "startup_other_seconds": 2.5,
                    "stages": {"load images": 0.15, "freeze": 0.9, "batchnorm check": 0.7,
                               "tflite": 2.1, "float reference": 0.2, "nncase compile": 6.6,
@@ -71,7 +73,8 @@ def results(quick=False):
             "kflash_baud": 1500000, "kflash_bytes": 143232, "kflash_write_rate": 127500.0,
             "kflash_write_efficiency": 0.85, "kflash_overall_rate": 44000.0,
             "kflash_overall_efficiency": 0.29, "repl_baud": 115200, "repl_bytes": 60371,
-            "repl_rate": 7500.0, "repl_efficiency": 0.65}},
+            "repl_rate": 7500.0, "repl_efficiency": 0.65},
+            "retried": ["error: kflash could not flash the board"]},
     }
 
 
@@ -111,8 +114,12 @@ def test_host_kmodel_fidelity_and_flash_figures():
     interval = r["link"][0]["median"]["interval_ms"]
     assert "| 3.1 ms | 24.0 ms | 1.9 ms | 29.0 ms | %.0f ms | %.3f | met |" % (
         interval, 29.0 / interval) in text
-    assert "Ratio make kmodel / bare chain: **1.40x** (met)." in text
+    assert "Ratio make kmodel / bare chain (wall): **1.40x** (met)" in text
     assert "| **total (wall)** | **13.2** | **9.4** |" in text
+    assert "| CPU time, all processes (user + sys) | 14.0 | 10.0 |" in text
+    assert "in CPU time, which other processes on the machine disturb less: 1.38x (per " \
+           "pair, wall: 1.38, 1.40, 1.52)" in text
+    assert "retried on a fresh board: error: kflash could not flash the board" in text
     assert "| batchnorm check | 0.70 | - |" in text
     assert "| kld_m2 (auto's pick) | 0.99979 | 0.0215 | 0.550 | 1.000 | 10.4 |" in text
     assert "| no_clip | 0.99988 | 0.0234 | 0.430 | n/a | 20.1 |" in text    # no F1: n/a
