@@ -46,7 +46,8 @@ SERVE_SWITCH_WAIT = 0.25
 MAX_ATTEMPTS = 10          # sends of one image before it ends as an explicit failure
 ATTEMPT_SHIFT = 24         # wire id = attempt << 24 | image number
 MAX_IMAGE_NUMBER = (1 << ATTEMPT_SHIFT) - 1
-FIRST_PROBE = 1.0          # s of silence before the first probe, until board times are known
+FIRST_PROBE = 2.0          # s of silence before a probe until board times are known (a big
+                           # model's first image may take that long on a virtual board)
 MIN_PROBE = 0.3            # s: the probe interval never goes below this
 PROBES = 2                 # unanswered probes before the session counts as lost
 GARBAGE_BURST = 128        # undecodable bytes with no frame among them: maybe a reset banner
@@ -828,28 +829,36 @@ class _Stream(object):
 
     def _reestablish(self, why, hello_first=True):
         """HELLO at the serve baud; else listen for a (re)booting board's serve banner at
-        115200; else start serve mode from the REPL. Then every unanswered image again."""
+        115200; else start serve mode from the REPL; again until `timeout` s have passed (a
+        board may reset again while it is being reached). Then every unanswered image
+        again."""
         s = self.s
         s._stop_reader()
         s.recovery["sessions_reestablished"] += 1
-        s.parser = P.Parser()
         path = s.path           # how the run began, for the report
         deadline = time.monotonic() + s.timeout
-        hello_wait = max(1.0, 4 * (self.service or 0.0))
+        hello_wait = FIRST_PROBE + 1.0 if self.service is None else max(1.0, 4 * self.service)
         info = None
-        try:
-            if hello_first:
-                info = s._hello(s.baud, min(deadline, time.monotonic() + hello_wait),
-                                on_frame=self._frame_during_hello)
-            if info is None:
-                info = self._reconnect(deadline, hello_wait)
-        except (serial.SerialException, OSError, PortError):
-            self._reopen()
-            return self._reestablish("the port came back", hello_first=True)
-        except UserError as exc:
-            raise BoardError(self._lost_message("%s; then: %s" % (why, exc)))
+        tries = 0
+        while info is None and time.monotonic() < deadline:
+            tries += 1
+            s.parser = P.Parser()
+            try:
+                if hello_first and tries == 1:
+                    info = s._hello(s.baud, min(deadline, time.monotonic() + hello_wait),
+                                    on_frame=self._frame_during_hello)
+                if info is None:
+                    info = self._reconnect(deadline, hello_wait)
+            except (serial.SerialException, OSError, PortError):
+                self._reopen()
+                hello_first = True
+                tries = 0
+            except UserError as exc:
+                if time.monotonic() >= deadline:
+                    raise BoardError(self._lost_message("%s; then: %s" % (why, exc)))
         if info is None:
-            raise BoardError(self._lost_message("%s; it did not answer HELLO again" % why))
+            raise BoardError(self._lost_message("%s; it did not answer HELLO again within "
+                                                "%.0f s" % (why, s.timeout)))
         s.path = path
         if info.get("model_sha256") != s.info.get("model_sha256"):
             raise BoardError("the board on %s runs another model after its restart (sha256 "

@@ -12,9 +12,11 @@ replaces the pty, and port.json and the links follow it. SIGUSR2 unplugs the por
 import argparse
 import json
 import os
+import errno
 import signal
 import sys
 import threading
+import time
 
 if "tensorflow" in sys.modules:  # pragma: no cover - a guard, not a feature
     raise SystemExit("host.vboard must not share a process with TensorFlow")
@@ -84,12 +86,17 @@ def main(argv=None):
     url = "socket://127.0.0.1:%d" % line.tcp_port if args.tcp is not None else None
     modem_server = [None]
 
-    def serve_lines(path):
-        try:
-            modem_server[0] = modem.LineServer(path, board.set_lines)
-        except OSError as exc:      # the board still runs; only DTR/RTS cannot reach it
-            sys.stderr.write("vboard: no DTR/RTS line socket for %s: %s\n" % (path, exc))
-            modem_server[0] = None
+    def serve_lines(path, tries=30):
+        for k in range(tries):
+            try:
+                modem_server[0] = modem.LineServer(path, board.set_lines)
+                return
+            except OSError as exc:  # the board still runs; only DTR/RTS cannot reach it
+                if exc.errno != errno.EADDRINUSE or k == tries - 1:
+                    sys.stderr.write("vboard: no DTR/RTS line socket for %s: %s\n"
+                                     % (path, exc))
+                    return
+            time.sleep(0.1)         # a pty number reused while its old socket winds down
 
     def publish(path):
         """The pty (re)appeared (path) or vanished (None): links and port.json follow."""
@@ -103,7 +110,10 @@ def main(argv=None):
             modem_server[0] = None
         if path is None:
             return
-        serve_lines(path)
+        if line_thread[0]:
+            threading.Thread(target=serve_lines, args=(path,), daemon=True).start()
+        else:
+            serve_lines(path, tries=1)
         status = {"port": path, "link": tty_link, "url": url, "pid": os.getpid(),
                   "profile": profile.name, "state": state, "board": args.board}
         tmp = status_path + ".tmp"
@@ -128,7 +138,9 @@ def main(argv=None):
     signal.signal(signal.SIGINT, cleanup)
     signal.signal(signal.SIGUSR2, unplug)
     line.on_path = publish
+    line_thread = [False]
     publish(line.path)
+    line_thread[0] = True           # from now on publish() runs in the line's thread
     sys.stdout.write("%s\n" % line.path)
     sys.stdout.flush()
     board.run()

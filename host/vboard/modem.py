@@ -52,18 +52,29 @@ class LineServer(object):
         self.sock.listen(8)
         self.conns = {}             # socket -> [buffer, (dtr, rts) or None]
         self.last = None            # the connection that set the lines last
+        self.closed = False
         t = threading.Thread(target=self._loop, name="vboard-lines", daemon=True)
         t.start()
 
     def _loop(self):
-        while True:
-            ready, _, _ = select.select([self.sock] + list(self.conns), [], [], 1.0)
-            for s in ready:
-                if s is self.sock:
-                    conn, _ = self.sock.accept()
-                    self.conns[conn] = [b"", None]
-                else:
-                    self._read(s)
+        while not self.closed:
+            try:
+                ready, _, _ = select.select([self.sock] + list(self.conns), [], [], 1.0)
+                if self.closed:
+                    return
+                self._serve(ready)
+            except (OSError, ValueError):
+                if self.closed:
+                    return          # close() under a select/accept: done
+                raise
+
+    def _serve(self, ready):
+        for s in ready:
+            if s is self.sock:
+                conn, _ = self.sock.accept()
+                self.conns[conn] = [b"", None]
+            else:
+                self._read(s)
 
     def _read(self, conn):
         try:
@@ -86,6 +97,12 @@ class LineServer(object):
                 self.on_change(line[0:1] == b"1", line[1:2] == b"1")
 
     def close(self):
+        """Stop serving; the socket name is free for another pty once this returns."""
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)    # wakes a select() that holds the socket
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
