@@ -229,8 +229,11 @@ def kmodel_table(k):
                  if k.get("cpu_ratio") is not None else "")]
     extras = k.get("extras")
     if extras:
+        order = ["load held-out images", "batchnorm check", "float reference",
+                 "nncase compile with dumps", "held-out simulation", "K210 fit report"]
+        names = [n for n in order if n in extras] + sorted(n for n in extras if n not in order)
         lines += ["", "What make kmodel adds, each timed alone (s): " + ", ".join(
-            "%s %s" % (n, _f(v, 2)) for n, v in extras.items()) + "."]
+            "%s %s" % (n, _f(extras[n], 2)) for n in names) + "."]
     return lines
 
 
