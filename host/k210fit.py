@@ -73,7 +73,11 @@ def flash_placement(address, size, allow_below_firmware=False):
         problems.append("flash address 0x%X is below 0x%X, where the firmware image can reach: "
                         "use 0x%X (or say the firmware is smaller)"
                         % (address, firmware.FLASH_FIRMWARE_END, firmware.FLASH_MODEL_ADDRESS))
-    if end > firmware.FLASH_SPIFFS_START:
+    if address >= firmware.FLASH_SPIFFS_START:
+        problems.append("flash address 0x%X is inside the /flash file system (0x%X and up): "
+                        "put the model lower (default 0x%X) or load it from /sd"
+                        % (address, firmware.FLASH_SPIFFS_START, firmware.FLASH_MODEL_ADDRESS))
+    elif end > firmware.FLASH_SPIFFS_START:
         problems.append("the model (0x%X-0x%X) runs into the /flash file system at 0x%X: put it "
                         "lower or load it from /sd" % (address, end, firmware.FLASH_SPIFFS_START))
     return {"address": address, "end": end, "size": size, "ok": not problems}, problems

@@ -218,7 +218,7 @@ def test_convert_bad_calibration_dir(tmp_path, case):
     (["--nms", "-0.1"], "--nms -0.1 is out of range"),
     (["--flash-address", "0x300100"], "not 4 KiB aligned"),
     (["--flash-address", "0x100000"], "below 0x"),
-    (["--flash-address", "0xD00000"], "runs into the /flash file system at 0xD00000"),
+    (["--flash-address", "0xD00000"], "0xD00000 is inside the /flash file system"),
     (["--firmware", "maixpy-v4"], "--ncc"),
     (["--decoder", "ssd"], "argument --decoder: invalid choice: 'ssd'"),
     (["--min-calib", "many"], "argument --min-calib: invalid int value"),
@@ -354,7 +354,7 @@ def test_eval_bad_manifest(build, eval_images, tmp_path, case):
 @pytest.mark.parametrize("args, fragments", [
     (["--address", "0x300800"], ["0x300800 is not 4 KiB aligned", "0x301000"]),
     (["--address", "0x10000"], ["below 0x", "firmware"]),
-    (["--address", "0xD00000"], ["runs into the /flash file system at 0xD00000"]),
+    (["--address", "0xD00000"], ["0xD00000 is inside the /flash file system"]),
     (["--address", "zero"], ["--address", "'zero' is not an address"]),
     (["--firmware", "/nope/maixpy.bin"], ["firmware /nope/maixpy.bin not found"]),
     (["--board", "maixcam"], ["argument --board: invalid choice: 'maixcam'"]),
