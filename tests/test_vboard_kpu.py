@@ -230,6 +230,99 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
             assert repl.exec("print('repl')") == "repl\r\n"
 
 
+def test_serve_mode_answers_malformed_frames_and_keeps_serving(tmp_path, kmodel):
+    """Over the real pty, in serve mode: garbage with false syncs, a header claiming 1 GiB, a
+    frame with a bad CRC, an unknown type, a short IMAGE_BEGIN, a frame cut short. Each gets
+    an ERROR frame (crc, unknown_type, bad_payload); the board stays in serve mode and its
+    next image gets the same RESULT as before."""
+    import hashlib
+    import random
+    import time
+    from device import protocol as P
+    from host import devconfig
+
+    data, reference = kmodel
+    manifest = {"kmodel": {"path": "m.kmodel", "size": len(data), "version": 5,
+                           "sha256": hashlib.sha256(data).hexdigest()},
+                "flash": {"address": 0x300000},
+                "input": {"width": W, "height": H, "channels": 3},
+                "outputs": [{"node": "out", "shape_chw": [C, H, W]}],
+                "decoder": {"type": "raw"}, "firmware": "canmv-v5"}
+    cfg = devconfig.device_config(manifest, model_source="file", grace_ms=300)
+    state = str(tmp_path / "state")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    provision(state, os.path.join(repo, "device"),
+              {"config.json": devconfig.to_json(cfg).encode(), "m.kmodel": data})
+    pixels = ((np.arange(H * W, dtype=np.uint32) * 257) & 0xFFFF).astype(">u2").tobytes()
+    rnd = random.Random(3)
+
+    with start_board(state, profile="canmv-v5", log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
+            RawRepl(ser).read_until(b"k210-deploy serve:", timeout=20)
+            RawRepl(ser).read_until(b"\r\n")
+            time.sleep(0.3)
+            ser.baudrate = cfg["baud"]
+            parser = P.Parser()
+            seq = [0]
+
+            def send(ftype, payload=b""):
+                ser.write(P.encode(ftype, seq[0], payload))
+                seq[0] += 1
+
+            def collect(seconds):
+                got = []
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    for t, _, p in parser.feed_all(ser.read(4096)):
+                        if t == P.T_ERROR:
+                            e = P.unpack_error(p)
+                            got.append((e["name"], e["ref"]))
+                        elif t != P.T_ACK:
+                            got.append((P.TYPE_NAMES.get(t, t), p))
+                return got
+
+            info = None
+            for _ in range(20):
+                send(P.T_HELLO, b"{}")
+                got = collect(0.3)
+                infos = [p for name, p in got if name == "INFO"]
+                if infos:
+                    info = P.unpack_json(infos[0])
+                    break
+            assert info and "nack" in info["features"]
+
+            def image(image_id):
+                for ftype, payload in P.image_frames(image_id, P.FMT_RGB565, 0, W, H, pixels,
+                                                     chunk=info["chunk"]):
+                    send(ftype, payload)
+                got = collect(3.0)
+                results = [P.unpack_result(p) for name, p in got if name == "RESULT"]
+                assert [r["image_id"] for r in results] == [image_id], got
+                return results[0]
+
+            first = image(1)
+            blob = bytes(rnd.getrandbits(8) for _ in range(2000)).replace(b"\x00", P.SYNC)
+            ser.write(blob)                                          # garbage, false syncs
+            ser.write(P.header(P.T_IMAGE_DATA, 9, 1 << 30))          # over the length bound
+            bad = bytearray(P.encode(P.T_IMAGE_BEGIN, 10, P.pack_image_begin(
+                2, P.FMT_RGB565, 0, W, H, len(pixels))))
+            bad[15] ^= 0x40
+            ser.write(bytes(bad))                                    # bad CRC
+            send(0x7E, b"?")                                         # unknown type
+            send(P.T_IMAGE_BEGIN, b"short")                          # payload does not parse
+            got = collect(1.0)
+            names = [n for n, _ in got]
+            assert "crc" in names and "unknown_type" in names and "bad_payload" in names, got
+            ser.write(P.encode(P.T_LOG, 11, b"x" * 100)[:40])         # cut short, then silence
+            got = collect(1.5)
+            assert "crc" in [n for n, _ in got], got                  # dropped once stale
+            again = image(3)
+            assert again["outputs"] == first["outputs"]
+            assert again["pixel_crc"] == first["pixel_crc"] == P.crc32(pixels)
+            np.testing.assert_array_equal(np.array(again["outputs"][0]["data"], np.float32),
+                                          np.array(reference, np.float32))
+
+
 def _custom_v5_build(base):
     """A hypothetical build of `base` whose loader takes V5: reaches the older KPU APIs."""
     from host import firmware
