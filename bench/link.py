@@ -3,8 +3,7 @@
 Runs as its own process (the orchestrator, bench/run.py, imports neither TensorFlow nor
 nncase): `python bench/link.py SPEC.json RESULT.json`. SPEC keys:
   manifest, images (folder), count, repeats, baud, payload (rgb565|jpeg), read_buf_len,
-  state (virtual board state dir, recreated), host_cost (bool), jpeg_qualities (list, or []),
-  whatif (list of bench/whatif patches for the virtual board process, or []).
+  state (virtual board state dir, recreated), host_cost (bool), jpeg_qualities (list, or []).
 
 The board is provisioned here the way `make flash` leaves it (device/*.py, a config.json from
 host.devconfig with this `baud` and `read_buf_len`, the kmodel in its flash chip, flashed.json),
@@ -236,12 +235,6 @@ def main(argv):
     config = provision(spec["state"], manifest, baud, spec["read_buf_len"])
     out = {"spec": spec, "kmodel_bytes": manifest["kmodel"]["size"],
            "loadavg_start": os.getloadavg()}
-    if spec.get("whatif"):
-        # bench/whatif/sitecustomize.py patches the virtual board's process (only that one)
-        os.environ["K210_BENCH_WHATIF"] = ",".join(spec["whatif"])
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            [os.path.join(REPO, "bench", "whatif")] +
-            [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     t_boot = time.monotonic()
     link = transport.open_link(transport.PortSpec(transport.VIRTUAL, transport.VIRTUAL, 0),
                                manifest, baud, vboard_state=spec["state"])

@@ -31,6 +31,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, BENCH)
 
 import table  # noqa: E402
+from host.devconfig import DEFAULT_READ_BUF_LEN  # noqa: E402
 
 TMP = os.path.join(BENCH, "tmp")
 PY = sys.executable
@@ -42,26 +43,23 @@ SEED_ARGS = ["--input-size", "240x320", "--decoder", "grid", "--threshold", "0.7
 EXAMPLE_ANCHORS = "0.496,0.624,0.767,0.958,1.148,1.437,1.705,2.129,2.503,3.123"
 ALL_METHODS = ["no_clip", "l2", "kld_m2", "cdf"]
 
-# (name, model, baud, payload, read_buf_len, images, repeats, whatif, extra); quick subset
+# (name, model, baud, payload, read_buf_len, images, repeats, extra); quick subset
+RBL = DEFAULT_READ_BUF_LEN
 LINK_FULL = [
-    ("example-1.5M-rgb565", "example", 1500000, "rgb565", 16384, 8, 3, [], "host"),
-    ("tiny-1.5M-rgb565", "tiny", 1500000, "rgb565", 16384, 8, 3, [], None),
-    ("example-1.5M-jpeg", "example", 1500000, "jpeg", 16384, 16, 3, [], None),
-    ("tiny-1.5M-jpeg", "tiny", 1500000, "jpeg", 16384, 16, 3, [], None),
-    ("example-115k-rgb565", "example", 115200, "rgb565", 16384, 3, 1, [], None),
-    ("example-115k-jpeg", "example", 115200, "jpeg", 16384, 8, 1, [], None),
-    ("example-1.5M-rgb565-ring64k", "example", 1500000, "rgb565", 65534, 8, 1, [], None),
-    ("tiny-1.5M-rgb565-whatif-pacer", "tiny", 1500000, "rgb565", 16384, 8, 1, ["pacer"], None),
-    ("example-1.5M-rgb565-whatif-pacer-kpu", "example", 1500000, "rgb565", 16384, 8, 1,
-     ["pacer", "kpu"], None),
-    ("example-1.5M-rgb565-whatif-pacer-kpu-ring32k", "example", 1500000, "rgb565", 32768, 8, 1,
-     ["pacer", "kpu"], None),
+    ("example-1.5M-rgb565", "example", 1500000, "rgb565", RBL, 8, 3, "host"),
+    ("tiny-1.5M-rgb565", "tiny", 1500000, "rgb565", RBL, 8, 3, None),
+    ("example-1.5M-jpeg", "example", 1500000, "jpeg", RBL, 16, 3, None),
+    ("tiny-1.5M-jpeg", "tiny", 1500000, "jpeg", RBL, 16, 3, None),
+    ("example-115k-rgb565", "example", 115200, "rgb565", RBL, 3, 1, None),
+    ("example-115k-jpeg", "example", 115200, "jpeg", RBL, 8, 1, None),
+    ("example-1.5M-rgb565-ring16k", "example", 1500000, "rgb565", 16384, 8, 1, None),
+    ("example-1.5M-rgb565-ring64k", "example", 1500000, "rgb565", 65534, 8, 1, None),
 ]
 LINK_QUICK = [
-    ("example-1.5M-rgb565", "example", 1500000, "rgb565", 16384, 4, 1, [], "host"),
-    ("tiny-1.5M-rgb565", "tiny", 1500000, "rgb565", 16384, 4, 1, [], None),
-    ("example-1.5M-jpeg", "example", 1500000, "jpeg", 16384, 8, 1, [], None),
-    ("example-115k-jpeg", "example", 115200, "jpeg", 16384, 4, 1, [], None),
+    ("example-1.5M-rgb565", "example", 1500000, "rgb565", RBL, 4, 1, "host"),
+    ("tiny-1.5M-rgb565", "tiny", 1500000, "rgb565", RBL, 4, 1, None),
+    ("example-1.5M-jpeg", "example", 1500000, "jpeg", RBL, 8, 1, None),
+    ("example-115k-jpeg", "example", 115200, "jpeg", RBL, 4, 1, None),
 ]
 JPEG_QUALITIES = [95, 90, 75, 50]
 
@@ -235,10 +233,10 @@ def build_tiny():
 
 def bench_link(configs, manifests):
     runs = []
-    for name, model, baud, payload, rbl, count, repeats, whatif, extra in configs:
+    for name, model, baud, payload, rbl, count, repeats, extra in configs:
         spec = {"manifest": manifests[model], "images": EVAL_IMAGES, "count": count,
                 "repeats": repeats, "baud": baud, "payload": payload, "read_buf_len": rbl,
-                "state": os.path.join(TMP, "vboard-link"), "whatif": whatif,
+                "state": os.path.join(TMP, "vboard-link"),
                 "host_cost": extra == "host",
                 "jpeg_qualities": JPEG_QUALITIES if extra == "host" else []}
         spec_path = os.path.join(TMP, "link-%s.spec.json" % name)
@@ -249,7 +247,7 @@ def bench_link(configs, manifests):
         data = read_json(out_path)
         m = data["median"]
         row = {"name": name, "model": model, "baud": baud, "payload": payload,
-               "read_buf_len": rbl, "images": count, "repeats": repeats, "whatif": whatif,
+               "read_buf_len": rbl, "images": count, "repeats": repeats,
                "median": m, "per_repeat": data["repeats"], "info": data.get("info"),
                "input_crc_equal": data.get("input_crc_equal"),
                "boot_seconds": data.get("boot_seconds"), "seconds": seconds,

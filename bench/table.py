@@ -10,6 +10,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from host.devconfig import DEFAULT_READ_BUF_LEN  # noqa: E402
+
 START = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
 
@@ -43,18 +46,15 @@ def _label(run):
     model = {"example": "example model", "tiny": "tiny kmodel (link only)"}.get(run["model"],
                                                                                 run["model"])
     parts = [model, "RGB565" if run["payload"] == "rgb565" else "JPEG"]
-    if run.get("read_buf_len") and run["read_buf_len"] != 16384:
+    if run.get("read_buf_len") and run["read_buf_len"] != DEFAULT_READ_BUF_LEN:
         parts.append("read_buf_len %d" % run["read_buf_len"])
-    if run.get("whatif"):
-        parts.append("what-if: " + " + ".join(run["whatif"]))
     return ", ".join(parts)
 
 
-def _find(runs, model, baud, payload, rbl=16384, whatif=()):
+def _find(runs, model, baud, payload, rbl=DEFAULT_READ_BUF_LEN):
     for r in runs or []:
         if r["model"] == model and r["baud"] == baud and r["payload"] == payload and \
-                r.get("read_buf_len", 16384) == rbl and list(r.get("whatif") or []) == \
-                list(whatif):
+                r.get("read_buf_len", DEFAULT_READ_BUF_LEN) == rbl:
             return r
     return None
 
@@ -86,9 +86,7 @@ def link_table(runs):
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in runs:
         m = r["median"]
-        if r.get("whatif"):
-            target = "what-if"
-        elif r["payload"] != "rgb565":
+        if r["payload"] != "rgb565":
             target = "-"          # JPEG: bound by the board's work, the link is not the limit
         else:
             target = _met(m.get("steady_efficiency"), LINK_TARGET)
@@ -135,7 +133,7 @@ def time_table(runs):
     row("interval between RESULTs", [_f(m.get("interval_ms"), 0) for m in ms])
     row("line time of the image's frames (wire bytes / line rate)",
         [_f(m.get("line_ms_per_image"), 0) for m in ms])
-    row("KPU (nncase simulator; holds the GIL, the virtual UART stops)",
+    row("KPU (nncase simulator in the board's worker process)",
         [_f(m.get("kpu_ms"), 0) for m in ms])
     row("rest: virtual line pacing, board work the window does not cover",
         [_f(m["interval_ms"] - m["line_ms_per_image"] - (m.get("kpu_ms") or 0), 0)
@@ -294,39 +292,27 @@ def findings(results):
         e, t = ex["median"], tiny["median"]
         out.append("Link at 1.5 Mbaud (steady state): %.3f of line rate with the example "
                    "model, %.3f with the tiny kmodel; the intervals differ by %.0f ms, the KPU "
-                   "times by %.0f ms (%.0f vs %.0f ms/image): nncase's `Simulator.run` holds "
-                   "the GIL, so the virtual UART's receive thread stops while the virtual KPU "
-                   "runs and the link idles whatever the credit window (host/vboard/kpu.py)."
+                   "times by %.0f ms (%.0f vs %.0f ms/image). The simulator runs in the "
+                   "virtual board's worker process, so its UART keeps receiving meanwhile, as "
+                   "a K210's does; what the window does not cover of the board's busy time "
+                   "(KPU + the RESULT frame) idles the link."
                    % (steady(ex), steady(tiny), e["interval_ms"] - t["interval_ms"],
                       (e["kpu_ms"] or 0) - (t["kpu_ms"] or 0), e["kpu_ms"] or 0,
                       t["kpu_ms"] or 0))
-    ring = _find(runs, "example", 1500000, "rgb565", rbl=65534)
-    if ex and ring:
-        same = abs(steady(ring) - steady(ex)) < 0.03
-        out.append("A 4x larger UART ring (read_buf_len 65534, window %.0f ms at 1.5 Mbaud): "
-                   "%.3f vs %.3f at 16384%s."
-                   % (65470 / 150.0, steady(ring), steady(ex),
-                      ": the window is not what limits the virtual link as it is" if same
-                      else " (runs at different machine load; see the what-if rows)"))
-    pacer = _find(runs, "tiny", 1500000, "rgb565", whatif=["pacer"])
-    if tiny and pacer:
-        out.append("The virtual line's pacer (host/vboard/uart.py `LinePacer.wait_sent`) "
-                   "restarts at `now` after each late wake-up and loses it every ~5 ms chunk; "
-                   "letting it catch up by 2 ms lifts the tiny kmodel from %.3f to %.3f."
-                   % (steady(tiny), steady(pacer)))
-    both = _find(runs, "example", 1500000, "rgb565", whatif=["pacer", "kpu"])
-    both32 = _find(runs, "example", 1500000, "rgb565", rbl=32768, whatif=["pacer", "kpu"])
-    if both and both32:
-        b = both["median"]
+    if ex:
+        b = ex["median"]
         busy = (b["kpu_ms"] or 0) + (b["result_tx_ms"] or 0)
-        window_ms = (16384 - 64) / 150.0
-        out.append("With both what-if patches (pacer + simulator in a worker process) the "
-                   "example model reaches %.3f at read_buf_len 16384 and %.3f at 32768: the "
-                   "board's busy time per image, KPU %.0f ms + the RESULT frame %.0f ms (the "
-                   "board thread waits while it is sent), %s the %.0f ms of line time the "
-                   "16 KB window covers at 1.5 Mbaud."
-                   % (steady(both), steady(both32), b["kpu_ms"] or 0, b["result_tx_ms"] or 0,
-                      "exceeds" if busy > window_ms else "is within", window_ms))
+        for rbl in sorted(r.get("read_buf_len") for r in runs
+                          if r["model"] == "example" and r["baud"] == 1500000 and
+                          r["payload"] == "rgb565" and
+                          r.get("read_buf_len") not in (None, DEFAULT_READ_BUF_LEN)):
+            ring = _find(runs, "example", 1500000, "rgb565", rbl=rbl)
+            out.append("UART ring read_buf_len %d (window %.0f ms at 1.5 Mbaud): %.3f vs %.3f "
+                       "at the default %d (window %.0f ms; the board's busy time per image, "
+                       "KPU %.0f ms + RESULT frame %.0f ms, is %.0f ms)."
+                       % (rbl, (rbl - 64) / 150.0, steady(ring), steady(ex),
+                          DEFAULT_READ_BUF_LEN, (DEFAULT_READ_BUF_LEN - 64) / 150.0,
+                          b["kpu_ms"] or 0, b["result_tx_ms"] or 0, busy))
     return out
 
 

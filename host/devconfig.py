@@ -14,7 +14,7 @@ MODES = ("serve", "live")
 MODEL_SOURCES = ("flash", "file")
 DEFAULT_BAUD = 1500000
 REPL_BAUD = 115200            # the REPL's speed after a (soft) reset
-DEFAULT_READ_BUF_LEN = 16384  # UART receive ring on the board (GC heap); window = this - 64
+DEFAULT_READ_BUF_LEN = 32768  # UART receive ring on the board (GC heap); window = this - 64
 MAX_READ_BUF_LEN = 65534      # the firmware keeps read_buf_len in 16 bits
 DEFAULT_GRACE_MS = 1500       # main.py waits this long at 115200 before starting a mode
 BAUD_RANGE = (9600, 8000000)

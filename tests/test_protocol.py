@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from device import protocol as P  # noqa: E402
+from host.devconfig import DEFAULT_READ_BUF_LEN  # noqa: E402
 
 payloads = st.binary(min_size=0, max_size=600)
 frames_st = st.lists(st.tuples(st.integers(0, 255), st.integers(0, 0xFFFF), payloads),
@@ -240,7 +241,8 @@ def test_credit_window_logic():
     c.sent = c.acked = 2 ** 32 - 10
     c.on_send(30)
     assert c.on_ack((2 ** 32 + 5) & 0xFFFFFFFF) == 1000 - 15
-    assert P.chunk_for(P.window_for(16384)) <= P.window_for(16384) // 4
+    for rbl in (16384, DEFAULT_READ_BUF_LEN):
+        assert P.chunk_for(P.window_for(rbl)) <= P.window_for(rbl) // 4
 
 
 def simulate(baud, read_buf_len, latency_s, images, image_bytes, infer_s, poll_s=0.0005,
@@ -345,10 +347,10 @@ def test_no_byte_lost_at_any_baud(baud):
 
 
 def test_utilisation_at_1500000():
-    # 320x224 RGB565 images, 16 KiB receive buffer, 4 ms USB latency each way,
-    # 50 ms of board work per image while the next image streams in
+    # 320x224 RGB565 images, the default receive buffer (32 KiB), 4 ms USB latency each
+    # way, 50 ms of board work per image while the next image streams in
     size = 320 * 224 * 2
-    drops, t, got, done = simulate(1500000, 16384, 0.004, images=3, image_bytes=size,
+    drops, t, got, done = simulate(1500000, DEFAULT_READ_BUF_LEN, 0.004, images=3, image_bytes=size,
                                    infer_s=0.05, dt=0.0002)
     assert drops == 0 and done == 3
     line = 1500000 / 10.0

@@ -389,3 +389,149 @@ def test_canmv_old_kpu_api(tmp_path, models):
     assert lines[0] == "['deinit', 'load_kmodel', 'run_with_output']"
     np.testing.assert_array_equal(np.array(eval(lines[1]), np.float32),
                                   np.array(reference, np.float32))
+
+
+# ---------------------------------------------------------------- the Simulator's worker process
+_MAKE_SLOW_TFLITE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    path, h, w, c = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [1, h, w, 3], name="Input_image")
+        y = x
+        for i in range(3):
+            k = tf.constant(np.random.RandomState(i).uniform(-0.5, 0.5, (3, 3, y.shape[-1], c))
+                            .astype(np.float32))
+            y = tf.nn.relu(tf.nn.conv2d(y, k, [1, 1, 1, 1], "SAME"))
+        y = tf.nn.max_pool(y, [1, 8, 8, 1], [1, 8, 8, 1], "VALID", name="out")
+        with tf.Session() as s:
+            with open(path, "wb") as f:
+                f.write(tf.lite.TFLiteConverter.from_session(s, [x], [y]).convert())
+""")
+SLOW = (64, 64, 16)     # ~30 ms per run in nncase's simulator, within canmv-v5's heap budget
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slow")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    tfl, km = str(d / "slow.tflite"), str(d / "slow.kmodel")
+    subprocess.run([sys.executable, "-c", _MAKE_SLOW_TFLITE, tfl] + [str(v) for v in SLOW],
+                   env=env, check=True, capture_output=True, timeout=120)
+    h, w, _ = SLOW
+    calib = np.random.RandomState(1).randint(0, 256, (2, 3, h, w)).astype(np.uint8)
+    quantize.compile_kmodel(tfl, km, calib, {"scale": "0-1"})
+    planar = np.random.RandomState(2).randint(0, 256, (1, 3, h, w)).astype(np.uint8)
+    reference = quantize.simulate(km, planar)[0][0].ravel()
+    with open(km, "rb") as f:
+        return f.read(), planar.tobytes(), reference
+
+
+def _fake_board(profile="canmv-v5"):
+    import types
+    from host.vboard import profiles
+    return types.SimpleNamespace(profile=profiles.get(profile),
+                                 session=types.SimpleNamespace(models=[]))
+
+
+def test_the_simulator_runs_in_a_worker_and_the_board_thread_releases_the_gil(slow_model):
+    """Simulator.run holds the GIL; in the board process it would stop the virtual UART's
+    receive thread for the whole KPU time. Here a thread ticking every ms keeps ticking while
+    the board thread waits for the worker; outputs are the simulator's, errors the firmware's."""
+    import threading
+    import time
+    from host.vboard import kpu
+
+    data, planar, reference = slow_model
+    board = _fake_board()
+    try:
+        model = kpu.Model(board, data)
+        worker = kpu.ENGINE.proc
+        assert worker is not None and worker.poll() is None
+        ticks, stop = [0], threading.Event()
+
+        def tick():
+            while not stop.is_set():
+                time.sleep(0.001)
+                ticks[0] += 1
+
+        t = threading.Thread(target=tick)
+        t.start()
+        t0 = time.monotonic()
+        for _ in range(5):
+            outs = model.run(planar)
+        wall_ms = (time.monotonic() - t0) * 1000.0
+        stop.set()
+        t.join()
+        assert len(outs) == 1
+        np.testing.assert_array_equal(outs[0], reference)
+        assert ticks[0] >= 0.3 * wall_ms, (ticks[0], wall_ms)   # GIL held: ~1 tick per run
+        with open("/proc/%d/maps" % worker.pid) as f:
+            maps = f.read()
+        assert "nncase" in maps and "tensorflow" not in maps
+
+        model.free()                      # one model at a time fits canmv-v5's heap budget
+        # nncase's load error surfaces as the firmware's format error, as before
+        bad = bytearray(data)
+        bad[200:len(bad) - 200] = bytes(len(bad) - 400)
+        with pytest.raises(Exception) as err:
+            kpu.Model(board, bytes(bad))
+        exc_type, message = board.profile.format_error
+        assert type(err.value).__name__ == exc_type and str(err.value) == message
+        # another model, a soft reset (the session's models dropped unfreed), a new model
+        other = kpu.Model(board, data)
+        np.testing.assert_array_equal(other.run(planar)[0], reference)
+        board.session.models = []
+        third = kpu.Model(board, data)
+        np.testing.assert_array_equal(third.run(planar)[0], reference)
+        # the worker died: the next run starts another and reloads the model
+        worker.kill()
+        worker.wait()
+        with pytest.raises(OSError, match="KPU worker"):
+            third.run(planar)
+        np.testing.assert_array_equal(third.run(planar)[0], reference)
+        assert kpu.ENGINE.proc.pid != worker.pid
+    finally:
+        kpu.shutdown()
+    assert kpu.ENGINE.proc is None
+
+
+def _children(pid):
+    out = []
+    for task in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+            out += [int(p) for p in f.read().split()]
+    return out
+
+
+def test_the_board_starts_its_kpu_worker_on_the_first_load_and_stops_it(tmp_path, kmodel):
+    data, reference = kmodel
+    state = str(tmp_path / "state")
+    provision(state, files={"m.kmodel": data})
+    with start_board(state, profile="canmv-v5", log_rate=0) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            assert _children(handle.pid) == []               # lazily: no model loaded yet
+            out = repl.exec(_TEST_IMAGE + textwrap.dedent("""
+                from maix import KPU
+                k = KPU()
+                k.load('/flash/m.kmodel')
+                img.pix_to_ai()
+                k.run(img)
+                print(repr(k.get_outputs()))
+                """))
+            np.testing.assert_array_equal(np.array(eval(out), np.float32),
+                                          np.array(reference, np.float32))
+            workers = _children(handle.pid)
+            assert len(workers) == 1
+            with open("/proc/%d/cmdline" % workers[0]) as f:
+                assert "host.vboard.kpu_worker" in f.read()
+            with open("/proc/%d/maps" % handle.pid) as f:
+                assert "nncase" not in f.read()              # the board process: no nncase
+    import time
+    deadline = time.monotonic() + 5
+    while os.path.exists("/proc/%d" % workers[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists("/proc/%d" % workers[0])        # gone with the board

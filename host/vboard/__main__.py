@@ -128,6 +128,9 @@ def main(argv=None):
         if modem_server[0] is not None:
             modem_server[0].close()
         line.close()
+        kpu = sys.modules.get("host.vboard.kpu")     # its Simulator worker goes with the board
+        if kpu is not None:
+            kpu.shutdown()
         os._exit(0)
 
     def unplug(*_):

@@ -5,13 +5,31 @@ flash chip), check the kmodel version against the profile, then take the model p
 working memory out of the system heap (`utils.heap_free()`); each failure raises the
 profile's own exception and text. nncase 1.9 can only simulate V5 models: a V3/V4 model a
 profile accepts loads, but running it raises a vboard error saying so.
+
+The Simulator runs in a worker process (host/vboard/kpu_worker.py), started on the first
+model load and stopped with the board: `Simulator.run` holds the GIL, and in this process it
+would stop the virtual UART's receive thread for the whole simulated KPU time, where a K210's
+UART interrupt keeps filling the ring while the KPU runs. The board thread waits on a pipe
+(GIL released). SIGUSR1 (Ctrl-C, RESET) is held back during a request, so an interrupt lands
+when the KPU call returns, as it did with the Simulator in this process; nncase's exceptions
+come back with their type and text.
 """
-import nncase
+import builtins
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+
 import numpy as np
 
 from host import kmodel
 from host.errors import UserError
 from host.vboard import fs
+from host.vboard import kpu_worker as _wire
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _EXCEPTIONS = {"ValueError": ValueError, "OSError": OSError, "MemoryError": MemoryError,
                "RuntimeError": RuntimeError}
@@ -48,11 +66,13 @@ class Model:
         self.heap = len(data) + working_memory(self.info)
         if self.heap > heap_free(board):
             raise firmware_error(profile.nomem_error)
-        self.sim = None
-        if self.info["version"] == 5:
-            self.sim = nncase.Simulator()
+        self.simulated = self.info["version"] == 5
+        self.id = None
+        self._data = bytes(data) if self.simulated else None
+        self._generation = None
+        if self.simulated:
             try:
-                self.sim.load_model(bytes(data))
+                ENGINE.load(self)
             except RuntimeError:
                 raise firmware_error(profile.format_error)
         board.session.models.append(self)
@@ -60,7 +80,10 @@ class Model:
     def free(self):
         if self in self.board.session.models:
             self.board.session.models.remove(self)
-        self.sim = None
+        if self.simulated and self.id is not None:
+            ENGINE.free(self)
+        self.simulated = False
+        self._data = None
 
     @property
     def input_shape(self):
@@ -71,16 +94,132 @@ class Model:
 
     def run(self, planar):
         """uint8 planar R,G,B bytes (the image's AI buffer) -> list of flat float32 arrays."""
-        if self.sim is None:
+        if not self.simulated:
             raise OSError("vboard: kmodel V%d cannot be simulated (nncase 1.9 runs V5 only)"
                           % self.info["version"])
-        shape = self.input_shape
-        tensor = np.frombuffer(planar, dtype=np.uint8).reshape(shape)
-        self.sim.set_input_tensor(0, nncase.RuntimeTensor.from_numpy(tensor.copy()))
-        self.sim.run()
-        return [self.sim.get_output_tensor(i).to_numpy().astype(np.float32).ravel()
-                for i in range(self.sim.outputs_size)]
+        shape = [int(v) for v in self.input_shape]
+        size = shape[0] * shape[1] * shape[2] * shape[3]
+        planar = bytes(planar)
+        if len(planar) != size:    # what numpy's reshape said when it ran in this process
+            raise ValueError("cannot reshape array of size %d into shape %s"
+                             % (len(planar), tuple(shape)))
+        return ENGINE.run(self, struct.pack("<4I", *shape) + planar)
 
 
 def heap_free(board):
     return board.profile.heap_bytes - sum(m.heap for m in board.session.models)
+
+
+def _remote_exception(body):
+    """The worker's exception as the same built-in type (RuntimeError for nncase's own)."""
+    name, _, message = body.decode("utf-8", "replace").partition("\0")
+    cls = getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = RuntimeError
+    try:
+        return cls(message)
+    except Exception:
+        return RuntimeError(message)
+
+
+class Engine:
+    """The worker process that holds the board's Simulators: one per board process, started
+    on first use, restarted (models reloaded) if it died, stopped by `shutdown()`."""
+
+    def __init__(self):
+        self.proc = None
+        self.wfd = self.rfd = None
+        self.generation = 0
+        self._next_id = 0
+        self._lock = threading.Lock()
+
+    def _start(self):
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "host.vboard.kpu_worker", str(to_r), str(from_w)],
+                pass_fds=(to_r, from_w), cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL)
+        except BaseException:
+            for fd in (to_r, to_w, from_r, from_w):
+                os.close(fd)
+            raise
+        os.close(to_r)
+        os.close(from_w)
+        self.wfd, self.rfd = to_w, from_r
+        self.generation += 1
+
+    def stop(self):
+        for fd in (self.wfd, self.rfd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.wfd = self.rfd = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def _request(self, op, model_id, payload):
+        """One request and its reply; SIGUSR1 held back meanwhile (see the module doc)."""
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            with self._lock:
+                if self.proc is None:
+                    self._start()
+                try:
+                    _wire.write_all(self.wfd, _wire.REQUEST.pack(op, model_id, len(payload)))
+                    _wire.write_all(self.wfd, payload)
+                    head = _wire.read_exact(self.rfd, _wire.REPLY.size)
+                    status, length = _wire.REPLY.unpack(head) if head else (None, 0)
+                    body = _wire.read_exact(self.rfd, length) if head else None
+                except OSError:
+                    body = None
+                if body is None:
+                    self.stop()
+                    raise OSError("vboard: the KPU worker (nncase's Simulator) exited")
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if status != _wire.OK:
+            raise _remote_exception(body)
+        return body
+
+    def load(self, model):
+        """Load `model` into the worker; the worker drops every model the board no longer
+        holds (a soft reset throws a session's models away without freeing them)."""
+        alive = [m.id for m in model.board.session.models
+                 if m is not model and m.id is not None and m._generation == self.generation]
+        self._next_id += 1
+        model_id = self._next_id
+        self._request(_wire.LOAD, model_id,
+                      struct.pack("<I%dI" % len(alive), len(alive), *alive) + model._data)
+        model.id, model._generation = model_id, self.generation
+
+    def free(self, model):
+        if self.proc is not None and model._generation == self.generation:
+            self._request(_wire.FREE, model.id, b"")
+
+    def run(self, model, payload):
+        if model._generation != self.generation or self.proc is None:
+            self.load(model)             # a new worker: each model reloads on its next run
+        body = self._request(_wire.RUN, model.id, payload)
+        (count,) = struct.unpack_from("<I", body)
+        outs, pos = [], 4
+        for _ in range(count):
+            (n,) = struct.unpack_from("<I", body, pos)
+            outs.append(np.frombuffer(body, np.float32, n, pos + 4).copy())
+            pos += 4 + 4 * n
+        return outs
+
+
+ENGINE = Engine()
+
+
+def shutdown():
+    """Stop the KPU worker (the board is going away; it would also exit on its own when its
+    request pipe closes)."""
+    ENGINE.stop()

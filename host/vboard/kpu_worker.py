@@ -1,0 +1,107 @@
+"""The virtual KPU's engine: nncase's Simulator in a process of its own.
+
+`Simulator.run` is a pybind11 call that never releases the GIL; run in the board process it
+would stop the virtual UART's receive thread for the whole simulated KPU time, where a real
+K210's UART interrupt keeps filling the ring while the KPU runs. So host/vboard/kpu.py starts
+this worker (lazily, on the first model load) and waits on a pipe while it runs.
+
+Runs as `python -m host.vboard.kpu_worker RFD WFD`: imports nncase and numpy only (never
+TensorFlow, never the board). It exits when its request pipe closes (the board went away).
+
+Messages (little-endian), requests on RFD, one reply each on WFD:
+  request  <BII op, model id, payload length> + payload
+    LOAD  payload <I n> + n x <I id of a model still alive> + the kmodel bytes
+          (models not in the list are dropped first: what a soft reset threw away)
+    RUN   payload <4I input shape> + uint8 input bytes
+    FREE  no payload
+  reply    <BI status, payload length> + payload
+    OK    RUN: <I count> + count x (<I n> + n float32); otherwise empty
+    ERROR exception type name, NUL, message (UTF-8)
+"""
+import os
+import struct
+import sys
+
+LOAD, RUN, FREE = 1, 2, 3
+OK, ERROR = 0, 1
+REQUEST = struct.Struct("<BII")
+REPLY = struct.Struct("<BI")
+
+
+def read_exact(fd, n):
+    """n bytes from fd, or None at end of file."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while len(view):
+        view = view[os.write(fd, view):]
+
+
+def encode_error(exc):
+    return ("%s\0%s" % (type(exc).__name__, exc)).encode("utf-8", "replace")
+
+
+def serve(rfd, wfd):
+    import nncase
+    import numpy as np
+
+    sims = {}
+
+    def handle(op, model_id, payload):
+        if op == LOAD:
+            (n,) = struct.unpack_from("<I", payload)
+            alive = set(struct.unpack_from("<%dI" % n, payload, 4))
+            for stale in [k for k in sims if k not in alive]:
+                del sims[stale]
+            sim = nncase.Simulator()
+            sim.load_model(payload[4 + 4 * n:])
+            sims[model_id] = sim
+            return b""
+        if op == FREE:
+            sims.pop(model_id, None)
+            return b""
+        if op == RUN:
+            sim = sims.get(model_id)
+            if sim is None:
+                raise RuntimeError("vboard: KPU worker has no model %d" % model_id)
+            shape = struct.unpack_from("<4I", payload)
+            x = np.frombuffer(payload, np.uint8, offset=16).reshape(shape).copy()
+            sim.set_input_tensor(0, nncase.RuntimeTensor.from_numpy(x))
+            sim.run()
+            parts = [struct.pack("<I", sim.outputs_size)]
+            for i in range(sim.outputs_size):
+                out = np.ascontiguousarray(
+                    sim.get_output_tensor(i).to_numpy().astype(np.float32).ravel())
+                parts += [struct.pack("<I", out.size), out.tobytes()]
+            return b"".join(parts)
+        raise ValueError("vboard: KPU worker: unknown request %d" % op)
+
+    while True:
+        head = read_exact(rfd, REQUEST.size)
+        if head is None:
+            return
+        op, model_id, length = REQUEST.unpack(head)
+        payload = read_exact(rfd, length)
+        if payload is None:
+            return
+        try:
+            status, body = OK, handle(op, model_id, payload)
+        except Exception as exc:    # nncase's errors go back to the board as they are
+            status, body = ERROR, encode_error(exc)
+        write_all(wfd, REPLY.pack(status, len(body)) + body)
+
+
+def main(argv):
+    serve(int(argv[0]), int(argv[1]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
