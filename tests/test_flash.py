@@ -255,6 +255,9 @@ def test_virtual_isp_checks_wiring_stub_and_frames(tmp_path, lines_patch):
         assert isp.reply() == b"\xd5\xe0"
         ser.close()
         assert _chip(tmp_path / "vb")[MODEL_AT:MODEL_AT + 4096] == b"\xc0\xdb" * 2048
+        deadline = time.monotonic() + 10      # the ISP session is logged after its D5 reply
+        while time.monotonic() < deadline and len(_sessions(tmp_path / "vb")) < 2:
+            time.sleep(0.05)
     stubs = [s["stub"] for s in _sessions(tmp_path / "vb")]
     assert stubs == [False, True]
 
