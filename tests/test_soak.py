@@ -30,8 +30,9 @@ IMAGES = FRAMES // 4 + 10
 # fields that differ between runs by nature: board timings, memory, which board ran it
 VOLATILE = {"board_port", "kpu_ms", "prep_ms", "decode_ms", "mem_free"}
 
+# bounded: the CI soak (2,000 frames) within 2 minutes, make soak in proportion
 pytestmark = [pytest.mark.slow,
-              pytest.mark.timeout(120 + FRAMES // 20, func_only=True)]
+              pytest.mark.timeout(max(120, FRAMES // 30), func_only=True)]
 
 
 def _fast_boot_boards(state, manifest, n):
