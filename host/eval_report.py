@@ -61,6 +61,20 @@ def summary_lines(report):
                                             f["error"].get("reason", "")[:200]))
     if len(s["failures"]) > 5:
         lines.append("... %d more failed image(s) in report.json" % (len(s["failures"]) - 5))
+    rec = {}
+    for b in report["boards"]:
+        for k, v in (b.get("recovery") or {}).items():
+            rec[k] = rec.get(k, 0) + v
+    if any(rec.get(k) for k in ("resent_images", "sessions_reestablished", "port_reopens",
+                                "failed_images", "resend_requests")):
+        lines.append("Link recovery: %d image(s) sent again (%d NACK(s), %d transfer "
+                     "error(s)), %d RESEND probe(s), %d session(s) re-established (%d board "
+                     "restart(s) seen), %d port reopen(s), %d image(s) failed after all "
+                     "retries; no result was accepted without its CRC checks"
+                     % (rec.get("resent_images", 0), rec.get("nacks", 0),
+                        rec.get("transfer_errors", 0), rec.get("resend_requests", 0),
+                        rec.get("sessions_reestablished", 0), rec.get("board_restarts", 0),
+                        rec.get("port_reopens", 0), rec.get("failed_images", 0)))
     link = report["link"]
     lines.append("Link: %d image(s) in %.1f s = %.2f images/s; payload %.0f KB at %.1f KB/s "
                  "per board = %.1f %% of %d baud (8N1, baud/10 bytes/s)"
