@@ -41,6 +41,7 @@ PROBE_TIME = 1.0
 BYE_WAIT = 2.0
 TEXT_KEEP = 8192
 SERVE_SWITCH_WAIT = 0.25
+BRINGUP_HELLO = 3.0        # s of HELLO after the serve banner before looking again
 
 # Recovery (docs/protocol.md, "Recovery")
 MAX_ATTEMPTS = 10          # sends of one image before it ends as an explicit failure
@@ -174,9 +175,32 @@ class Session(object):
 
     # ------------------------------------------------------------------ bring-up
     def connect(self):
-        """Serve mode + INFO; returns the INFO dict."""
+        """Serve mode + INFO; returns the INFO dict. Within the one bounded wait, a port that
+        vanishes is reopened (with `reopen`) and a board that resets is looked for again."""
         t0 = time.monotonic()
         deadline = t0 + self.timeout + (self.boot_time if self.booting else 0.0)
+        info = None
+        try:
+            info = self._first_contact(t0, deadline)
+        except PortError as exc:
+            self._reopen_port(deadline, exc)
+        while info is None and time.monotonic() < deadline:
+            try:
+                info = self.find_board(deadline, 2.0)[0]
+            except PortError as exc:
+                self._reopen_port(deadline, exc)
+        if info is None:
+            if self.serve_line is not None:
+                baud = self.serve_baud
+                raise UserError("the board on %s started serve mode at %d baud but sent no "
+                                "INFO within %.0f s: check that the USB-serial bridge supports "
+                                "%d baud (try --baud 115200)"
+                                % (self.name, baud, deadline - t0, baud))
+            raise UserError(self._silent_message(time.monotonic() - t0))
+        return self._ready(info)
+
+    def _first_contact(self, t0, deadline):
+        """The board booting, serving or at its REPL: INFO, or None."""
         self._set_baud(REPL_BAUD)
         self.ser.reset_input_buffer()
         baud = self._listen(deadline if self.booting else min(deadline, t0 + LISTEN_FIRST),
@@ -185,16 +209,72 @@ class Session(object):
             self.path = "probe"
             info = self._hello(self.baud, min(deadline, time.monotonic() + PROBE_TIME))
             if info is not None:
-                return self._ready(info)
+                return info
             baud = self._start_from_repl(deadline)
         if baud is None:
-            raise UserError(self._silent_message(time.monotonic() - t0))
-        info = self._hello(baud, deadline)
-        if info is None:
-            raise UserError("the board on %s started serve mode at %d baud but sent no INFO "
-                            "within %.0f s: check that the USB-serial bridge supports %d baud "
-                            "(try --baud 115200)" % (self.name, baud, deadline - t0, baud))
-        return self._ready(info)
+            return None
+        # a board that resets now (its serve banner seen, its INFO not) is looked for again
+        return self._hello(baud, min(deadline, time.monotonic() + BRINGUP_HELLO))
+
+    def find_board(self, deadline, hello_wait, on_frame=None):
+        """A board that may have rebooted or left serve mode: listen at 115200 for its boot
+        text and serve banner (its grace line extends the wait); at its REPL (bytes hit its
+        grace period: it stays there), start serve mode from the REPL; if it shows nothing,
+        HELLO at the serve baud, then the REPL. Returns (INFO or None, whether it was seen
+        (re)starting serve mode)."""
+        self._set_baud(REPL_BAUD)
+        del self.text[:]
+        t0 = last_rx = time.monotonic()
+        listen_until = t0 + LISTEN_FIRST
+        baud = None
+        while time.monotonic() < min(deadline, listen_until):
+            if self._read(0.05):
+                last_rx = time.monotonic()
+            m = SERVE_LINE.search(self.text)
+            if m:
+                baud = self._serve_started(m)
+                break
+            g = GRACE_LINE.search(self.text)
+            if g and g.group(1) == b"serve":
+                listen_until = max(listen_until, last_rx + int(g.group(2)) / 1000.0 + 3.0)
+            elif REBOOT_TEXT.search(self.text):
+                # boot text: wait while it keeps coming, act once it stops
+                listen_until = max(listen_until, last_rx + 0.3)
+        if baud is not None:
+            return self._hello(baud, min(deadline, time.monotonic() + max(hello_wait, 2.0)),
+                               on_frame=on_frame), True
+        if not REBOOT_TEXT.search(self.text):
+            info = self._hello(self.baud, min(deadline, time.monotonic() + hello_wait),
+                               on_frame=on_frame)
+            if info is not None:
+                return info, False
+        baud = self._start_from_repl(deadline)
+        if baud is None:
+            return None, False
+        return self._hello(baud, deadline, on_frame=on_frame), True
+
+    def _reopen_port(self, deadline, exc):
+        """The port failed (unplugged): open it again by name until `deadline`."""
+        if self.reopen is None:
+            raise exc
+        try:
+            self.ser.close()
+        except Exception:
+            pass
+        last = exc
+        while True:
+            try:
+                self.ser = self.reopen()
+                self.recovery["port_reopens"] += 1
+                return
+            except UserError as e:
+                last = e
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        raise BoardError("the port %s went away and did not come back within %.0f s (%s): "
+                         "reconnect the board and retry" % (self.name, self.timeout,
+                                                           _one_line(last)))
 
     def _listen(self, until, deadline):
         """Passive: wait for the serve line (a booting board); returns its baud or None."""
@@ -214,6 +294,7 @@ class Session(object):
     def _serve_started(self, m):
         self.serve_line = m.group(0).decode("latin-1").strip()
         baud = int(m.group(2))
+        self.serve_baud = baud
         del self.text[:]
         # The board waits 100 ms after this line, then switches its UART and disables
         # Ctrl-C: a HELLO before that could arrive as a 0x03 and stop serve mode.
@@ -804,28 +885,11 @@ class _Stream(object):
     def _reopen(self):
         s = self.s
         s._stop_reader()
-        if s.reopen is None:
-            raise BoardError("the port %s went away: %s"
-                             % (s.name, _one_line(s._reader_error or "write failed")))
-        try:
-            s.ser.close()
-        except Exception:
-            pass
-        deadline = time.monotonic() + s.timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.stop is not None and self.stop.is_set():
-                raise BoardError("stopped")
-            try:
-                s.ser = s.reopen()
-                s.recovery["port_reopens"] += 1
-                return
-            except UserError as exc:
-                last = exc
-            time.sleep(0.1)
-        raise BoardError("the port %s went away during the run and did not come back within "
-                         "%.0f s (%s): reconnect the board and retry"
-                         % (s.name, s.timeout, _one_line(last or "no reopen")))
+        if self.stop is not None and self.stop.is_set():
+            raise BoardError("stopped")
+        s._reopen_port(time.monotonic() + s.timeout,
+                       PortError("the port %s went away: %s"
+                                 % (s.name, _one_line(s._reader_error or "write failed"))))
 
     def _reestablish(self, why, hello_first=True):
         """HELLO at the serve baud; else listen for a (re)booting board's serve banner at
@@ -873,43 +937,10 @@ class _Stream(object):
             self._frame(ftype, seq, payload)
 
     def _reconnect(self, deadline, hello_wait):
-        """A board that may have rebooted: listen at 115200 for its boot text and serve
-        banner (its grace period extends the wait); at its REPL (bytes hit its grace period:
-        it stays there), start serve mode from the REPL; if it shows nothing, HELLO at the
-        serve baud, then the REPL."""
-        s = self.s
-        s._set_baud(REPL_BAUD)
-        del s.text[:]
-        t0 = last_rx = time.monotonic()
-        listen_until = t0 + LISTEN_FIRST
-        baud = None
-        while time.monotonic() < min(deadline, listen_until):
-            if s._read(0.05):
-                last_rx = time.monotonic()
-            m = SERVE_LINE.search(s.text)
-            if m:
-                s.recovery["board_restarts"] += 1
-                baud = s._serve_started(m)
-                break
-            g = GRACE_LINE.search(s.text)
-            if g and g.group(1) == b"serve":
-                listen_until = max(listen_until, last_rx + int(g.group(2)) / 1000.0 + 3.0)
-            elif REBOOT_TEXT.search(s.text):
-                # boot text: wait while it keeps coming, act once it stops
-                listen_until = max(listen_until, last_rx + 0.3)
-        if baud is not None:
-            return s._hello(baud, min(deadline, time.monotonic() + max(hello_wait, 2.0)),
-                            on_frame=self._frame_during_hello)
-        if not REBOOT_TEXT.search(s.text):
-            info = s._hello(s.baud, min(deadline, time.monotonic() + hello_wait),
-                            on_frame=self._frame_during_hello)
-            if info is not None:
-                return info
-        baud = s._start_from_repl(deadline)
-        if baud is None:
-            return None
-        s.recovery["board_restarts"] += 1
-        return s._hello(baud, deadline, on_frame=self._frame_during_hello)
+        info, restarted = self.s.find_board(deadline, hello_wait, self._frame_during_hello)
+        if restarted:
+            self.s.recovery["board_restarts"] += 1
+        return info
 
     def _after_info(self, info):
         """A fresh session on the board: credit from its INFO; every image without an answer

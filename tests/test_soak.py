@@ -113,3 +113,25 @@ def test_soak_every_fault_kind_nothing_lost_nothing_wrong(tiny_build, tmp_path):
         with open(out, "w") as f:
             json.dump(figures, f, indent=1, sort_keys=True)
     shutil.rmtree(str(tmp_path / "images"), ignore_errors=True)
+
+
+@pytest.mark.parametrize("fault", ["disconnect@1", "reset@2", "disconnect@2,reset@4"])
+def test_faults_during_bring_up(tiny_build, tmp_path, fault):
+    """The port vanishes under the first HELLO, or the board resets under its first INFO
+    (then both): serial_eval still reaches serve mode and verifies every image."""
+    images = tiny_model.images(tmp_path / "images", 6, seed=5, smooth=False)
+    state = str(tmp_path / "vb")
+    _fast_boot_boards(state, tiny_build, 1)
+    proc = run_tool("host/serial_eval.py", "--manifest", tiny_build.path, "--images", images,
+                    "--out", tmp_path / "out", "--vboard-state", state, "--baud", BAUD,
+                    "--no-progress", "--min-f1", "0", "--min-cos", "0",
+                    "--vboard-faults", fault, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(str(tmp_path / "out" / "report.json")) as f:
+        report = json.load(f)
+    assert report["summary"]["images"] == 6 and report["summary"]["failed"] == 0
+    board = report["boards"][0]
+    kinds = [e[2] for e in board["faults"]["events"]]
+    assert sorted(kinds) == sorted(k.split("@")[0] for k in fault.split(","))
+    if "disconnect" in fault:
+        assert board["recovery"]["port_reopens"] >= 1
