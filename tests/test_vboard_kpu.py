@@ -159,15 +159,11 @@ def test_model_larger_than_the_heap_budget_is_rejected(tmp_path, kmodel):
             assert int(before) - int(after) > len(data)
 
 
-def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
-    """The repo's unmodified device/ scripts on the virtual board: boot, serve mode at
-    1.5 Mbaud with firmware log lines on the line, one raw RGB565 image, EXIT."""
+def _serve_mode_board(tmp_path, data):
+    """A board state with the repo's device/ scripts in serve mode and the kmodel as a file;
+    returns (state dir, the board's config, the raw RGB565 test image)."""
     import hashlib
-    import time
-    from device import protocol as P
     from host import devconfig
-
-    data, reference = kmodel
     manifest = {"kmodel": {"path": "m.kmodel", "size": len(data), "version": 5,
                            "sha256": hashlib.sha256(data).hexdigest()},
                 "flash": {"address": 0x300000},
@@ -180,6 +176,17 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
     provision(state, os.path.join(repo, "device"),
               {"config.json": devconfig.to_json(cfg).encode(), "m.kmodel": data})
     pixels = ((np.arange(H * W, dtype=np.uint32) * 257) & 0xFFFF).astype(">u2").tobytes()
+    return state, cfg, pixels
+
+
+def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
+    """The repo's unmodified device/ scripts on the virtual board: boot, serve mode at
+    1.5 Mbaud with firmware log lines on the line, one raw RGB565 image, EXIT."""
+    import time
+    from device import protocol as P
+
+    data, reference = kmodel
+    state, cfg, pixels = _serve_mode_board(tmp_path, data)
 
     with start_board(state, profile="canmv-v5", log_rate=5.0) as handle:
         with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
@@ -235,25 +242,12 @@ def test_serve_mode_answers_malformed_frames_and_keeps_serving(tmp_path, kmodel)
     frame with a bad CRC, an unknown type, a short IMAGE_BEGIN, a frame cut short. Each gets
     an ERROR frame (crc, unknown_type, bad_payload); the board stays in serve mode and its
     next image gets the same RESULT as before."""
-    import hashlib
     import random
     import time
     from device import protocol as P
-    from host import devconfig
 
     data, reference = kmodel
-    manifest = {"kmodel": {"path": "m.kmodel", "size": len(data), "version": 5,
-                           "sha256": hashlib.sha256(data).hexdigest()},
-                "flash": {"address": 0x300000},
-                "input": {"width": W, "height": H, "channels": 3},
-                "outputs": [{"node": "out", "shape_chw": [C, H, W]}],
-                "decoder": {"type": "raw"}, "firmware": "canmv-v5"}
-    cfg = devconfig.device_config(manifest, model_source="file", grace_ms=300)
-    state = str(tmp_path / "state")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    provision(state, os.path.join(repo, "device"),
-              {"config.json": devconfig.to_json(cfg).encode(), "m.kmodel": data})
-    pixels = ((np.arange(H * W, dtype=np.uint32) * 257) & 0xFFFF).astype(">u2").tobytes()
+    state, cfg, pixels = _serve_mode_board(tmp_path, data)
     rnd = random.Random(3)
 
     with start_board(state, profile="canmv-v5", log_rate=0) as handle:
