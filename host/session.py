@@ -42,6 +42,7 @@ BYE_WAIT = 2.0
 TEXT_KEEP = 8192
 SERVE_SWITCH_WAIT = 0.25
 BRINGUP_HELLO = 3.0        # s of HELLO after the serve banner before looking again
+REPL_SERVE_WAIT = 10.0     # s from `detect.main()` typed at the REPL to the serve banner
 
 # Recovery (docs/protocol.md, "Recovery")
 MAX_ATTEMPTS = 10          # sends of one image before it ends as an explicit failure
@@ -324,9 +325,14 @@ class Session(object):
                 self._write(b"\r")
             if quiet >= 0.3 and self.text.endswith(b">>> "):
                 break
+        if not self.text.endswith(b">>> "):
+            self.logs.append("no REPL prompt on %s (last text %r)"
+                             % (self.name, bytes(self.text[-60:])))
+            return None         # not at a REPL (e.g. serving at its baud): look again
         del self.text[:]
         self._write(START_SERVE)
-        while time.monotonic() < deadline:
+        until = min(deadline, time.monotonic() + REPL_SERVE_WAIT)
+        while time.monotonic() < until:
             self._read(0.05)
             m = SERVE_LINE.search(self.text)
             if m:
@@ -921,8 +927,11 @@ class _Stream(object):
                 if time.monotonic() >= deadline:
                     raise BoardError(self._lost_message("%s; then: %s" % (why, exc)))
         if info is None:
+            text = bytes(s.text[-80:]).decode("latin-1")
+            text = " ".join("".join(c if 32 <= ord(c) < 127 else " " for c in text).split())
             raise BoardError(self._lost_message("%s; it did not answer HELLO again within "
-                                                "%.0f s" % (why, s.timeout)))
+                                                "%.0f s, %d attempt(s), last text %r"
+                                                % (why, s.timeout, tries, text[-60:])))
         s.path = path
         if info.get("model_sha256") != s.info.get("model_sha256"):
             raise BoardError("the board on %s runs another model after its restart (sha256 "
