@@ -757,7 +757,10 @@ class _Stream(object):
             self.queue.remove(j)
         j.frames = None
         j.sent_all = False
-        self.queue.appendleft(j)
+        if self.queue and self.queue[0].frames is not None:
+            self.queue.insert(1, j)    # after the image being sent: never cut it short
+        else:
+            self.queue.appendleft(j)
 
     def _answer(self, j, result, error):
         j.done = True
