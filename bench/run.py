@@ -37,8 +37,7 @@ TMP = os.path.join(BENCH, "tmp")
 PY = sys.executable
 EXAMPLE_CONFIG = os.path.join("examples", "face", "convert.json")
 EVAL_IMAGES = os.path.join("examples", "face", "eval")
-SEED_PB = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "seed-face-model",
-                                        "Freeze_save.pb"))
+SEED_PB = os.path.join(REPO, "examples", "seed-face", "Freeze_save.pb")
 SEED_ARGS = ["--input-size", "240x320", "--decoder", "grid", "--threshold", "0.7"]
 EXAMPLE_ANCHORS = "0.496,0.624,0.767,0.958,1.148,1.437,1.705,2.129,2.503,3.123"
 ALL_METHODS = ["no_clip", "l2", "kld_m2", "cdf"]

@@ -5,6 +5,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The original user's frozen face detector, shipped in the repo (examples/seed-face/README.md).
+SEED_PB = os.path.join(REPO, "examples", "seed-face", "Freeze_save.pb")
 VENV_BIN = os.path.dirname(sys.executable)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 

@@ -18,12 +18,10 @@ import serial
 from PIL import Image
 
 import tiny_model
-from conftest import REPO, assert_nothing_written, assert_one_line_error, run_tool, tool_env
+from conftest import REPO, SEED_PB, assert_nothing_written, assert_one_line_error, run_tool, tool_env
 from host import manifest as manifest_mod, transport
 from host.vboard.launcher import start_board
 
-SEED_PB = os.path.join(os.path.dirname(REPO), "shared", "data", "seed-face-model",
-                       "Freeze_save.pb")
 SEED_ARGS = ["--frozen-pb", SEED_PB, "--input-node", "Input_image", "--output-node",
              "Yolo/Final/conv2d/BiasAdd", "--input-size", "240x320", "--decoder", "grid",
              "--threshold", "0.7"]

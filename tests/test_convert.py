@@ -5,11 +5,9 @@ import os
 import pytest
 from PIL import Image
 
-from conftest import REPO, assert_nothing_written, assert_one_line_error, run_tool
+from conftest import REPO, SEED_PB, assert_nothing_written, assert_one_line_error, run_tool
 from host import manifest as manifest_mod
 
-SEED_PB = os.path.join(os.path.dirname(REPO), "shared", "data", "seed-face-model",
-                       "Freeze_save.pb")
 SEED_ARGS = ["--frozen-pb", SEED_PB, "--input-node", "Input_image", "--output-node",
              "Yolo/Final/conv2d/BiasAdd", "--input-size", "240x320", "--decoder", "grid",
              "--threshold", "0.7"]
@@ -17,8 +15,6 @@ SEED_ARGS = ["--frozen-pb", SEED_PB, "--input-node", "Input_image", "--output-no
 
 @pytest.fixture(scope="module")
 def seed_build(tmp_path_factory):
-    if not os.path.isfile(SEED_PB):
-        pytest.skip("the seed model is not at %s (shared/ beside the repo)" % SEED_PB)
     out = tmp_path_factory.mktemp("seed")
     proc = run_tool("host/convert.py", *(SEED_ARGS + ["--out", out]))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,14 +16,12 @@ import time
 import pytest
 import serial
 
-from conftest import REPO, assert_one_line_error, run_tool, tool_env
+from conftest import REPO, SEED_PB, assert_one_line_error, run_tool, tool_env
 from host import devconfig, kfpkg, manifest as manifest_mod
 from host.vboard import isp as visp
 from host.vboard import launcher, modem
 from host.vboard.launcher import start_board
 
-SEED_PB = os.path.join(os.path.dirname(REPO), "shared", "data", "seed-face-model",
-                       "Freeze_save.pb")
 EVAL_DIR = os.path.join(REPO, "examples", "face", "eval")
 DEVICE = os.path.join(REPO, "device")
 MODEL_AT = 0x300000
@@ -171,7 +169,7 @@ class IspClient(object):
     def fixed(self, op):
         self.ser.write(b"\xc0" + bytes([op]) + b"\x00" * 12 + b"\xc0")
 
-    def reply(self, timeout=1.0):
+    def reply(self, timeout=10.0):
         data = b""
         end = time.monotonic() + timeout
         while time.monotonic() < end and data.count(b"\xc0") < 2:
@@ -186,8 +184,16 @@ def lines_patch():
     modem.uninstall()
 
 
-def _reset_into_isp(ser, board):
-    """kflash's reset_to_isp_<board> sequence on the patched port."""
+def _isp_entries(handle):
+    with open(handle.log) as f:
+        return f.read().count("ISP mode")
+
+
+def _reset_into_isp(ser, board, handle, expect_isp=True):
+    """kflash's reset_to_isp_<board> sequence on the patched port (its pulse widths); when
+    the board should enter ISP, wait (bounded) until its ISP reads the line, so that nothing
+    sent next is lost to the reset."""
+    entries = _isp_entries(handle)
     ser.dtr, ser.rts = False, False
     time.sleep(0.05)
     if board == "dan":
@@ -198,7 +204,12 @@ def _reset_into_isp(ser, board):
         ser.dtr, ser.rts = True, False
         time.sleep(0.05)
         ser.rts, ser.dtr = True, False
-    time.sleep(0.1)
+    if expect_isp:
+        deadline = time.monotonic() + 20
+        while _isp_entries(handle) == entries:
+            assert time.monotonic() < deadline, "the board never entered ISP"
+            time.sleep(0.02)
+    ser.reset_input_buffer()
 
 
 def test_virtual_isp_checks_wiring_stub_and_frames(tmp_path, lines_patch):
@@ -207,13 +218,11 @@ def test_virtual_isp_checks_wiring_stub_and_frames(tmp_path, lines_patch):
         ser = serial.Serial(board.port, 115200, timeout=0.05)
         isp = IspClient(ser)
         # kd233's sequence does not reset a dan board into ISP: the greeting goes unanswered
-        _reset_into_isp(ser, "kd233")
-        ser.reset_input_buffer()
+        _reset_into_isp(ser, "kd233", board, expect_isp=False)
         isp.fixed(0xC2)
         assert isp.reply(0.6) is None
         # dan's does
-        _reset_into_isp(ser, "dan")
-        ser.reset_input_buffer()
+        _reset_into_isp(ser, "dan", board)
         isp.fixed(0xC2)
         assert isp.reply() == b"\xc2\xe0"
         isp.send(0xC3, 0x80000000, b"\x00" * 64, crc=1)
@@ -228,14 +237,12 @@ def test_virtual_isp_checks_wiring_stub_and_frames(tmp_path, lines_patch):
         isp.fixed(0xD2)
         assert isp.reply(0.6) is None
         # kflash's own stub, in 1 KiB frames as kflash sends it
-        _reset_into_isp(ser, "dan")
-        ser.reset_input_buffer()
+        _reset_into_isp(ser, "dan", board)
         stub = visp.kflash_stub()
         for off in range(0, len(stub), 1024):
             isp.send(0xC3, 0x80000000 + off, stub[off:off + 1024])
             assert isp.reply() == b"\xc3\xe0"
-        isp.send(0xC5, 0x80000000)
-        time.sleep(0.1)
+        isp.send(0xC5, 0x80000000)        # frames after it reach the stub, in order
         isp.fixed(0xD2)
         assert isp.reply() == b"\xd2\xe0"
         isp.send(0xD4, MODEL_AT, b"\x55" * 4096)
@@ -255,9 +262,6 @@ def test_virtual_isp_checks_wiring_stub_and_frames(tmp_path, lines_patch):
         assert isp.reply() == b"\xd5\xe0"
         ser.close()
         assert _chip(tmp_path / "vb")[MODEL_AT:MODEL_AT + 4096] == b"\xc0\xdb" * 2048
-        deadline = time.monotonic() + 10      # the ISP session is logged after its D5 reply
-        while time.monotonic() < deadline and len(_sessions(tmp_path / "vb")) < 2:
-            time.sleep(0.05)
     stubs = [s["stub"] for s in _sessions(tmp_path / "vb")]
     assert stubs == [False, True]
 

@@ -16,16 +16,14 @@ import time
 import numpy as np
 import pytest
 
+from conftest import REPO, SEED_PB
 from host import kmodel, pixels, quantize
 from host.errors import UserError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEED_DIR = next((d for d in (os.path.join(REPO, "..", "shared", "data", "seed-face-model"),
-                             "/work/shared/data/seed-face-model")
-                 if os.path.isfile(os.path.join(d, "Freeze_save.pb"))), None)
+EVAL_DIR = os.path.join(REPO, "examples", "face", "eval")
 
-# Runs in a TF-only subprocess: argv out_dir [seed pixels .npy]. Writes NAME.tflite for each
-# model, and for "small" (and the seed model) the TF reference outputs of fixed inputs.
+# Runs in a TF-only subprocess: argv out_dir seed_pixels.npy seed.pb. Writes NAME.tflite for each
+# model, and for "small" and the seed model the TF reference outputs of fixed inputs.
 _BUILD_SCRIPT = r'''
 import os, sys
 import numpy as np
@@ -79,24 +77,21 @@ for name, (h, w, body) in sorted(MODELS.items()):
         np.save(os.path.join(out, "small_in.npy"), inputs)
     finish(name, graph.as_graph_def(), "input", "output", (h, w), inputs)
 
-if len(sys.argv) > 2:
-    graph_def = tf.GraphDef()
-    with open(sys.argv[3], "rb") as f:
-        graph_def.ParseFromString(f.read())
-    finish("seed", graph_def, "Input_image", "Yolo/Final/conv2d/BiasAdd", (240, 320),
-           np.load(sys.argv[2]))
+seed_graph = tf.GraphDef()
+with open(sys.argv[3], "rb") as f:
+    seed_graph.ParseFromString(f.read())
+finish("seed", seed_graph, "Input_image", "Yolo/Final/conv2d/BiasAdd", (240, 320),
+       np.load(sys.argv[2]))
 '''
 
 _MODELS = {}
 
 
 def seed_pixels():
-    """Board pixels (RGB565 path) of four crops of the seed author's photo, 320x240."""
-    from PIL import Image
-    photo = Image.open(os.path.join(SEED_DIR, "board_photo.jpg")).convert("RGB")
-    crops = [None, (0, 0, 480, 360), (160, 120, 640, 480), (80, 60, 560, 420)]
-    return np.stack([pixels.board_pixels(photo if box is None else photo.crop(box), 320, 240)
-                     for box in crops])
+    """Board pixels (RGB565 path), 320x240, of four example eval photos (faces in two)."""
+    names = ["006.jpg", "007.jpg", "008.jpg", "009.jpg"]
+    return np.stack([pixels.board_pixels(os.path.join(EVAL_DIR, name), 320, 240)
+                     for name in names])
 
 
 def tiny_models():
@@ -105,9 +100,8 @@ def tiny_models():
         out = tempfile.mkdtemp(prefix="k210-test-models-")
         atexit.register(shutil.rmtree, out, True)
         argv = [sys.executable, "-c", _BUILD_SCRIPT, out]
-        if SEED_DIR:
-            np.save(os.path.join(out, "seed_in.npy"), seed_pixels())
-            argv += [os.path.join(out, "seed_in.npy"), os.path.join(SEED_DIR, "Freeze_save.pb")]
+        np.save(os.path.join(out, "seed_in.npy"), seed_pixels())
+        argv += [os.path.join(out, "seed_in.npy"), SEED_PB]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                    PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
         proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -158,7 +152,6 @@ def test_compile_and_simulate_small_conv_model(tmp_path):
         assert cosine(got[0][0], want) > 0.99
 
 
-@pytest.mark.skipif(SEED_DIR is None, reason="shared/data/seed-face-model not present")
 def test_seed_face_model_compiles_and_matches_tf(tmp_path):
     models = tiny_models()
     photos = seed_pixels()

@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, assert_one_line_error, run_tool
+from conftest import REPO, SEED_PB, assert_one_line_error, run_tool
 from device import protocol as P
 from host import compare, devconfig, eval_inputs, manifest as manifest_mod, transport
 from host.errors import UserError
 from host.vboard.launcher import start_board
 
-SEED_PB = os.path.join(os.path.dirname(REPO), "shared", "data", "seed-face-model",
-                       "Freeze_save.pb")
 EXAMPLE = os.path.join(REPO, "examples", "face")
 EVAL_DIR = os.path.join(EXAMPLE, "eval")
 # Six eval images; the seed model finds faces in 008.jpg and 009.jpg (threshold 0.7), so
@@ -96,8 +94,6 @@ def _convert(out, *args):
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory):
     """The original user's model as in the README: grid decoder, threshold 0.7."""
-    if not os.path.isfile(SEED_PB):
-        pytest.skip("the seed model is not at %s (shared/ beside the repo)" % SEED_PB)
     return _convert(tmp_path_factory.mktemp("seed"), "--frozen-pb", SEED_PB,
                     "--input-size", "240x320", "--decoder", "grid", "--threshold", "0.7")
 
@@ -252,7 +248,11 @@ def test_board_in_live_mode_is_switched_to_serve_mode(seed, six, tmp_path):
     with open(os.path.join(state, "flash", "config.json"), "w") as f:
         f.write(devconfig.to_json(cfg))
     with start_board(state, sensor_dir=six) as board:
-        time.sleep(3)                     # well into live mode
+        lcd = os.path.join(state, "lcd")
+        deadline = time.monotonic() + 90      # live mode runs once it shows camera frames
+        while not (os.path.isdir(lcd) and len(os.listdir(lcd)) >= 2):
+            assert time.monotonic() < deadline, "live mode never showed a frame"
+            time.sleep(0.1)
         proc = _eval(seed, six, tmp_path / "eval", "--port", board.port, "--limit", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = _report(tmp_path / "eval", 2, min_boxes=0)

@@ -126,7 +126,11 @@ def test_uart_receive_buffer_drops_overflow(board):
     ser.write(b"import micropython, machine, time\nmicropython.kbd_intr(-1)\n"
               b"u = machine.UART.repl_uart()\n"
               b"u.init(115200, 8, None, 1, timeout_char=50, read_buf_len=512)\n"
-              b"print('READY')\ntime.sleep(0.8)\nd = u.read()\n"
+              b"print('READY')\nt = time.ticks_ms()\n"
+              b"while u.any() < 512 and time.ticks_diff(time.ticks_ms(), t) < 20000:\n"
+              b"    time.sleep_ms(5)\n"
+              # the ring is full: the rest of the 2000 bytes (0.13 s of line) is dropped
+              b"time.sleep(0.8)\nd = u.read()\n"
               b"print(len(d), d[:3], d[-3:], u.any())\n\x04")
     repl.read_until(b"READY\r\n")
     payload = b"".join(b"%04d" % i for i in range(500))      # 2000 bytes, 4x the buffer

@@ -1,5 +1,5 @@
 """The K210's boot ROM ISP and kflash's flash stub, as kflash 1.1.6 speaks to them
-(../shared/docs/flashing.md, "The ISP wire protocol").
+(docs/flashing.md, "The ISP wire protocol").
 
 Runs in the board's main thread (the CPU) after a reset with BOOT (IO16) held low, reading
 the REPL UART's bytes (paced and baud-checked by the line like any other traffic):
@@ -150,6 +150,8 @@ class Isp(object):
     # -- frames
     def run(self):
         self.set_baud(REPL_BAUD, clear=True)
+        # said once the receive buffer is fresh: from here on every byte sent is read
+        sys.stderr.write("vboard: reset with BOOT low: ISP mode (board %s)\n" % self.board.wiring)
         reader = SlipReader(self.port)
         while True:
             frame = reader.next()
@@ -224,8 +226,11 @@ class Isp(object):
         self.reply(0xD9, OK)         # erases complete at once
 
     def _stub_d5(self):
-        self.reply(0xD5, OK)
         self.log["rebooted"] = True
+        # The session is recorded before the reply: kflash exits on it, and whoever started
+        # kflash may stop this board (SIGTERM, no finally) and read isp.json at once.
+        self.save_log()
+        self.reply(0xD5, OK)
         time.sleep(0.01)             # the reply leaves before the chip resets
         return "reboot"
 
@@ -273,7 +278,9 @@ class Isp(object):
         self.reply(0xD4, OK)
 
     def save_log(self):
-        """Append this session to DIR/isp.json {"sessions": [...]} (the last 50 kept)."""
+        """Append this session to DIR/isp.json {"sessions": [...]} (the last 50 kept), once."""
+        if self.log.get("finished"):
+            return
         self.log["finished"] = time.time()
         path = os.path.join(self.board.state_dir, "isp.json")
         try:
@@ -304,7 +311,6 @@ def _covered(chunks, size):
 def run(board):
     """The ROM (then the stub) until the stub's reboot command; a reset ends it earlier."""
     isp = Isp(board)
-    sys.stderr.write("vboard: reset with BOOT low: ISP mode (board %s)\n" % board.wiring)
     try:
         isp.run()
     finally:
