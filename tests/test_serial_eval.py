@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, SEED_PB, assert_one_line_error, run_tool
+from rfc2217_server import Rfc2217Server
 from device import protocol as P
 from host import compare, devconfig, eval_inputs, manifest as manifest_mod, transport
 from host.errors import UserError
@@ -197,6 +198,30 @@ def test_socket_url(seed, six, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = _report(tmp_path / "eval", 3)
     assert report["boards"][0]["port"].startswith("socket://127.0.0.1:")
+
+
+@pytest.mark.slow
+def test_board_on_another_host_over_rfc2217(seed, six, tmp_path):
+    """A board behind an RFC 2217 server (as on a Raspberry Pi of a board farm): the baud
+    switch to serve mode goes through the protocol; then one run sharded over that remote
+    board and a local virtual one."""
+    state = str(tmp_path / "remote")
+    transport.provision_virtual(state, seed, 1500000)
+    with start_board(state, log_rate=0) as board, Rfc2217Server(board.port) as server:
+        proc = _eval(seed, six, tmp_path / "eval", "--port", server.url, "--limit", "3")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        report = _report(tmp_path / "eval", 3)
+        assert report["boards"][0]["port"] == server.url
+        assert report["boards"][0]["link"]["baud"] == 1500000
+
+        out = tmp_path / "sharded"
+        proc = _eval(seed, six, out, "--port", "%s,virtual" % server.url,
+                     "--vboard-state", tmp_path / "local")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(out, 6)
+    assert sorted(b["port"] == server.url for b in report["boards"]) == [False, True]
+    assert all(b["link"]["images"] >= 1 for b in report["boards"])
+    assert server.clients == 2
 
 
 @pytest.mark.slow
