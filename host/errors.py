@@ -11,3 +11,10 @@ class FidelityError(UserError):
     """The board (or the kmodel) does not reproduce TensorFlow closely enough; exit code 1."""
 
     exit_code = 1
+
+
+class Interrupted(UserError):
+    """Ctrl-C or SIGTERM, after what was done is saved (printed as `interrupted: ...`);
+    exit code 130."""
+
+    exit_code = 130

@@ -33,7 +33,8 @@ def summary_lines(report):
                     if s["resized"] else "", len(report["boards"]), boards))
     lines.append("kmodel V%d sha256 %s... (%s), firmware API %s"
                  % (report["kmodel"]["version"], report["kmodel"]["sha256"][:12],
-                    report["manifest"], report["boards"][0]["info"].get("api")))
+                    report["manifest"],
+                    report["boards"][0]["info"].get("api") if report["boards"] else "-"))
     if s["compared"]:
         lines.append("Output tensors, board vs host TensorFlow (%d image(s)):" % s["compared"])
         lines += tensor_table(s["tensors"], [t["node"] for t in s["tensors"]])
@@ -76,11 +77,19 @@ def summary_lines(report):
                         rec.get("sessions_reestablished", 0), rec.get("board_restarts", 0),
                         rec.get("port_reopens", 0), rec.get("failed_images", 0)))
     link = report["link"]
-    lines.append("Link: %d image(s) in %.1f s = %.2f images/s; payload %.0f KB at %.1f KB/s "
-                 "per board = %.1f %% of %d baud (8N1, baud/10 bytes/s)"
-                 % (s["images"], link["wall_seconds"], link["images_per_second"],
-                    link["payload_bytes"] / 1024.0, link["payload_bytes_per_second"] / 1024.0,
-                    100 * link["efficiency"], run["baud"]))
+    if link is not None:
+        lines.append("Link: %d image(s) in %.1f s = %.2f images/s; payload %.0f KB at %.1f KB/s "
+                     "per board = %.1f %% of %d baud (8N1, baud/10 bytes/s)"
+                     % (s["images"] - run["resumed"], link["wall_seconds"],
+                        link["images_per_second"], link["payload_bytes"] / 1024.0,
+                        link["payload_bytes_per_second"] / 1024.0, 100 * link["efficiency"],
+                        run["baud"]))
+    if run["resumed"]:
+        lines.append("Resumed: %d image(s) from the journal of an earlier run"
+                     % run["resumed"])
+    if run["partial"]:
+        lines.append("PARTIAL: interrupted after %d of %d image(s); the verdict covers only "
+                     "those" % (s["images"], run["images_total"]))
     return lines
 
 
@@ -159,6 +168,9 @@ def html_page(report, overlay_names):
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>serial_eval report</title>",
            "<style>%s</style></head><body>" % _CSS,
            "<h1>serial_eval: board vs host TensorFlow</h1>",
+           "<p class='fail'><b>PARTIAL</b>: interrupted after %d of %d image(s)</p>"
+           % (len(report["images"]), report["run"]["images_total"])
+           if report["run"]["partial"] else "",
            "<p class='%s'><b>%s</b>%s</p>" % (
                "ok" if v["ok"] else "fail", "PASS" if v["ok"] else "FAIL",
                "" if v["ok"] else ": " + _e("; ".join(v["reasons"]))),

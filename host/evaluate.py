@@ -5,14 +5,16 @@ only parses options.
 TensorFlow is imported only after the boards are done (host.eval_tf), so a board problem
 fails fast; the virtual boards run in their own processes (nncase never enters this one).
 """
+import collections
 import os
 import sys
 import threading
 import time
 
 from device import protocol as P
-from host import compare, eval_inputs, eval_report, manifest as manifest_mod, session, transport
-from host.errors import FidelityError, UserError
+from host import (compare, eval_inputs, eval_report, journal, manifest as manifest_mod, session,
+                  transport)
+from host.errors import FidelityError, Interrupted, UserError
 
 
 # A virtual board just started still has to boot (grace period, nncase model load), possibly
@@ -33,32 +35,30 @@ class Board(object):
         self.error = None
 
 
-def _bring_up(board, manifest, opts):
+def _bring_up(board, manifest, options):
     try:
-        board.link = transport.open_link(board.spec, manifest, opts.baud,
-                                         vboard_state=opts.vboard_state,
-                                         vboard_faults=getattr(opts, "vboard_faults", ""),
-                                         vboard_seed=getattr(opts, "vboard_seed", 0),
-                                         vboard_log_rate=getattr(opts, "vboard_log_rate",
-                                                                 0.05))
-        board.session = session.Session(board.link.ser, board.link.name, opts.baud,
-                                        timeout=opts.timeout,
+        board.link = transport.open_link(board.spec, manifest, options.baud,
+                                         vboard_state=options.vboard_state,
+                                         vboard_faults=options.vboard_faults,
+                                         vboard_seed=options.vboard_seed,
+                                         vboard_log_rate=options.vboard_log_rate)
+        board.session = session.Session(board.link.ser, board.link.name, options.baud,
+                                        timeout=options.timeout,
                                         booting=board.link.virtual is not None,
                                         boot_time=VIRTUAL_BOOT_TIME,
                                         reopen=board.link.reopen,
-                                        max_attempts=getattr(opts, "retries",
-                                                             session.MAX_ATTEMPTS))
+                                        max_attempts=options.retries)
         board.session.connect()
-        board.session.check_model(manifest, opts.manifest)
+        board.session.check_model(manifest, options.manifest)
     except UserError as exc:
         board.error = exc
     except Exception as exc:  # a bug or an unexpected OS error: still one line
         board.error = UserError("%s: %s: %s" % (board.spec.name, exc.__class__.__name__, exc))
 
 
-def connect_all(specs, manifest, opts):
+def connect_all(specs, manifest, options):
     boards = [Board(s) for s in specs]
-    threads = [threading.Thread(target=_bring_up, args=(b, manifest, opts), daemon=True)
+    threads = [threading.Thread(target=_bring_up, args=(b, manifest, options), daemon=True)
                for b in boards]
     for t in threads:
         t.start()
@@ -79,15 +79,16 @@ def close_all(boards):
             b.link.close()
 
 
-def stream_all(boards, images, progress=True):
-    """Shard the images over the boards (each takes the next image when its window allows);
-    returns ({index: (board, result, error)}, wall seconds)."""
+def stream_all(boards, images, indices, replies, on_result=None, progress=True):
+    """Shard images[i] for i in `indices` over the boards (each takes the next image when its
+    window allows); fills `replies` {index: (board port, result, error)} as they arrive,
+    also when interrupted; on_result(image, port, result) for each verified result, under
+    the lock. Returns the wall seconds."""
     lock = threading.Lock()
-    order = iter(range(len(images)))
-    replies = {}
+    order = iter(indices)
     stop = threading.Event()
     errors = []
-    bar = _progress(len(images), progress)
+    bar = _progress(len(indices), progress)
 
     def worker(board):
         def next_job():
@@ -103,7 +104,9 @@ def stream_all(boards, images, progress=True):
 
         def done(job, result, error):
             with lock:
-                replies[job.key] = (board, result, error)
+                replies[job.key] = (board.link.name, result, error)
+                if result is not None and on_result is not None:
+                    on_result(images[job.key], board.link.name, result)
                 if bar is not None:
                     bar.update(1)
         try:
@@ -135,7 +138,7 @@ def stream_all(boards, images, progress=True):
     wall = time.monotonic() - t0
     if errors:
         raise errors[0]
-    return replies, wall
+    return wall
 
 
 def _w(img):
@@ -177,19 +180,104 @@ def link_summary(boards, n_images, wall):
     }
 
 
-def run(opts):
-    manifest = manifest_mod.load(opts.manifest)
+# What serial_eval.py parsed, built once (see its --help for each).
+Options = collections.namedtuple("Options", [
+    "manifest", "port", "baud", "images", "out", "min_f1", "min_cos", "payload", "limit",
+    "timeout", "retries", "vboard_state", "vboard_faults", "vboard_seed", "vboard_log_rate",
+    "progress", "resume"])
+
+
+def run(options):
+    manifest = manifest_mod.load(options.manifest)
     manifest_mod.check_frozen_pb(manifest)      # the host reference, checked before any board
-    specs = transport.parse_ports(opts.port)
+    specs = transport.parse_ports(options.port)
     width, height = manifest["input"]["width"], manifest["input"]["height"]
-    paths = eval_inputs.list_images(opts.images, opts.limit)
-    images = eval_inputs.prepare_all(paths, width, height, opts.payload)
+    paths = eval_inputs.list_images(options.images, options.limit)
+    images = eval_inputs.prepare_all(paths, width, height, options.payload)
     resized = sum(1 for i in images if i.resized)
     if resized:
         _say("note: %d of %d image(s) are not %dx%d: resized (bilinear, aspect ratio not kept) "
              "before the board and the host see them" % (resized, len(images), width, height))
 
-    boards = connect_all(specs, manifest, opts)
+    params = compare.decoder_params(manifest)
+    log = journal.Journal(options.out, manifest["kmodel"]["sha256"], options.payload, params,
+                          options.resume)
+    try:
+        replies, todo = _resumed(log, images, options.resume)
+        board_rows, link, interrupted = _run_boards(specs, manifest, options, images, todo,
+                                                    replies, log)
+    finally:
+        log.close()
+
+    from host import eval_tf  # TensorFlow, after the boards are done
+    done = sorted(replies)
+    host_outputs = eval_tf.reference_outputs(manifest, [images[i] for i in done])
+
+    shapes = [o["shape_chw"] for o in manifest["outputs"]]
+    names = [o["node"] for o in manifest["outputs"]]
+    records = []
+    for i, host in zip(done, host_outputs):
+        port, result, error = replies[i]
+        rec = compare.compare_image(images[i], host, shapes, params, result, error,
+                                    width, height)
+        rec["board_port"] = port
+        records.append(rec)
+    summary = compare.summarize(records, names)
+    ok, reasons, warnings = compare.verdict(summary, options.min_f1, options.min_cos,
+                                            options.payload)
+    report = {
+        "tool": "serial_eval", "schema": 1,
+        "manifest": os.path.relpath(manifest.path) if not os.path.isabs(options.manifest)
+        else manifest.path,
+        "kmodel": {k: manifest["kmodel"][k] for k in ("sha256", "size", "version")},
+        "run": {"payload": options.payload, "baud": options.baud, "images_dir": options.images,
+                "limit": options.limit, "width": width, "height": height,
+                "port": options.port, "timeout": options.timeout,
+                "images_total": len(images), "resumed": len(images) - len(todo),
+                "partial": interrupted},
+        "thresholds": {"min_f1": options.min_f1, "min_cos": options.min_cos, "iou": 0.5},
+        "boards": board_rows,
+        "link": link,
+        "summary": summary,
+        "verdict": {"ok": ok, "reasons": reasons, "warnings": warnings},
+        "images": records,
+    }
+    for line in eval_report.summary_lines(report):
+        _say(line)
+    eval_report.write(options.out, report, [images[i] for i in done])
+    if interrupted:
+        raise Interrupted("partial report of %d of %d image(s) in %s (journal %s): continue "
+                          "with --resume" % (len(done), len(images), options.out, log.path))
+    for line in eval_report.verdict_lines(report, options.out):
+        _say(line)
+    if not ok:
+        raise FidelityError("fidelity below thresholds: " + "; ".join(reasons))
+    return 0
+
+
+def _resumed(log, images, resume):
+    """({index: (port, result, None)} journalled results still valid, indices to send)."""
+    replies = {}
+    for i, img in enumerate(images):
+        found = log.result_for(img) if resume else None
+        if found is not None:
+            replies[i] = found + (None,)
+    todo = [i for i in range(len(images)) if i not in replies]
+    if resume:
+        _say("resume: %d of %d image(s) from %s%s; %d to send"
+             % (len(replies), len(images), log.path,
+                " (a torn last line was dropped)" if log.torn else "", len(todo)))
+    return replies, todo
+
+
+def _run_boards(specs, manifest, options, images, todo, replies, log):
+    """Boards up, images[todo] streamed into `replies` (each verified result journalled),
+    boards closed. -> (board rows, link summary, interrupted). Ctrl-C or SIGTERM while
+    streaming stops the sessions, closes the boards and reports what arrived."""
+    if not todo:
+        return [], None, False
+    boards = connect_all(specs, manifest, options)
+    interrupted = False
     try:
         for b in boards:
             if b.link.note:
@@ -200,8 +288,14 @@ def run(opts):
                  % (b.link.name, info.get("firmware"), info.get("api"),
                     info.get("kmodel_version"), info.get("baud"), info.get("window"),
                     info.get("chunk")))
-        replies, wall = stream_all(boards, images, progress=not opts.no_progress)
-        per_board, link = link_summary(boards, len(images), wall)
+        t0 = time.monotonic()
+        try:
+            wall = stream_all(boards, images, todo, replies, log.append, options.progress)
+        except KeyboardInterrupt:
+            interrupted = True
+            wall = time.monotonic() - t0
+        sent = sum(1 for i in todo if i in replies)
+        per_board, link = link_summary(boards, sent, wall)
         board_rows = [{"port": b.link.name, "virtual": b.link.virtual is not None,
                        "path": b.session.path, "serve_line": b.session.serve_line,
                        "info": b.session.info, "link": per_board[k],
@@ -218,42 +312,4 @@ def run(opts):
         faults = handle.faults() if handle is not None else None   # stopped: final counts
         if faults is not None:
             row["faults"] = faults
-
-    from host import eval_tf  # TensorFlow, after the boards are done
-    host_outputs = eval_tf.reference_outputs(manifest, images)
-
-    shapes = [o["shape_chw"] for o in manifest["outputs"]]
-    names = [o["node"] for o in manifest["outputs"]]
-    params = compare.decoder_params(manifest)
-    records = []
-    for i, img in enumerate(images):
-        board, result, error = replies.get(i, (None, None, None))
-        rec = compare.compare_image(img, host_outputs[i], shapes, params, result, error,
-                                    width, height)
-        rec["board_port"] = board.link.name if board is not None else None
-        records.append(rec)
-    summary = compare.summarize(records, names)
-    ok, reasons, warnings = compare.verdict(summary, opts.min_f1, opts.min_cos, opts.payload)
-    report = {
-        "tool": "serial_eval", "schema": 1,
-        "manifest": os.path.relpath(manifest.path) if not os.path.isabs(opts.manifest)
-        else manifest.path,
-        "kmodel": {k: manifest["kmodel"][k] for k in ("sha256", "size", "version")},
-        "run": {"payload": opts.payload, "baud": opts.baud, "images_dir": opts.images,
-                "limit": opts.limit, "width": width, "height": height,
-                "port": opts.port, "timeout": opts.timeout},
-        "thresholds": {"min_f1": opts.min_f1, "min_cos": opts.min_cos, "iou": 0.5},
-        "boards": board_rows,
-        "link": link,
-        "summary": summary,
-        "verdict": {"ok": ok, "reasons": reasons, "warnings": warnings},
-        "images": records,
-    }
-    for line in eval_report.summary_lines(report):
-        _say(line)
-    eval_report.write(opts.out, report, images)
-    for line in eval_report.verdict_lines(report, opts.out):
-        _say(line)
-    if not ok:
-        raise FidelityError("fidelity below thresholds: " + "; ".join(reasons))
-    return 0
+    return board_rows, link, interrupted

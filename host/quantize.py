@@ -15,6 +15,7 @@ import tempfile
 
 import numpy as np
 
+from host import lifeline
 from host.cli import REPO_ROOT
 from host.errors import UserError
 from host.pixels import INPUT_SCALES
@@ -126,7 +127,8 @@ def _run_stage(command, request, work, timeout, what):
         p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p))
     try:
         proc = subprocess.run(argv, cwd=work, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                              preexec_fn=lifeline.die_with_parent)
     except subprocess.TimeoutExpired:
         raise UserError("nncase did not finish %s within %g s (last step: %s); use fewer "
                         "calibration images or calibrate method no_clip, or raise the timeout"

@@ -12,7 +12,11 @@ Examples:
   python host/serial_eval.py --port /dev/ttyUSB0,/dev/ttyUSB1   # shard over two boards
   python host/serial_eval.py --port virtual:2                   # two virtual boards
 
-Exit codes: 0 fidelity within the thresholds, 1 below them, 2 usage or I/O error.
+Every verified board result is appended to OUT/journal.jsonl as it arrives: Ctrl-C or SIGTERM
+writes a partial report of what was done (exit 130) and `--resume` continues from there.
+
+Exit codes: 0 fidelity within the thresholds, 1 below them, 2 usage or I/O error,
+130 interrupted (partial report written).
 """
 import argparse
 import os
@@ -66,6 +70,10 @@ def parser():
                    help="virtual boards only: seed of the fault injection and log lines")
     p.add_argument("--vboard-log-rate", type=float, default=0.05, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: images whose verified result is in "
+                   "OUT/journal.jsonl (same kmodel, image file, payload and decoder) are not "
+                   "sent again; without it a run starts a new journal")
     return p
 
 
@@ -86,7 +94,13 @@ def main(argv):
         except ValueError as exc:
             raise UserError("--vboard-faults: %s" % exc)
     from host import evaluate
-    return evaluate.run(opts)
+    return evaluate.run(evaluate.Options(
+        manifest=opts.manifest, port=opts.port, baud=opts.baud, images=opts.images,
+        out=opts.out, min_f1=opts.min_f1, min_cos=opts.min_cos, payload=opts.payload,
+        limit=opts.limit, timeout=opts.timeout, retries=opts.retries,
+        vboard_state=opts.vboard_state, vboard_faults=opts.vboard_faults,
+        vboard_seed=opts.vboard_seed, vboard_log_rate=opts.vboard_log_rate,
+        progress=not opts.no_progress, resume=opts.resume))
 
 
 if __name__ == "__main__":

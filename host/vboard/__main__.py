@@ -21,6 +21,7 @@ import time
 if "tensorflow" in sys.modules:  # pragma: no cover - a guard, not a feature
     raise SystemExit("host.vboard must not share a process with TensorFlow")
 
+from host import lifeline  # noqa: E402
 from host.vboard import faults, fs, modem, profiles  # noqa: E402
 from host.vboard.board import Board  # noqa: E402
 from host.vboard.line import Line  # noqa: E402
@@ -137,6 +138,7 @@ def main(argv=None):
         threading.Thread(target=line.disconnect, daemon=True,
                          args=(args.fault_spec.disconnect_ms / 1000.0,)).start()
 
+    lifeline.watch_parent(cleanup)   # the process that started this board has gone
     signal.signal(signal.SIGTERM, cleanup)
     signal.signal(signal.SIGINT, cleanup)
     signal.signal(signal.SIGUSR2, unplug)

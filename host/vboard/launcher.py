@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from host import atomic
+from host import atomic, lifeline
 from host.vboard import fs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,8 +23,9 @@ class BoardHandle:
     `.pid`, `.state_dir`, `.log` (its stderr file); `.stop()`, `.unplug()` (the port vanishes
     for the spec's disconnect_ms), `.faults()` (DIR/faults.json); a context manager."""
 
-    def __init__(self, proc, status, log_path):
+    def __init__(self, proc, status, log_path, line):
         self.proc = proc
+        self.lifeline = line
         self.port = status["port"]
         self.url = status["url"]
         self.pid = status["pid"]
@@ -57,6 +58,7 @@ class BoardHandle:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.lifeline.cut()
 
     def __enter__(self):
         return self
@@ -105,24 +107,29 @@ def start_board(state_dir=DEFAULT_STATE, profile="canmv-v5", tcp_port=None, sens
     full_env["PYTHONPATH"] = REPO_ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
     log_path = os.path.join(state_dir, "vboard.log")
+    line = lifeline.Lifeline()          # the board ends with this process, however it ends
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=full_env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=line.env(full_env),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                pass_fds=line.pass_fds)
+    line.started()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            line.cut()
             with open(log_path) as f:
                 raise RuntimeError("virtual board exited (%s): %s" % (proc.returncode, f.read()))
         try:
             with open(status_path) as f:
                 status = json.load(f)
             if status.get("pid") == proc.pid:
-                return BoardHandle(proc, status, log_path)
+                return BoardHandle(proc, status, log_path, line)
         except (OSError, ValueError):
             pass
         time.sleep(0.02)
     proc.kill()
     proc.wait()
+    line.cut()
     raise RuntimeError("virtual board did not come up within %.0f s (see %s)" % (timeout, log_path))
 
 
