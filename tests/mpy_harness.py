@@ -32,21 +32,23 @@ needs_micropython = pytest.mark.skipif(
 BATCH_HEAP = 64 << 20
 
 
-def run(script, cases, heapsize=BATCH_HEAP, timeout=120):
+def run(script, cases, heapsize=BATCH_HEAP, timeout=120, cwd=REPO, output=False):
     """Run tests/mpy/SCRIPT on the float32 interpreter with `cases` (JSON-able) on stdin;
-    returns the decoded JSON of the last stdout line. Fails the test with the interpreter's
-    output when it exits non-zero or prints no JSON."""
+    returns the decoded JSON of the last stdout line (output=True: and the lines before it).
+    Fails the test with the interpreter's output when it exits non-zero or prints no JSON."""
     cmd = [MICROPYTHON, "-X", "heapsize=%d" % heapsize]
     cmd.append(os.path.join(MPY_DIR, script))
     env = dict(os.environ)
     env["MICROPYPATH"] = os.pathsep.join([DEVICE, STANDINS, MPY_DIR])
     proc = subprocess.run(cmd, input=json.dumps(cases).encode(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=env, timeout=timeout, cwd=REPO)
+                          stderr=subprocess.PIPE, env=env, timeout=timeout, cwd=str(cwd))
     out = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0 or not out.strip():
         pytest.fail("micropython %s exited %d:\n%s\n%s" % (script, proc.returncode, out[-3000:],
                                                         proc.stderr.decode()[-3000:]))
-    return json.loads(out.strip().splitlines()[-1])
+    lines = out.strip().splitlines()
+    result = json.loads(lines[-1])
+    return (result, lines[:-1]) if output else result
 
 
 def f32_hex(values):
