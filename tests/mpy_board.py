@@ -76,7 +76,7 @@ def kpu_outputs(ai, shape, k=0):
     """tests/mpy_standins/maix.py kpu_outputs, on the host."""
     n_in = len(ai)
     n = shape[0] * shape[1] * shape[2]
-    return [(ai[(i * 7919 + 31 * k) % n_in] - 160) / 16.0 for i in range(n)]
+    return [(ai[(i * 7919 + 31 * k) % n_in] - 224) / 16.0 for i in range(n)]
 
 
 def frame_pixels(seed, frame, n):

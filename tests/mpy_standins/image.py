@@ -51,17 +51,18 @@ class _Image(bytearray):
 
     def __setitem__(self, k, v):
         # py_image_subscr store: an (r, g, b) tuple per pixel -> COLOR_R8_G8_B8_TO_RGB565
-        if isinstance(k, slice):
-            j = 2 * k.start
-            for px in v:
-                r5 = RB825[px[0]]
-                g6 = G826[px[1]]
-                b5 = RB825[px[2]]
-                bytearray.__setitem__(self, j, (r5 << 3) | (g6 >> 3))
-                bytearray.__setitem__(self, j + 1, ((g6 & 7) << 5) | b5)
-                j += 2
-        else:
-            bytearray.__setitem__(self, k, v)
+        import uctypes
+        raw = uctypes.bytearray_at(uctypes.addressof(self), 2 * self.w * self.h)
+        if not isinstance(k, slice):
+            raise TypeError("image pixels: slice assignment of (r, g, b) tuples")
+        j = 2 * k.start
+        for px in v:
+            r5 = RB825[px[0]]
+            g6 = G826[px[1]]
+            b5 = RB825[px[2]]
+            raw[j] = (r5 << 3) | (g6 >> 3)
+            raw[j + 1] = ((g6 & 7) << 5) | b5
+            j += 2
 
     def draw_rectangle(self, x, y, w, h, color=(255, 255, 255), thickness=1, fill=False):
         drawn.append(("rect", [x, y, w, h]))
