@@ -11,8 +11,6 @@ import numpy as np
 from device import decoders
 import mpy_harness as H
 
-pytestmark = H.needs_micropython
-
 EXTREMES = [1e30, -1e30, 1e10, -1e10, 100.0, -100.0, 60.5, -60.5, 20.0001, -20.0001,
             0.0, -0.0, 1e-40, -1e-40, 3.4e38, -3.4e38]
 
@@ -182,6 +180,7 @@ def all_cases():
             + threshold_cases(rng) + overflow_cases(rng) + error_cases() + near_cases(rng))
 
 
+@H.needs_micropython
 def test_board_and_host_decode_identically():
     cases = all_cases()
     board = H.run("decode_cases.py", [{k: v for k, v in c.items() if not k.startswith("_")}

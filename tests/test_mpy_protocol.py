@@ -15,9 +15,6 @@ sys.path.insert(0, H.MPY_DIR)
 import protocol_cases  # noqa: E402  (the same driver the interpreter runs)
 from device import protocol as P  # noqa: E402
 
-pytestmark = H.needs_micropython
-
-
 def f32(v):
     return {"f32": struct.pack("<f", v).hex()}
 
@@ -188,6 +185,7 @@ def all_cases():
         random.setstate(state)
 
 
+@H.needs_micropython
 def test_board_and_host_codecs_agree():
     cases = all_cases()
     board = H.run("protocol_cases.py", cases)
