@@ -114,6 +114,7 @@ def test_serve_loop_answers_trouble_and_resends(tmp_path):
         bad[-1] ^= 0xFF                                        # CRC broken: NACK
         stream.data += bad
         stream.image(4, P.FMT_JPEG, b"\xff\xd8 not a jpeg", None)   # decodes to 0x0
+        stream.image(6, P.FMT_JPEG, b"GIF89a not a jpeg", None)    # ValueError: E_JPEG
         jpeg, jpx = B.jpeg_of(B.rgb565_image(rng, 32, 24), tmp_path)
         stream.image(5, P.FMT_JPEG, jpeg, jpx)
 
@@ -123,6 +124,7 @@ def test_serve_loop_answers_trouble_and_resends(tmp_path):
     names = [(e["name"], e["ref"]) for e in errors]
     assert ("no_result", 99) in names
     assert ("size", 2) in names and ("size", 4) in names
+    assert ("jpeg", 6) in names
     assert any(e["name"] == "crc" for e in errors), errors
     assert any("Failed loading source image!" in l for l in lines)   # the firmware's print
 

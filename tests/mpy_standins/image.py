@@ -83,11 +83,16 @@ def _new(w, h):
 def Image(data=None, size=None, from_bytes=False, copy_to_fb=False):
     """py_image: a function, not a class. Image(size=(w, h)) a blank RGB565 image;
     Image(jpeg_bytes, from_bytes=True) decodes (here: the test's decoded pixels for that
-    JPEG). imlib's decode error is swallowed: a 0x0 image, "Failed loading source image!"."""
+    JPEG). Bytes without the JPEG magic: ValueError; a JPEG that does not decode: the error is
+    swallowed (imlib_load_image raises picojpeg's error only for files), a 0x0 image and
+    "Failed loading source image!"."""
     if size is not None:
         return _new(size[0], size[1])
     if not from_bytes or not isinstance(data, bytes):
         raise TypeError("Image: bytes with from_bytes=True, or size=")
+    if data[:2] != b"\xff\xd8":
+        # imlib.c imlib_load_image: only BMP (files) and JPEG magic are known
+        raise ValueError("format not supported")
     name = "%s/%08x.rgb565" % (standin.JPEG_DIR, ubinascii.crc32(data) & 0xFFFFFFFF)
     try:
         with open(name, "rb") as f:
