@@ -25,6 +25,7 @@ help:
 	@echo "make flash          kmodel + scripts to the board, verified (PORT=virtual|/dev/ttyUSB0 [BOARD=dan] [BAUD=1500000] [ADDRESS=0x300000] [METHOD=kflash|repl] [FIRMWARE=x.bin])"
 	@echo "make eval           board vs host TensorFlow over serial (PORT=virtual, /dev/ttyUSB0, socket://h:p)"
 	@echo "make train-example  retrain the example face detector (<= 15 min on 2 cores)"
+	@echo "make micropython    the board's interpreter (MicroPython 1.11, 32-bit floats) for the conformance tests (MICROPY_SRC=DIR with a build.sh, else cloned)"
 	@echo "make test           run the test suite (what CI runs)"
 	@echo "make test-fast      the suite without the slow end-to-end tests"
 	@echo "make soak           serial eval through 20,000 faulty frames on virtual boards (FRAMES=N)"
@@ -64,6 +65,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
+
+# The board's interpreter (micropython ced340d, float32) at .venv/bin/micropython: tests/test_mpy_*
+# run device/ on it and skip without it. MICROPY_SRC=DIR: a source bundle with a build.sh.
+.PHONY: micropython
+MICROPY_SRC ?=
+micropython: $(STAMP)
+	sh tools/build_micropython.sh $(VENV)/bin $(MICROPY_SRC)
 
 .PHONY: soak
 FRAMES ?= 20000

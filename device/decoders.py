@@ -8,45 +8,76 @@
 #   params dict: anchors (flat w0,h0,w1,h1,... in grid units), classes,
 #          threshold, nms (IoU threshold; None skips NMS)
 # Boxes are fractions of the image (not clipped), sorted by score descending
-# (ties: class id, then coordinates: a total order), after per-class NMS.
+# (ties: the order the decoder made them in, anchor then cell: a total order),
+# after per-class NMS.
 #
-# Rules shared by every decoder (so host and board agree on edge cases):
+# Rules shared by every decoder (so host and board agree on edge cases; the
+# why: docs/design.md, "Decoders"):
+# - arithmetic is the board's: 32-bit floats. Where floats are doubles (host,
+#   virtual board) every result is rounded to float32 as the board rounds it
+#   (module float32), and config numbers take the value the board's JSON
+#   parser gives them, so both sides produce the same boxes bit for bit;
 # - a box is kept when score > threshold (strict, as the MaixPy region layer);
+#   a NaN anywhere in a cell's values drops that cell;
 # - one box per (anchor, cell): the class with the highest probability
 #   (ties: lowest class id);
-# - exponent arguments are clamped to [-EXP_CLAMP, EXP_CLAMP] so that 32-bit
-#   floats on the board and doubles on the host neither overflow nor raise.
+# - exponent arguments are clamped to [-EXP_CLAMP, EXP_CLAMP] (box sizes to
+#   SIZE_CLAMP) so that float32 neither overflows nor raises, and no box area
+#   overflows to inf.
 import math
 
 EXP_CLAMP = 60.0
+SIZE_CLAMP = 20.0
 KINDS = ("yolo2", "grid", "raw")
+
+if 1.0 + 2.0 ** -30 == 1.0:
+    # 32-bit floats: the board, whose arithmetic is the reference
+    def _f(x):
+        return x
+
+    _expf = math.exp
+
+    def _num(v):
+        return float(v)
+else:
+    try:
+        import float32 as _f32
+    except ImportError:
+        from device import float32 as _f32
+    _f = _f32.round32
+    _expf = _f32.expf
+    _num = _f32.board_float
 
 
 def _logit_floor(threshold):
-    # Cells whose raw objectness logit is below this value cannot reach
-    # the threshold: skip them before any exp(). Conservative margin so a
-    # float32/float64 difference never drops a box the exact test keeps.
+    # Cells whose raw objectness logit is below this value cannot reach the
+    # threshold: skipped before any exp(). The margin covers float32 rounding
+    # of the sigmoid (steep in the logit near 0 and 1), so the floor never
+    # drops a cell that the exact test keeps, on either side.
     if threshold <= 0.0:
         return None
     if threshold >= 1.0:
         return EXP_CLAMP + 1.0
-    return math.log(threshold / (1.0 - threshold)) - 1e-3
+    return math.log(threshold / (1.0 - threshold)) - 1e-3 - 1e-5 / (threshold * (1.0 - threshold))
+
+
+def _clamp(v, lim):
+    if v > lim:
+        return lim
+    if v < -lim:
+        return -lim
+    return v
 
 
 def _sig(v):
-    if v > EXP_CLAMP:
-        v = EXP_CLAMP
-    elif v < -EXP_CLAMP:
-        v = -EXP_CLAMP
-    return 1.0 / (1.0 + math.exp(-v))
+    return _f(1.0 / _f(1.0 + _expf(-_clamp(v, EXP_CLAMP))))
 
 
-def _exp(v):
-    if v > EXP_CLAMP:
-        v = EXP_CLAMP
-    elif v < -EXP_CLAMP:
-        v = -EXP_CLAMP
-    return math.exp(v)
+def _nan(*vals):
+    for v in vals:
+        if v != v:
+            return True
+    return False
 
 
 def _check_shape(data, shape):
@@ -61,9 +92,9 @@ def _check_shape(data, shape):
 
 def decode_yolo2(data, shape, params):
     c, h, w = _check_shape(data, shape)
-    anchors = params.get("anchors") or []
+    anchors = [_num(v) for v in (params.get("anchors") or [])]
     ncls = int(params.get("classes", 1))
-    thr = float(params.get("threshold", 0.5))
+    thr = _num(params.get("threshold", 0.5))
     na = len(anchors) // 2
     per = 5 + ncls
     if na < 1 or len(anchors) != 2 * na:
@@ -73,37 +104,27 @@ def decode_yolo2(data, shape, params):
                          % (c, na, ncls, na * per))
     hw = h * w
     floor = _logit_floor(thr)
-    # The hot loops of both decoders inline the clamped sigmoid of _sig(): on the board a
-    # Python function call per cell costs more than the arithmetic itself.
-    exp = math.exp
-    lo = -EXP_CLAMP
-    hi = EXP_CLAMP
     out = []
     for a in range(na):
-        aw = anchors[2 * a] / w
-        ah = anchors[2 * a + 1] / h
+        aw = _f(anchors[2 * a] / w)
+        ah = _f(anchors[2 * a + 1] / h)
         base = a * per * hw
         obj_off = base + 4 * hw
         cls_off = base + 5 * hw
         for i in range(hw):
+            # the hot loop: one comparison per cell; only candidates reach a call
             t = data[obj_off + i]
             if floor is not None and t < floor:
                 continue
-            if t > hi:
-                t = hi
-            elif t < lo:
-                t = lo
-            obj = 1.0 / (1.0 + exp(-t))
-            if obj <= thr:
+            obj = _sig(t)
+            if not obj > thr:           # NaN: dropped
                 continue
-            if ncls == 1:
-                best = 0
-                prob = 1.0
-            else:
+            best = 0
+            prob = 1.0
+            if ncls > 1:
                 # softmax over the classes, max-subtracted
                 k = cls_off + i
                 m = data[k]
-                best = 0
                 for j in range(1, ncls):
                     v = data[k + j * hw]
                     if v > m:
@@ -111,22 +132,26 @@ def decode_yolo2(data, shape, params):
                         best = j
                 s = 0.0
                 for j in range(ncls):
-                    d = data[k + j * hw] - m
-                    if d < lo:
-                        d = lo
-                    s += exp(d)
-                prob = 1.0 / s
-            score = obj * prob
-            if score <= thr:
+                    d = _f(data[k + j * hw] - m)
+                    if d < -EXP_CLAMP:
+                        d = -EXP_CLAMP
+                    s = _f(s + _expf(d))
+                prob = _f(1.0 / s)
+            score = _f(obj * prob)
+            if not score > thr:
                 continue
             row = i // w
             col = i - row * w
             k = base + i
-            bx = (col + _sig(data[k])) / w
-            by = (row + _sig(data[k + hw])) / h
-            bw = _exp(data[k + 2 * hw]) * aw
-            bh = _exp(data[k + 3 * hw]) * ah
-            out.append((bx - bw / 2, by - bh / 2, bx + bw / 2, by + bh / 2,
+            bx = _f(_f(col + _sig(data[k])) / w)
+            by = _f(_f(row + _sig(data[k + hw])) / h)
+            bw = _f(_expf(_clamp(data[k + 2 * hw], SIZE_CLAMP)) * aw)
+            bh = _f(_expf(_clamp(data[k + 3 * hw], SIZE_CLAMP)) * ah)
+            if _nan(bx, by, bw, bh):
+                continue
+            half_w = _f(bw / 2)
+            half_h = _f(bh / 2)
+            out.append((_f(bx - half_w), _f(by - half_h), _f(bx + half_w), _f(by + half_h),
                         score, best))
     return out
 
@@ -135,71 +160,78 @@ def decode_grid(data, shape, params):
     c, h, w = _check_shape(data, shape)
     if c != 5:
         raise ValueError("grid: expects 5 channels, got %d" % c)
-    thr = float(params.get("threshold", 0.5))
+    thr = _num(params.get("threshold", 0.5))
     hw = h * w
     floor = _logit_floor(thr)
-    exp = math.exp
-    lo = -EXP_CLAMP
-    hi = EXP_CLAMP
     s_off = 4 * hw
     out = []
     for i in range(hw):
         t = data[s_off + i]
         if floor is not None and t < floor:
             continue
-        if t > hi:
-            t = hi
-        elif t < lo:
-            t = lo
-        score = 1.0 / (1.0 + exp(-t))
-        if score <= thr:
+        score = _sig(t)
+        if not score > thr:             # NaN: dropped
             continue
         row = i // w
         col = i - row * w
-        bx = (col + _sig(data[i])) / w
-        by = (row + _sig(data[hw + i])) / h
+        bx = _f(_f(col + _sig(data[i])) / w)
+        by = _f(_f(row + _sig(data[hw + i])) / h)
         bw = _sig(data[2 * hw + i])
         bh = _sig(data[3 * hw + i])
-        out.append((bx - bw / 2, by - bh / 2, bx + bw / 2, by + bh / 2,
+        if _nan(bx, by, bw, bh):
+            continue
+        half_w = _f(bw / 2)
+        half_h = _f(bh / 2)
+        out.append((_f(bx - half_w), _f(by - half_h), _f(bx + half_w), _f(by + half_h),
                     score, 0))
     return out
 
 
 def iou(a, b):
-    """Intersection over union of two boxes (x0, y0, x1, y1, ...)."""
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
+    """Intersection over union of two boxes (x0, y0, x1, y1, ...), in the board's float32.
+    Boxes whose areas overflow float32 (inf / inf) count as the same box (IoU 1)."""
+    ix = _f(min(a[2], b[2]) - max(a[0], b[0]))
+    iy = _f(min(a[3], b[3]) - max(a[1], b[1]))
+    if not (ix > 0 and iy > 0):
         return 0.0
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    if union <= 0:
+    inter = _f(ix * iy)
+    area_a = _f(_f(a[2] - a[0]) * _f(a[3] - a[1]))
+    area_b = _f(_f(b[2] - b[0]) * _f(b[3] - b[1]))
+    union = _f(_f(area_a + area_b) - inter)
+    if not union > 0:
         return 0.0
-    return inter / union
-
-
-def _sort_key(b):
-    return (-b[4], b[5], b[0], b[1], b[2], b[3])
+    v = _f(inter / union)
+    if v != v:
+        return 1.0
+    return v
 
 
 def nms(boxes, iou_threshold):
     """Greedy per-class NMS: a box is dropped when its IoU with a kept box of
     the same class is > iou_threshold. Returns the kept boxes sorted by score
-    descending (a total order, so MicroPython's unstable sort agrees with
-    CPython). iou_threshold None: sort only."""
-    order = sorted(boxes, key=_sort_key)
+    descending, equal scores in the order given (a total order, so
+    MicroPython's unstable sort agrees with CPython's). iou_threshold None:
+    sort only."""
+    order = [boxes[i] for i in sorted(range(len(boxes)), key=lambda i: (-boxes[i][4], i))]
     if iou_threshold is None:
         return order
+    thr = _num(iou_threshold)
     kept = []
     for b in order:
         ok = True
         for k in kept:
-            if k[5] == b[5] and iou(k, b) > iou_threshold:
+            if k[5] == b[5] and iou(k, b) > thr:
                 ok = False
                 break
         if ok:
             kept.append(b)
     return kept
+
+
+def near_threshold(score, threshold, margin):
+    """Whether |score - threshold| < margin in the board's float32 (host's comparison of
+    unmatched boxes: the same test the board would make)."""
+    return abs(_f(score - _num(threshold))) < _num(margin)
 
 
 def decode(kind, data, shape, params):
@@ -212,7 +244,4 @@ def decode(kind, data, shape, params):
         boxes = decode_grid(data, shape, params)
     else:
         raise ValueError("unknown decoder %r (known: yolo2, grid, raw)" % (kind,))
-    thr = params.get("nms")
-    if thr is not None:
-        thr = float(thr)
-    return nms(boxes, thr)
+    return nms(boxes, params.get("nms"))

@@ -334,7 +334,8 @@ class Transfer:
         self.h = h
         self.total = total
         self.got = 0
-        self.buf = None      # JPEG bytes
+        self.buf = None      # JPEG bytes (bytes, or a bytearray where uctypes is missing)
+        self.wbuf = None     # where the JPEG's chunks are written: a view of buf, or buf
         self.fail = None     # (code, text): consume the data, then one ERROR
         self.t0 = ticks()
 
@@ -359,6 +360,7 @@ class Server:
         self.h = cfg["input"]["height"]
         self.img = None
         self.view = None
+        self.jimg = None         # the last decoded JPEG's Image, kept until the next decode
         self.cur = None
         self.dead = None
         self.running = True
@@ -534,11 +536,11 @@ class Server:
             else:
                 try:
                     gc.collect()
-                    t.buf = bytearray(total)
+                    self.jpeg_buffer(t)
                 except MemoryError:
                     self.drop_raw()
                     try:
-                        t.buf = bytearray(total)
+                        self.jpeg_buffer(t)
                     except MemoryError as e:
                         t.fail = (P.E_NO_MEMORY, "JPEG buffer: " + _err_text(e))
         else:
@@ -546,17 +548,32 @@ class Server:
         if total == 0:
             self.finish()
 
+    def jpeg_buffer(self, t):
+        # image.Image(data, from_bytes=True) takes bytes only (py_image.c: mp_obj_is_str_or_bytes):
+        # the JPEG is received straight into a bytes object through a writable uctypes view,
+        # so it is never copied (a copy of it is what no longer fitted beside the Image)
+        t.buf = bytes(t.total)
+        t.wbuf = rgb565_view(t.buf, t.total)
+        if t.wbuf is None:
+            t.buf = bytearray(t.total)
+            t.wbuf = t.buf
+
     def raw_image(self):
         if self.img is None:
             import image
             gc.collect()
-            self.img = image.Image(size=(self.w, self.h))
-            self.view = rgb565_view(self.img, 2 * self.w * self.h)
+            img = image.Image(size=(self.w, self.h))
+            # pix_to_ai() allocates the KPU input planes (3*W*H bytes, GC heap) once per
+            # Image: take them now, while the heap is not yet cut up by per-image objects
+            img.pix_to_ai()
+            self.img = img
+            self.view = rgb565_view(img, 2 * self.w * self.h)
         return self.img
 
     def drop_raw(self):
         self.img = None
         self.view = None
+        self.jimg = None
         gc.collect()
 
     def on_data(self, payload):
@@ -578,7 +595,7 @@ class Server:
             return
         if t.fail is None:
             if t.fmt == P.FMT_JPEG:
-                t.buf[off:off + n] = data
+                t.wbuf[off:off + n] = data
             elif self.view is not None:
                 self.view[off:off + n] = data
             elif off % 2 or n % 2:
@@ -610,8 +627,15 @@ class Server:
         t_prep = ticks()
         if t.fmt == P.FMT_JPEG:
             import image
-            data = bytes(t.buf)  # from_bytes takes bytes (not bytearray)
+            data = t.buf if isinstance(t.buf, bytes) else bytes(t.buf)
             t.buf = None
+            t.wbuf = None
+            # The previous JPEG's Image (pixels + pix_ai planes: one region of the GC heap)
+            # is released only now, after this JPEG's buffer exists: the new Image and its
+            # planes take that region again instead of fragmenting the heap image by image
+            # (a 320x224 model failed after 2 images in CanMV's heap: tests/test_mpy_memory.py).
+            self.jimg = None
+            gc.collect()
             try:
                 img = image.Image(data, from_bytes=True)
             except MemoryError:
@@ -624,13 +648,15 @@ class Server:
                 self.error(P.E_SIZE, t.id, "JPEG is %dx%d, model input is %dx%d"
                            % (img.width(), img.height(), self.w, self.h))
                 return
+            self.jimg = img
+            img.pix_to_ai()
             view = rgb565_view(img, 2 * self.w * self.h)
         else:
             img = self.img
             view = self.view
             if view is None:
                 flags |= P.R_PIXELS_SLOW
-        img.pix_to_ai()
+            img.pix_to_ai()
         prep_ms = since(t_prep)
         t_kpu = ticks()
         try:

@@ -122,10 +122,25 @@ def crc32(data, value=0):
     return _binascii.crc32(data, value) & 0xFFFFFFFF
 
 
+# Integer fields: the board's ustruct (MicroPython 1.11) packs an out-of-range value silently
+# truncated (70000 as "H" -> 4464), CPython's struct raises. Both sides refuse it here, with
+# the same ValueError, before packing. Counters that wrap by design are masked by the caller.
+U8 = 0xFF
+U16 = 0xFFFF
+U32 = 0xFFFFFFFF
+
+
+def _u(value, limit, name):
+    if not 0 <= value <= limit:
+        raise ValueError("%s %d out of range 0..%d" % (name, value, limit))
+    return value
+
+
 # ------------------------------------------------------------------ framing
 def header(ftype, seq, length):
     """The 12 header bytes of a frame carrying `length` payload bytes."""
-    h = struct.pack("<BBBBHI", SYNC0, SYNC1, VERSION, ftype & 0xFF, seq & 0xFFFF, length)
+    h = struct.pack("<BBBBHI", SYNC0, SYNC1, VERSION, _u(ftype, U8, "frame type"), seq & 0xFFFF,
+                    _u(length, U32, "payload length"))
     return h + struct.pack("<H", crc32(h) & 0xFFFF)
 
 
@@ -441,7 +456,7 @@ def unpack_resend(payload):
 
 def pack_error(code, ref, text):
     t = text if isinstance(text, bytes) else str(text).encode("utf-8")
-    return struct.pack("<IH", ref & 0xFFFFFFFF, code) + t[:512]
+    return struct.pack("<IH", ref & 0xFFFFFFFF, _u(code, U16, "error code")) + t[:512]
 
 
 def unpack_error(payload):
@@ -449,7 +464,16 @@ def unpack_error(payload):
         raise ProtocolError("ERROR payload too short")
     ref, code = struct.unpack("<IH", bytes(payload[0:6]))
     return {"ref": ref, "code": code, "name": ERROR_NAMES.get(code, "?"),
-            "reason": bytes(payload[6:]).decode("utf-8", "replace")}
+            "reason": _text(bytes(payload[6:]))}
+
+
+def _text(raw):
+    """UTF-8 text; if it is not valid UTF-8, non-ASCII bytes become '?'. MicroPython 1.11's
+    decode() has no errors= argument (it raises UnicodeError): both sides do this instead."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeError:
+        return "".join([chr(b) if b < 128 else "?" for b in raw])
 
 
 IMG_BEGIN_FMT = "<IBBHHI"
@@ -457,7 +481,9 @@ IMG_BEGIN_LEN = 14
 
 
 def pack_image_begin(image_id, fmt, flags, width, height, total):
-    return struct.pack(IMG_BEGIN_FMT, image_id & 0xFFFFFFFF, fmt, flags, width, height, total)
+    return struct.pack(IMG_BEGIN_FMT, image_id & 0xFFFFFFFF, _u(fmt, U8, "image format"),
+                       _u(flags, U8, "image flags"), _u(width, U16, "image width"),
+                       _u(height, U16, "image height"), _u(total, U32, "image bytes"))
 
 
 def unpack_image_begin(payload):
@@ -467,7 +493,7 @@ def unpack_image_begin(payload):
 
 
 def pack_image_data_prefix(image_id, offset):
-    return struct.pack("<II", image_id & 0xFFFFFFFF, offset)
+    return struct.pack("<II", image_id & 0xFFFFFFFF, _u(offset, U32, "image offset"))
 
 
 def unpack_image_data(payload):
@@ -514,17 +540,22 @@ def pack_result_parts(image_id, outputs, boxes, kpu_ms=0.0, decode_ms=0.0, prep_
                       input_crc=0, pixel_crc=0, crc_source=CRC_NONE, mem_free=0, flags=0):
     """Payload parts of a RESULT. outputs: [(shape (C, H, W), flat floats)];
     boxes: [(x0, y0, x1, y1, score, class_id)]."""
-    parts = [struct.pack(RESULT_FMT, image_id & 0xFFFFFFFF, len(outputs), len(boxes),
-                         kpu_ms, decode_ms, prep_ms, input_crc & 0xFFFFFFFF,
-                         pixel_crc & 0xFFFFFFFF, crc_source, flags, 0, mem_free & 0xFFFFFFFF)]
+    parts = [struct.pack(RESULT_FMT, image_id & 0xFFFFFFFF, _u(len(outputs), U16, "outputs"),
+                         _u(len(boxes), U16, "boxes"), kpu_ms, decode_ms, prep_ms,
+                         input_crc & 0xFFFFFFFF, pixel_crc & 0xFFFFFFFF,
+                         _u(crc_source, U8, "crc source"), _u(flags, U8, "result flags"), 0,
+                         mem_free & 0xFFFFFFFF)]
     for shape, values in outputs:
-        parts.append(struct.pack(OUT_FMT, shape[0], shape[1], shape[2], len(values)))
+        parts.append(struct.pack(OUT_FMT, _u(shape[0], U16, "output C"),
+                                 _u(shape[1], U16, "output H"), _u(shape[2], U16, "output W"),
+                                 _u(len(values), U32, "output values")))
         parts.append(pack_floats(values))
     if boxes:
         bb = bytearray(BOX_LEN * len(boxes))
         k = 0
         for b in boxes:
-            struct.pack_into(BOX_FMT, bb, k, b[0], b[1], b[2], b[3], b[4], int(b[5]))
+            struct.pack_into(BOX_FMT, bb, k, b[0], b[1], b[2], b[3], b[4],
+                             _u(int(b[5]), U16, "class id"))
             k += BOX_LEN
         parts.append(bb)
     return parts

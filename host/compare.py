@@ -80,8 +80,10 @@ def compare_image(image, host_outputs, shapes, params, result, error, width, hei
     unmatched = [b[4] for i, b in enumerate(board_boxes) if i not in matched_b] + \
         [h[4] for i, h in enumerate(host_boxes) if i not in matched_h]
     det["unmatched"] = len(unmatched)
-    det["near_threshold"] = sum(1 for v in unmatched
-                                if abs(float(v) - float(params["threshold"])) < NEAR_THRESHOLD)
+    # the board's float32 comparison (device/decoders.py), so a score the board kept at the
+    # threshold is judged as the board judged it
+    det["near_threshold"] = sum(1 for v in unmatched if decoders.near_threshold(
+        float(v), params["threshold"], NEAR_THRESHOLD))
     rec["detections"] = det
     rec["matches"] = matches
     src = result["crc_source"]

@@ -1,0 +1,189 @@
+"""device/detect.py, boot.py and main.py on the board's interpreter (MicroPython 1.11, float32)
+with K210 stand-ins written for MicroPython (tests/mpy_standins, after the firmware's C
+source): config checking against the host's import, the serve loop over a stand-in UART for
+several images in every payload mode (each RESULT checked against the host's computation from
+the same pixels: outputs, boxes bit for bit, CRCs), protocol trouble in the stream, the
+live-mode drawing path, and the firmware's start-up (boot.py then main.py)."""
+import copy
+import os
+
+import numpy as np
+
+from device import decoders
+from device import detect
+from device import float32
+from device import protocol as P
+import mpy_board as B
+import mpy_harness as H
+
+pytestmark = H.needs_micropython
+
+
+def config_cases():
+    good = B.config(32, 24, "yolo2", (12, 3, 4))
+    cases = [good, B.config(32, 24, "grid", (5, 3, 4), mode="live"), [], "text", None]
+    edits = [("mode", "batch"), ("baud", 0), ("baud", True), ("baud", 1.5e6),
+             ("read_buf_len", 1023), ("read_buf_len", 65535), ("read_buf_len", 65534),
+             ("read_buf_len", 1024), ("model", None), ("input", {"width": 32}),
+             ("outputs", []), ("outputs", [{"shape": [5, 3]}]), ("outputs", [{"shape": [5, 0, 3]}]),
+             ("outputs", [{"shape": [5, 3.0, 3]}]), ("outputs", ["x"]), ("decoder", {"type": "ssd"}),
+             ("decoder", None)]
+    for key, value in edits:
+        c = copy.deepcopy(good)
+        if value is None:
+            del c[key]
+        else:
+            c[key] = value
+        cases.append(c)
+    for model in ({"source": "file", "path": ""}, {"source": "file", "path": "/sd/m.kmodel"},
+                  {"source": "flash", "address": 0, "size": 10}, {"source": "usb"},
+                  {"source": "flash", "address": 4096, "size": -1}):
+        c = copy.deepcopy(good)
+        c["model"] = model
+        cases.append(c)
+    return cases
+
+
+def test_config_checking_agrees():
+    cases = config_cases()
+    board = H.run("detect_cases.py", {"op": "check_config", "configs": cases})["result"]
+    host = [detect.check_config(c) for c in cases]
+    assert board == host
+    assert sum(1 for b in host if b) >= 20 and host[0] == []
+
+
+def serve_run(tmp_path, cfg, build):
+    """Build the host's stream with build(stream), run serve mode on the board, check."""
+    stream = B.Stream(cfg)
+    stream.frame(P.T_HELLO, P.pack_json({"proto": 1}))
+    build(stream)
+    stream.frame(P.T_EXIT)
+    line_in, line_out = tmp_path / "line_in", tmp_path / "line_out"
+    stream.write(line_in)
+    out, lines = H.run("detect_cases.py", {"op": "serve", "cfg": cfg, "line_in": str(line_in),
+                                           "line_out": str(line_out),
+                                           "jpeg_dir": str(tmp_path)}, output=True)
+    frames = B.board_frames(line_out)
+    n, diffs, results, errors = B.check_results(cfg, stream, frames)
+    return n, diffs, results, errors, frames, out, lines
+
+
+def test_serve_loop_every_payload_mode(tmp_path):
+    rng = np.random.RandomState(5)
+    total = 0
+    for decoder, shape in (("yolo2", (12, 3, 4)), ("grid", (5, 3, 4)), ("yolo2", (6, 6, 8))):
+        cfg = B.config(32, 24, decoder, shape, threshold=0.3)
+
+        def build(stream):
+            for k in range(6):
+                rgb = B.rgb565_image(rng, 32, 24)
+                if k % 2:
+                    data, px = B.jpeg_of(rgb, tmp_path)
+                    stream.image(10 + k, P.FMT_JPEG, data, px)
+                else:
+                    px = B.to_rgb565(rgb)
+                    flags = [P.F_INPUT_CRC, 0, P.F_INPUT_CRC | P.F_NO_BOXES][k // 2]
+                    stream.image(10 + k, P.FMT_RGB565, px, px, flags=flags)
+
+        n, diffs, results, errors, frames, out, lines = serve_run(tmp_path, cfg, build)
+        assert not diffs, (decoder, diffs[:3])
+        assert not errors, errors
+        assert out["result"]["images"] == n == 6
+        info = [P.unpack_json(p) for t, _s, p in frames if t == P.T_INFO]
+        assert info and info[0]["model_loaded"] and info[0]["api"] == detect.API_NEW
+        assert frames[-1][0] == P.T_BYE
+        assert any("exit after 6 images" in l for l in lines), lines
+        total += n
+        boxes = sum(len(r[0][1]["boxes"]) for r in results.values())
+        assert boxes > 0, "the outputs must give boxes to compare"
+    print("serve loop: %d images cross-checked, 0 differences" % total)
+
+
+def test_serve_loop_answers_trouble_and_resends(tmp_path):
+    rng = np.random.RandomState(6)
+    cfg = B.config(32, 24, "grid", (5, 3, 4), threshold=0.3)
+
+    def build(stream):
+        px = B.to_rgb565(B.rgb565_image(rng, 32, 24))
+        stream.image(1, P.FMT_RGB565, px, px)
+        stream.data += b"\x00garbage\xa5\x5a\x01"             # noise on the line
+        stream.frame(P.T_RESEND, P.pack_resend(1))             # RESULT 1 again
+        stream.frame(P.T_RESEND, P.pack_resend(99))            # never sent: no_result
+        stream.image(2, P.FMT_RGB565, px[:100], None, width=10, height=5)   # wrong size
+        bad = bytearray(P.encode(P.T_IMAGE_BEGIN, 50, P.pack_image_begin(3, 0, 1, 32, 24, 1536)))
+        bad[-1] ^= 0xFF                                        # CRC broken: NACK
+        stream.data += bad
+        stream.image(4, P.FMT_JPEG, b"\xff\xd8 not a jpeg", None)   # decodes to 0x0
+        stream.image(6, P.FMT_JPEG, b"GIF89a not a jpeg", None)    # ValueError: E_JPEG
+        jpeg, jpx = B.jpeg_of(B.rgb565_image(rng, 32, 24), tmp_path)
+        stream.image(5, P.FMT_JPEG, jpeg, jpx)
+
+    n, diffs, results, errors, frames, out, lines = serve_run(tmp_path, cfg, build)
+    assert not diffs, diffs[:3]
+    assert len(results[1]) == 2 and results[1][0][0] == results[1][1][0]   # the same bytes
+    names = [(e["name"], e["ref"]) for e in errors]
+    assert ("no_result", 99) in names
+    assert ("size", 2) in names and ("size", 4) in names
+    assert ("jpeg", 6) in names
+    assert any(e["name"] == "crc" for e in errors), errors
+    assert any("Failed loading source image!" in l for l in lines)   # the firmware's print
+
+
+def expected_drawing(cfg, seed, frames):
+    """What live mode draws, computed on the host: detect.live's box -> pixel arithmetic in
+    the board's float32 (int() of clip(v) * w), labels with '%.2f'."""
+    w, h = cfg["input"]["width"], cfg["input"]["height"]
+    shape = tuple(cfg["outputs"][0]["shape"])
+    labels = cfg["decoder"]["labels"]
+    out = []
+    for f in range(frames):
+        px = B.frame_pixels(seed, f, 2 * w * h)
+        outs = B.kpu_outputs(B.planar_ai(px), shape)
+        for b in decoders.decode(cfg["decoder"]["type"], outs, shape, cfg["decoder"]):
+            c = [int(float32.round32(min(max(v, 0.0), 1.0) * s))
+                 for v, s in zip(b[:4], (w, h, w, h))]
+            out.append(["rect", [c[0], c[1], max(1, c[2] - c[0]), max(1, c[3] - c[1])]])
+            out.append(["text", [c[0] + 2, c[1] + 2, "%s %.2f" % (labels[b[5]], b[4])]])
+    return out
+
+
+def test_live_mode_draws_what_the_host_decodes():
+    cfg = B.config(32, 24, "yolo2", (12, 3, 4), mode="live", threshold=0.3)
+    out = H.run("detect_cases.py", {"op": "live", "cfg": cfg, "frames": 4, "seed": 3})
+    r = out["result"]
+    assert r["frames"] == 4 and r["shown"] == 4
+    drawn = [d for d in r["drawn"] if not (d[0] == "text" and d[1][2].endswith(" fps"))]
+    want = expected_drawing(cfg, 3, 4)
+    assert len(want) > 4
+    assert drawn == want
+
+
+def test_start_up_boot_then_main(tmp_path):
+    cfg = B.config(32, 24, "grid", (5, 3, 4))
+    device = os.path.join(H.REPO, "device")
+
+    def start(files, stream_frames=()):
+        d = tmp_path / ("run%d" % len(os.listdir(str(tmp_path))))
+        d.mkdir()
+        for name, text in files.items():
+            (d / name).write_text(text)
+        line = b"".join(P.encode(t, k, p) for k, (t, p) in enumerate(stream_frames))
+        (d / "line_in").write_bytes(line)
+        case = {"op": "start", "device": device, "cfg": cfg, "line_in": str(d / "line_in"),
+                "line_out": str(d / "line_out")}
+        return H.run("detect_cases.py", case, cwd=d, output=True)[1]
+
+    from host import devconfig
+    text = devconfig.to_json(cfg)
+    lines = start({"config.json": text}, [(P.T_HELLO, b"{}"), (P.T_EXIT, b"")])
+    assert "k210-deploy boot: serve mode, model from flash, 1500000 baud" in lines
+    assert any(l.startswith("k210-deploy serve: proto 1") for l in lines)
+    assert "k210-deploy serve: exit after 0 images" in lines
+    lines = start({"config.json": text, "noautostart": ""})
+    assert "k210-deploy: noautostart exists: staying in the REPL" in lines
+    broken = dict(cfg, read_buf_len=10)
+    lines = start({"config.json": devconfig.to_json(broken)})
+    assert any(l.startswith("k210-deploy boot: config.json: read_buf_len") for l in lines)
+    assert any(l.startswith("k210-deploy: config.json: read_buf_len") for l in lines)
+    lines = start({})
+    assert any(l.startswith("k210-deploy boot: config.json not found") for l in lines)
