@@ -39,6 +39,9 @@ def parser():
     src.add_argument("--meta", help="training meta graph (.meta)")
     src.add_argument("--training-placeholder", help="with --meta: the bool placeholder that "
                      "switches BatchNorm to training mode (bound to False)")
+    src.add_argument("--ema", action="store_true", help="with --checkpoint/--meta: restore "
+                     "the weights' ExponentialMovingAverage shadows (saved by "
+                     "tf.train.ExponentialMovingAverage) instead of the raw weights")
     src.add_argument("--frozen-pb", help="an already frozen GraphDef (.pb), verified")
     src.add_argument("--keras-h5", help="a tf.keras .h5 model (learning phase 0)")
     p.add_argument("--list-nodes", action="store_true",
@@ -137,6 +140,9 @@ def options(argv):
     if len(given) != 1 and not opts.list_nodes:
         raise UserError("give exactly one source: --checkpoint with --model-fn, --meta, "
                         "--frozen-pb or --keras-h5 (got %s)" % (", ".join(given) or "none"))
+    if opts.ema and not (opts.checkpoint or opts.meta):
+        raise UserError("--ema needs --checkpoint (with --model-fn) or --meta: a frozen graph "
+                        "or Keras model has no shadow weights to choose")
     if opts.checkpoint and not opts.meta and not opts.model_fn:
         raise UserError("--checkpoint needs --model-fn FILE.py:FUNC (the function that "
                         "builds the network) or use --meta")
@@ -228,4 +234,4 @@ def _list_nodes(opts):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, crash_dir=lambda argv: options(argv).out, crash_log="convert-error.log")

@@ -110,8 +110,8 @@ def check_keras(path):
 
 
 def checkpoint_prefix(path, option="--checkpoint"):
-    """A checkpoint prefix or a directory with a `checkpoint` file -> the prefix; checks the
-    .index (table footer) and that every .data shard is there."""
+    """A checkpoint prefix, one of its files, or a directory with a `checkpoint` file -> the
+    prefix; checks the .index (table footer) and that every .data shard is there."""
     if os.path.isdir(path):
         state = os.path.join(path, "checkpoint")
         text = read_head(state, option, "checkpoint state file (`checkpoint`)").decode(
@@ -123,8 +123,11 @@ def checkpoint_prefix(path, option="--checkpoint"):
         prefix = m.group(1)
         if not os.path.isabs(prefix):
             prefix = os.path.join(path, prefix)
+        elif not os.path.exists(prefix + ".index"):
+            # written on the training machine: the files now sit in this directory
+            prefix = os.path.join(path, os.path.basename(prefix))
     else:
-        prefix = path
+        prefix = re.sub(r"\.(index|meta|data-\d+-of-\d+)$", "", path)
     index = prefix + ".index"
     if not os.path.exists(index):
         raise UserError("checkpoint %s not found (no %s): pass the prefix (e.g. model.ckpt, "
