@@ -263,7 +263,9 @@ def _restore_checked(graph, session, reader, checkpoint, frozen, routes, use_ema
             raise UserError("variable %s has shape %s in the checkpoint but %s in the rebuilt "
                             "model: check --model-kwargs / --input-size"
                             % (v.op.name, saved[v.op.name], v.shape.as_list()))
-    frozen.notes.append(_restore_available(graph, session, saved, checkpoint, use_ema))
+    note = _restore_available(graph, session, saved, checkpoint, use_ema)
+    if note:
+        frozen.notes.append(note)
 
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
@@ -273,7 +275,8 @@ def _restore_available(graph, session, saved, checkpoint, use_ema):
     """Initialise, then restore every variable the checkpoint has (with `use_ema`, from its
     ExponentialMovingAverage shadow where it saved one). Statistics that were never saved
     keep their 0/1 initial values: exactly what the board would get (only reachable with
-    --allow-bn-risk). Returns a note saying which weights were used."""
+    --allow-bn-risk). Returns a note saying which weights were used when the checkpoint
+    holds averages, else None."""
     with graph.as_default():
         variables = tf.compat.v1.global_variables()
         session.run(tf.compat.v1.global_variables_initializer())
@@ -282,22 +285,22 @@ def _restore_available(graph, session, saved, checkpoint, use_ema):
             raise UserError("--ema: checkpoint %s holds no ExponentialMovingAverage shadow of "
                             "the model's variables (names ending %s): drop --ema"
                             % (checkpoint, EMA_SUFFIX))
-        restore = {v.op.name: v for v in variables if v.op.name in saved}
-        if use_ema:
-            for v in variables:
-                if v.op.name in averaged:
-                    del restore[v.op.name]
-                    restore[v.op.name + EMA_SUFFIX] = v
+        restore = {}
+        for v in variables:
+            if use_ema and v.op.name in averaged:
+                restore[v.op.name + EMA_SUFFIX] = v  # over the shadow variable itself
+            elif v.op.name in saved and v.op.name not in restore:
+                restore[v.op.name] = v
         tf.compat.v1.train.Saver(restore).restore(session, checkpoint)
     if use_ema:
-        return ("--ema: %d variable(s) restored from their ExponentialMovingAverage shadow "
-                "(%s), %d as saved" % (len(averaged), _some(averaged),
-                                       len(restore) - len(averaged)))
+        return ("--ema: the ExponentialMovingAverage shadows of %d variable(s) were used "
+                "(%s); every other variable (e.g. the BatchNorm moving statistics) as saved"
+                % (len(averaged), _some(averaged)))
     if averaged:
         return ("checkpoint also holds ExponentialMovingAverage shadows of %d variable(s) "
                 "(%s): the raw weights were used; pass --ema to use the averages"
                 % (len(averaged), _some(averaged)))
-    return "%d variable(s) restored from %s" % (len(restore), checkpoint)
+    return None
 
 
 def _some(names, limit=3):

@@ -133,3 +133,84 @@ def test_cell(trained, calib, api, flag, recipe, source, expected):
         for fragment in expected:
             assert fragment in verdict, (fragment, verdict)
         assert "bn0" in verdict or "is_training" in verdict or "training_control" in verdict
+
+
+# ---------------------------------------------------------------- training-graph patterns
+
+@pytest.fixture(scope="module")
+def weight_ema(tmp_path_factory):
+    """tf.layers BN trained with an ExponentialMovingAverage of the weights, saved with it."""
+    run = bn_apis.train(str(tmp_path_factory.mktemp("ema")), "layers", "default", "good",
+                        weight_ema=True)
+    run["raw"] = bn_apis.run_inference(run["checkpoint"], "layers")
+    assert np.max(np.abs(run["raw"] - run["expected"])) > 1e-3  # the averages do differ
+    return run
+
+
+@pytest.mark.parametrize("source", ["checkpoint", "meta"])
+def test_ema_restores_the_shadow_weights_and_says_so(weight_ema, calib, source):
+    args = source_args(weight_ema, "layers", source)
+    frozen, verdict = judge(args + ["--ema"], calib)
+    assert frozen is not None, verdict
+    assert_reproduces(frozen, weight_ema["expected"])
+    assert any("ExponentialMovingAverage shadows of 8 variable(s) were used" in n
+               for n in verdict["notes"]), verdict["notes"]
+    frozen, verdict = judge(args, calib)  # without --ema: the raw weights, and a hint
+    assert_reproduces(frozen, weight_ema["raw"])
+    assert any("pass --ema" in n for n in verdict["notes"]), verdict["notes"]
+
+
+def test_ema_without_shadows_is_refused(trained, calib):
+    frozen, verdict = judge(source_args(trained["layers", "default", "good"], "layers",
+                                        "checkpoint") + ["--ema"], calib)
+    assert frozen is None and "--ema" in verdict and "drop --ema" in verdict
+
+
+def test_checkpoint_directory_written_on_another_machine(trained, calib, tmp_path):
+    """A `checkpoint` file naming absolute paths of the training machine, as TF writes it."""
+    import shutil
+    run = trained["slim", "placeholder", "good"]
+    moved = tmp_path / "ckpt"
+    shutil.copytree(os.path.dirname(run["checkpoint"]), str(moved))
+    (moved / "checkpoint").write_text(
+        'model_checkpoint_path: "/home/trainer/run7/model.ckpt"\n'
+        'all_model_checkpoint_paths: "/home/trainer/run7/model.ckpt"\n')
+    for args in (["--checkpoint", str(moved), "--model-fn", MODEL_FN,
+                  "--model-kwargs", '{"api": "slim"}'],
+                 ["--meta", str(moved / "model.ckpt.meta"), "--checkpoint", str(moved),
+                  "--output-node", "output"]):
+        frozen, verdict = judge(args, calib)
+        assert frozen is not None, verdict
+        assert_reproduces(frozen, run["expected"])
+
+
+def test_training_placeholders_guessed_and_said(trained, calib):
+    frozen, verdict = judge(source_args(trained["slim", "placeholder", "good"], "slim", "meta"),
+                            calib)
+    assert frozen.input_node == "Input_image"
+    assert any("training placeholder: is_training" in n for n in verdict["notes"])
+
+
+# ---------------------------------------------------------------- as a user runs it
+
+def test_keras_refusal_through_convert_names_model_updates(trained, calib, tmp_path):
+    out = tmp_path / "out"
+    proc = run_tool("host/convert.py", *source_args(trained["keras", "default", "no_updates"],
+                                                   "keras", "meta"),
+                    "--input-size", SIZE, "--calib-dir", calib, "--out", out)
+    line = assert_one_line_error(proc, "bn0", "initial 0/1", "model.updates")
+    assert "UPDATE_OPS)" not in line  # not the recipe the user already follows
+    assert not os.path.exists(str(out))
+
+
+@pytest.mark.slow
+def test_slim_in_place_updates_convert_to_a_kmodel(trained, calib, tmp_path):
+    """The issue's crash: slim.batch_norm(updates_collections=None) through --meta."""
+    out = tmp_path / "out"
+    proc = run_tool("host/convert.py", *source_args(
+        trained["slim_inplace", "placeholder", "good"], "slim_inplace", "meta"),
+        "--input-size", SIZE, "--calib-dir", calib, "--min-calib", 8, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "BatchNorm: OK" in proc.stdout and "training placeholder: is_training" in proc.stdout
+    assert os.path.isfile(str(out / "model.kmodel"))
