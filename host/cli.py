@@ -56,10 +56,10 @@ def run(main, argv=None, crash_dir=None, crash_log="error.log"):
         directory = _crash_directory(crash_dir, argv)
         path = _write_crash_log(directory, crash_log, argv)
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        sys.stderr.write("error: unexpected %s: %s (an internal error, not your input's "
-                         "fault as far as we know; the traceback is in %s: please report "
-                         "it with that file)\n" % (exc.__class__.__name__, first,
-                                                   path or "no file: none could be written"))
+        sys.stderr.write("error: unexpected %s: %s (a case this tool does not recognise; "
+                         "the traceback is in %s: please report it with that file)\n"
+                         % (exc.__class__.__name__, first,
+                            path or "no file: none could be written"))
         sys.exit(2)
     sys.exit(code or 0)
 

@@ -390,9 +390,13 @@ def _describe_placeholder(node):
     return "%s %s %s" % (node.name, tf.as_dtype(node.attr["dtype"].type).name, shape)
 
 
-def _placeholder_nodes(graph_def, dtype):
+def _placeholder_nodes(graph_def, kind):
+    """The placeholders of `kind` "bool" (training flags) or "numeric" (not the Saver's
+    string filename)."""
+    wanted = {tf.bool.as_datatype_enum} if kind == "bool" else None
+    other = {tf.bool.as_datatype_enum, tf.string.as_datatype_enum}
     return [n for n in graph_def.node if n.op in ("Placeholder", "PlaceholderWithDefault")
-            and (n.attr["dtype"].type == tf.bool.as_datatype_enum) == (dtype == "bool")]
+            and (n.attr["dtype"].type in wanted if wanted else n.attr["dtype"].type not in other)]
 
 
 def _guess_training_placeholder(graph_def, meta_path):
@@ -408,7 +412,7 @@ def _guess_training_placeholder(graph_def, meta_path):
 
 def _guess_input(graph_def, meta_path):
     """The meta graph's one image placeholder: rank 4 with 3 channels, else the only one."""
-    candidates = _placeholder_nodes(graph_def, "other")
+    candidates = _placeholder_nodes(graph_def, "numeric")
 
     def image_like(node):
         dims = [d.size for d in node.attr["shape"].shape.dim] if "shape" in node.attr else []
@@ -488,7 +492,7 @@ def from_meta(meta_path, training_placeholder, input_node, output_nodes, input_h
 def from_frozen_pb(path, input_node, output_nodes):
     from host.tf_infer import load_graph_def
     graph_def = load_graph_def(path)
-    images = [n.name for n in _placeholder_nodes(graph_def, "other") if n.op == "Placeholder"]
+    images = [n.name for n in _placeholder_nodes(graph_def, "numeric") if n.op == "Placeholder"]
     input_node = input_node or _single(graph_def, images, "--input-node", "placeholder")
     output_nodes = output_nodes or [_single(graph_def, _graph_ends(graph_def), "--output-node",
                                             "output")]
