@@ -117,7 +117,7 @@ def train(directory, api, flag, recipe, steps=4, weight_ema=False):
             for _ in range(steps):
                 sess.run(train_op, feed)
             paths["checkpoint"] = saver.save(sess, os.path.join(directory, "model.ckpt"))
-            if recipe == "good" and "inplace" not in api:
+            if recipe == "good":
                 paths["training_pb"] = os.path.join(directory, "training.pb")
                 _write_frozen(sess, graph, paths["training_pb"])
             if flag != "python" and not weight_ema:

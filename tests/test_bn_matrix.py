@@ -60,8 +60,8 @@ def _cells():
                 cells.append((api, flag, recipe, "meta", expected))
             elif recipe == "good":  # the meta graph of a training graph built with True
                 cells.append((api, flag, recipe, "meta", _batch_stats_fragments(api, flag)))
-        if "inplace" not in api:  # the training graph frozen as is
-            cells.append((api, flag, "good", "frozen_pb", _batch_stats_fragments(api, flag)))
+        # the training graph frozen as is
+        cells.append((api, flag, "good", "frozen_pb", _batch_stats_fragments(api, flag)))
     return cells
 
 
