@@ -438,12 +438,10 @@ def from_meta(meta_path, training_placeholder, input_node, output_nodes, input_h
                         "`--list-nodes` lists them)")
     default_checkpoint = meta_path[:-len(".meta")] if meta_path.endswith(".meta") else meta_path
     prefix, reader = resolve_checkpoint(checkpoint or default_checkpoint)
-    notes = []
+    guessed = ""
     if not training_placeholder:
         training_placeholder = _guess_training_placeholder(graph_def, meta_path)
-        notes.append("training placeholder: %s (the graph's only bool placeholder)"
-                     % training_placeholder if training_placeholder else
-                     "the meta graph has no bool training placeholder: frozen as it is")
+        guessed = " (guessed: the graph's only bool placeholder)"
     if not input_node:
         input_node = _guess_input(graph_def, meta_path)
     _check_nodes(graph_def, [training_placeholder] if training_placeholder else [],
@@ -464,7 +462,6 @@ def from_meta(meta_path, training_placeholder, input_node, output_nodes, input_h
     ref_session = tf.compat.v1.Session(graph=ref_graph, config=session_config())
     frozen = Frozen(None, node_name(input_node), output_nodes, "meta graph %s + checkpoint %s"
                     % (meta_path, prefix))
-    frozen.notes.extend(notes)
     _restore_checked(ref_graph, ref_session, reader, prefix, frozen, routes, use_ema)
     ref_in = ref_graph.get_tensor_by_name(tensor_name(input_node))
     ref_out = [ref_graph.get_tensor_by_name(tensor_name(n)) for n in output_nodes]
@@ -483,9 +480,10 @@ def from_meta(meta_path, training_placeholder, input_node, output_nodes, input_h
     session = _restored_session(graph, reader, prefix, use_ema)
     frozen.graph_def = _inference_graph_def(session, graph, output_nodes)
     session.close()
-    if training_placeholder:
-        frozen.notes.append("training placeholder %s bound to False; conditional BatchNorm "
-                            "branches folded away" % training_placeholder)
+    frozen.notes.append("training placeholder %s%s bound to False; conditional BatchNorm "
+                        "branches folded away" % (training_placeholder, guessed)
+                        if training_placeholder else "the meta graph has no bool training "
+                        "placeholder: frozen as it is (BatchNorm in the mode it was built in)")
     return frozen
 
 

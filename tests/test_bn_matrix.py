@@ -188,7 +188,7 @@ def test_training_placeholders_guessed_and_said(trained, calib):
     frozen, verdict = judge(source_args(trained["slim", "placeholder", "good"], "slim", "meta"),
                             calib)
     assert frozen.input_node == "Input_image"
-    assert any("training placeholder: is_training" in n for n in verdict["notes"])
+    assert any("training placeholder is_training (guessed" in n for n in verdict["notes"])
 
 
 # ---------------------------------------------------------------- as a user runs it
@@ -212,5 +212,5 @@ def test_slim_in_place_updates_convert_to_a_kmodel(trained, calib, tmp_path):
         "--input-size", SIZE, "--calib-dir", calib, "--min-calib", 8, "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    assert "BatchNorm: OK" in proc.stdout and "training placeholder: is_training" in proc.stdout
+    assert "BatchNorm: OK" in proc.stdout and "placeholder is_training (guessed" in proc.stdout
     assert os.path.isfile(str(out / "model.kmodel"))
