@@ -4,7 +4,8 @@ the usual wrong ways (tests/test_bn_matrix.py). 8x8 input, two conv+BN layers, a
 APIs: tf.layers.batch_normalization; slim (tf.contrib.layers) batch_norm with its updates in
 UPDATE_OPS or in place (`updates_collections=None`), fused or not; tf.keras.layers
 .BatchNormalization called in a TF1 graph; tf.nn.batch_normalization with the statistics kept
-by tf.train.ExponentialMovingAverage. The training flag is a Python bool (separate training
+by tf.train.ExponentialMovingAverage (its apply op run by the train op, or inside the tf.cond).
+The training flag is a Python bool (separate training
 and inference graphs), a `tf.placeholder` without default, or a placeholder defaulting to True.
 """
 import os
@@ -14,14 +15,7 @@ import numpy as np
 from host.tf_infer import session_config, tf
 
 SIZE = (8, 8)
-APIS = ("layers", "slim", "slim_unfused", "slim_inplace", "slim_inplace_unfused", "keras",
-        "nn_ema")
 FLAG_NAMES = {"placeholder": "is_training", "default": "training_control"}
-
-
-def _smart_cond(pred, true_fn, false_fn):
-    from tensorflow.python.framework import smart_cond
-    return smart_cond.smart_cond(pred, true_fn, false_fn)
 
 
 def _nn_ema(x, is_training, name, updates):
@@ -33,8 +27,28 @@ def _nn_ema(x, is_training, name, updates):
         mean, variance = tf.nn.moments(x, [0, 1, 2], name="moments")
         ema = tf.train.ExponentialMovingAverage(0.5)
         updates.append(ema.apply([mean, variance]))
-        mean, variance = _smart_cond(is_training, lambda: (mean, variance),
-                                     lambda: (ema.average(mean), ema.average(variance)))
+        mean, variance = tf.contrib.framework.smart_cond(
+            is_training, lambda: (mean, variance),
+            lambda: (ema.average(mean), ema.average(variance)))
+        return tf.nn.batch_normalization(x, mean, variance, beta, gamma, 1e-3)
+
+
+def _nn_ema_in_cond(x, is_training, name):
+    """The same with the EMA applied inside the tf.cond (the much-copied 2016 recipe): the
+    statistics update in place whenever the layer runs in training mode. tf.cond needs a
+    tensor, so a Python flag becomes a constant predicate (both branches in the graph)."""
+    channels = x.shape[-1].value
+    with tf.variable_scope(name):
+        beta = tf.get_variable("beta", [channels], initializer=tf.zeros_initializer())
+        gamma = tf.get_variable("gamma", [channels], initializer=tf.ones_initializer())
+        batch_mean, batch_variance = tf.nn.moments(x, [0, 1, 2], name="moments")
+        ema = tf.train.ExponentialMovingAverage(0.5)
+
+        def mean_variance_with_update():
+            with tf.control_dependencies([ema.apply([batch_mean, batch_variance])]):
+                return tf.identity(batch_mean), tf.identity(batch_variance)
+        mean, variance = tf.cond(tf.convert_to_tensor(is_training), mean_variance_with_update,
+                                 lambda: (ema.average(batch_mean), ema.average(batch_variance)))
         return tf.nn.batch_normalization(x, mean, variance, beta, gamma, 1e-3)
 
 
@@ -54,6 +68,8 @@ def _batch_norm(api, x, is_training, name, updates):
         return y
     if api == "nn_ema":
         return _nn_ema(x, is_training, name, updates)
+    if api == "nn_ema_inplace":
+        return _nn_ema_in_cond(x, is_training, name)
     raise ValueError("unknown BatchNorm API %r" % api)
 
 

@@ -23,7 +23,7 @@ SIZE = "%dx%d" % bn_apis.SIZE
 VARIANTS = (("layers", "default"), ("slim", "python"), ("slim", "placeholder"),
             ("slim_unfused", "placeholder"), ("slim_inplace", "placeholder"),
             ("slim_inplace_unfused", "python"), ("keras", "default"), ("keras", "python"),
-            ("nn_ema", "placeholder"))
+            ("nn_ema", "placeholder"), ("nn_ema_inplace", "python"))
 # What the refusal of statistics that never moved must tell users of each API to do.
 NEVER_UPDATED_FIX = {"layers": "UPDATE_OPS", "slim": "UPDATE_OPS", "slim_unfused": "UPDATE_OPS",
                      "keras": "model.updates", "nn_ema": "ema.apply"}
@@ -43,7 +43,7 @@ def _batch_stats_fragments(api, flag):
         return ("training_control", "defaulting to True", "--training-placeholder")
     if flag == "placeholder":
         return ("bool placeholder is_training", "--training-placeholder")
-    if "unfused" in api or api == "nn_ema":
+    if "unfused" in api or api.startswith("nn_ema"):
         return ("tf.nn.moments", "--checkpoint --model-fn")
     return ("FusedBatchNorm is_training=true", "--checkpoint --model-fn")
 
