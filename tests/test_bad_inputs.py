@@ -212,6 +212,7 @@ def test_convert_bad_calibration_dir(tmp_path, case):
 
 @pytest.mark.parametrize("args, expected", [
     (["--input-size", "224by320"], "is not HxW"),
+    (["--ema"], "--ema needs --checkpoint (with --model-fn) or --meta"),
     (["--threshold", "1.5"], "--threshold 1.5 is out of range"),
     (["--nms", "-0.1"], "--nms -0.1 is out of range"),
     (["--flash-address", "0x300100"], "not 4 KiB aligned"),
