@@ -38,7 +38,8 @@ def parser():
     src.add_argument("--model-kwargs", default="{}", help="JSON dict of extra keyword arguments")
     src.add_argument("--meta", help="training meta graph (.meta)")
     src.add_argument("--training-placeholder", help="with --meta: the bool placeholder that "
-                     "switches BatchNorm to training mode (bound to False)")
+                     "switches BatchNorm to training mode (bound to False; default: the "
+                     "graph's only bool placeholder)")
     src.add_argument("--ema", action="store_true", help="with --checkpoint/--meta: restore "
                      "the weights' ExponentialMovingAverage shadows (saved by "
                      "tf.train.ExponentialMovingAverage) instead of the raw weights")

@@ -120,12 +120,11 @@ def checkpoint_prefix(path, option="--checkpoint"):
         if not m:
             raise UserError("%s %s: its `checkpoint` file names no model_checkpoint_path: "
                             "pass the checkpoint prefix itself" % (option, path))
-        prefix = m.group(1)
-        if not os.path.isabs(prefix):
-            prefix = os.path.join(path, prefix)
-        elif not os.path.exists(prefix + ".index"):
-            # written on the training machine: the files now sit in this directory
-            prefix = os.path.join(path, os.path.basename(prefix))
+        named = m.group(1)
+        prefix = named if os.path.isabs(named) else os.path.join(path, named)
+        if not os.path.exists(prefix + ".index"):
+            # written on the training machine (any OS): the files now sit in this directory
+            prefix = os.path.join(path, re.split(r"[\\/]", named)[-1])
     else:
         prefix = re.sub(r"\.(index|meta|data-\d+-of-\d+)$", "", path)
     index = prefix + ".index"

@@ -7,6 +7,7 @@ parser). Right recipes must freeze to a graph that reproduces the trained model 
 mode; broken ones must be refused with the cause and the fix for their API.
 """
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -168,20 +169,23 @@ def test_ema_without_shadows_is_refused(trained, calib):
 
 def test_checkpoint_directory_written_on_another_machine(trained, calib, tmp_path):
     """A `checkpoint` file naming absolute paths of the training machine, as TF writes it."""
-    import shutil
     run = trained["slim", "placeholder", "good"]
     moved = tmp_path / "ckpt"
     shutil.copytree(os.path.dirname(run["checkpoint"]), str(moved))
-    (moved / "checkpoint").write_text(
-        'model_checkpoint_path: "/home/trainer/run7/model.ckpt"\n'
-        'all_model_checkpoint_paths: "/home/trainer/run7/model.ckpt"\n')
+    for named in ("/home/trainer/run7/model.ckpt", "D:\\\\train\\\\run7\\\\model.ckpt"):
+        (moved / "checkpoint").write_text('model_checkpoint_path: "%s"\n'
+                                          'all_model_checkpoint_paths: "%s"\n' % (named, named))
+        _assert_directory_converts(moved, run["expected"], calib)
+
+
+def _assert_directory_converts(moved, expected, calib):
     for args in (["--checkpoint", str(moved), "--model-fn", MODEL_FN,
                   "--model-kwargs", '{"api": "slim"}'],
                  ["--meta", str(moved / "model.ckpt.meta"), "--checkpoint", str(moved),
                   "--output-node", "output"]):
         frozen, verdict = judge(args, calib)
         assert frozen is not None, verdict
-        assert_reproduces(frozen, run["expected"])
+        assert_reproduces(frozen, expected)
 
 
 def test_training_placeholders_guessed_and_said(trained, calib):
