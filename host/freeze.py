@@ -447,7 +447,10 @@ def from_keras_h5(path, input_hw):
         variables = tf.compat.v1.global_variables()
         values = dict(zip([v.op.name for v in variables], session.run(variables)))
     frozen = Frozen(None, input_node, output_nodes, "Keras model %s" % path)
-    findings, summary = bncheck.check_checkpoint(list(values), _ValuesReader(values), path)
+    # Keras layers are updated through their `updates` (model.fit runs them).
+    routes = {layer: "layer_updates" for layer in bncheck.bn_layers(values)}
+    findings, summary = bncheck.check_checkpoint(list(values), _ValuesReader(values), path,
+                                                 routes)
     frozen.findings.extend(findings)
     frozen.bn_summary.update(summary)
     frozen.graph_def = _prune(_freeze_session(session, graph, output_nodes), output_nodes)

@@ -165,3 +165,37 @@ def run_inference(prefix, api, use_ema=False):
         sess.run(tf.global_variables_initializer())
         tf.train.Saver(restore).restore(sess, prefix)
         return sess.run(out, {images: data(4, seed=7)})
+
+
+def train_keras_h5(directory, recipe, steps=4):
+    """A tf.keras Model trained by a TF1 loop and saved as .h5: "good" runs `model.updates`
+    with the train op, "no_updates" follows the UPDATE_OPS recipe (which holds none of
+    them). Returns {"h5": path, "expected": inference-mode outputs on data(4, seed=7)}."""
+    os.makedirs(directory, exist_ok=True)
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph, config=session_config()) as sess:
+        tf.set_random_seed(1)
+        tf.keras.backend.set_session(sess)
+        images = tf.keras.Input((SIZE[0], SIZE[1], 3), name="Input_image")
+        x = images
+        for i in range(2):
+            x = tf.keras.layers.Conv2D(4, 3, padding="same", use_bias=False,
+                                       name="conv%d" % i)(x)
+            x = tf.keras.layers.BatchNormalization(momentum=0.5, name="bn%d" % i)(x)
+            x = tf.keras.layers.ReLU()(x)
+        model = tf.keras.Model(images, tf.keras.layers.Conv2D(5, 1, name="head")(x))
+        labels = tf.placeholder(tf.float32, [None, SIZE[0], SIZE[1], 5], name="labels")
+        loss = tf.reduce_mean(tf.square(model.output - labels))
+        dependencies = model.updates if recipe == "good" else \
+            tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        with tf.control_dependencies(dependencies):
+            train_op = tf.train.AdamOptimizer(0.05).minimize(loss)
+        sess.run(tf.global_variables_initializer())
+        phase = tf.keras.backend.learning_phase()
+        feed = {images: data(8), labels: data(8, seed=1)[..., :1].repeat(5, -1), phase: 1}
+        for _ in range(steps):
+            sess.run(train_op, feed)
+        path = os.path.join(directory, "model.h5")
+        model.save(path, include_optimizer=False)
+        expected = sess.run(model.output, {images: data(4, seed=7), phase: 0})
+    return {"h5": path, "expected": expected}

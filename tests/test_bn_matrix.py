@@ -136,6 +136,18 @@ def test_cell(trained, calib, api, flag, recipe, source, expected):
         assert "bn0" in verdict or "is_training" in verdict or "training_control" in verdict
 
 
+@pytest.mark.parametrize("recipe", ["good", "no_updates"])
+def test_keras_model_saved_as_h5(tmp_path, calib, recipe):
+    """The Keras API's own source: a tf.keras Model trained by a TF1 loop, saved as .h5."""
+    run = bn_apis.train_keras_h5(str(tmp_path), recipe)
+    frozen, verdict = judge(["--keras-h5", run["h5"]], calib)
+    if recipe == "good":
+        assert frozen is not None and verdict["verdict"] == "ok", verdict
+        assert_reproduces(frozen, run["expected"])
+    else:
+        assert frozen is None and "initial 0/1" in verdict and "model.updates" in verdict, verdict
+
+
 # ---------------------------------------------------------------- training-graph patterns
 
 @pytest.fixture(scope="module")
