@@ -31,7 +31,8 @@ def parser():
     p.add_argument("--config", help="JSON file of option values (keys as below, with _); "
                    "command-line options override it")
     src = p.add_argument_group("source (exactly one)")
-    src.add_argument("--checkpoint", help="checkpoint prefix or directory (with --model-fn; "
+    src.add_argument("--checkpoint", help="checkpoint prefix, one of its files, or its "
+                     "directory (with --model-fn; "
                      "with --meta: the checkpoint if not beside the .meta)")
     src.add_argument("--model-fn", help="FILE.py:FUNC or module:FUNC building the network, "
                      "called as FUNC(images, is_training=False, **model_kwargs)")
