@@ -14,7 +14,7 @@ import pytest
 
 import bn_apis
 from conftest import assert_one_line_error, run_tool
-from host import convert, pipeline
+from host import bncheck, convert, pipeline
 from host.errors import UserError
 from host.tf_infer import FrozenRunner
 
@@ -26,8 +26,10 @@ VARIANTS = (("layers", "default"), ("slim", "python"), ("slim", "placeholder"),
             ("slim_inplace_unfused", "python"), ("keras", "default"), ("keras", "python"),
             ("nn_ema", "placeholder"), ("nn_ema_inplace", "python"))
 # What the refusal of statistics that never moved must tell users of each API to do.
-NEVER_UPDATED_FIX = {"layers": "UPDATE_OPS", "slim": "UPDATE_OPS", "slim_unfused": "UPDATE_OPS",
-                     "keras": "model.updates", "nn_ema": "ema.apply"}
+UPDATE_OPS_FIX = "tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS))"
+NEVER_UPDATED_FIX = {"layers": UPDATE_OPS_FIX, "slim": UPDATE_OPS_FIX,
+                     "slim_unfused": UPDATE_OPS_FIX, "keras": "model.updates",
+                     "nn_ema": "ema.apply([mean, variance])"}
 SAVER_FIX = ("trainable variables only", "tf.train.Saver(tf.global_variables())")
 
 
@@ -134,6 +136,9 @@ def test_cell(trained, calib, api, flag, recipe, source, expected):
         for fragment in expected:
             assert fragment in verdict, (fragment, verdict)
         assert "bn0" in verdict or "is_training" in verdict or "training_control" in verdict
+        if recipe == "no_updates":  # that API's fix, and no other API's
+            fixes = [fix for fix in bncheck.FIX_NEVER_UPDATED.values() if fix in verdict]
+            assert len(fixes) == 1, verdict
 
 
 @pytest.mark.parametrize("recipe", ["good", "no_updates"])
