@@ -31,14 +31,19 @@ def parser():
     p.add_argument("--config", help="JSON file of option values (keys as below, with _); "
                    "command-line options override it")
     src = p.add_argument_group("source (exactly one)")
-    src.add_argument("--checkpoint", help="checkpoint prefix or directory (with --model-fn; "
+    src.add_argument("--checkpoint", help="checkpoint prefix, one of its files, or its "
+                     "directory (with --model-fn; "
                      "with --meta: the checkpoint if not beside the .meta)")
     src.add_argument("--model-fn", help="FILE.py:FUNC or module:FUNC building the network, "
                      "called as FUNC(images, is_training=False, **model_kwargs)")
     src.add_argument("--model-kwargs", default="{}", help="JSON dict of extra keyword arguments")
     src.add_argument("--meta", help="training meta graph (.meta)")
     src.add_argument("--training-placeholder", help="with --meta: the bool placeholder that "
-                     "switches BatchNorm to training mode (bound to False)")
+                     "switches BatchNorm to training mode (bound to False; default: the "
+                     "graph's only bool placeholder)")
+    src.add_argument("--ema", action="store_true", help="with --checkpoint/--meta: restore "
+                     "the weights' ExponentialMovingAverage shadows (saved by "
+                     "tf.train.ExponentialMovingAverage) instead of the raw weights")
     src.add_argument("--frozen-pb", help="an already frozen GraphDef (.pb), verified")
     src.add_argument("--keras-h5", help="a tf.keras .h5 model (learning phase 0)")
     p.add_argument("--list-nodes", action="store_true",
@@ -137,6 +142,9 @@ def options(argv):
     if len(given) != 1 and not opts.list_nodes:
         raise UserError("give exactly one source: --checkpoint with --model-fn, --meta, "
                         "--frozen-pb or --keras-h5 (got %s)" % (", ".join(given) or "none"))
+    if opts.ema and not (opts.checkpoint or opts.meta):
+        raise UserError("--ema needs --checkpoint (with --model-fn) or --meta: a frozen graph "
+                        "or Keras model has no shadow weights to choose")
     if opts.checkpoint and not opts.meta and not opts.model_fn:
         raise UserError("--checkpoint needs --model-fn FILE.py:FUNC (the function that "
                         "builds the network) or use --meta")
@@ -228,4 +236,4 @@ def _list_nodes(opts):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, crash_dir=lambda argv: options(argv).out, crash_log="convert-error.log")

@@ -70,11 +70,11 @@ def build(opts, log):
         firmware.check_loadable(profile, 5, 0)  # nncase 1.9 writes V5: refuse before compiling
 
     with timer.stage("freeze"):
-        frozen = _freeze(opts)
+        frozen = freeze_model(opts)
     log("frozen: %s -> %s (%s)" % (frozen.input_node, ", ".join(frozen.output_nodes),
                                    frozen.source))
     with timer.stage("batchnorm check"):
-        bn = _batchnorm_check(frozen, calib_u8, input_scale, opts, warn)
+        bn = batchnorm_check(frozen, calib_u8, input_scale, opts, warn)
     with timer.stage("tflite"):
         tflite_bytes = tflite.convert(frozen.graph_def, frozen.input_node, frozen.output_nodes,
                                       opts.input_hw)
@@ -131,14 +131,15 @@ def _refuse_flash_problems(address, size):
     return placement
 
 
-def _freeze(opts):
+def freeze_model(opts):
     if opts.checkpoint and opts.model_fn:
         frozen = freeze.from_checkpoint(opts.checkpoint, opts.model_fn, opts.model_kwargs,
                                         opts.input_node or "Input_image", opts.output_nodes,
-                                        opts.input_hw)
+                                        opts.input_hw, use_ema=opts.ema)
     elif opts.meta:
         frozen = freeze.from_meta(opts.meta, opts.training_placeholder, opts.input_node,
-                                  opts.output_nodes, opts.input_hw, opts.checkpoint)
+                                  opts.output_nodes, opts.input_hw, opts.checkpoint,
+                                  use_ema=opts.ema)
     elif opts.frozen_pb:
         frozen = freeze.from_frozen_pb(opts.frozen_pb, opts.input_node, opts.output_nodes)
     else:
@@ -147,7 +148,7 @@ def _freeze(opts):
     return frozen
 
 
-def _batchnorm_check(frozen, calib_u8, input_scale, opts, warn):
+def batchnorm_check(frozen, calib_u8, input_scale, opts, warn):
     graph_findings, graph_summary = bncheck.check_graph_def(frozen.graph_def)
     findings = frozen.findings + graph_findings
     summary = dict(frozen.bn_summary, **graph_summary)

@@ -110,8 +110,8 @@ def check_keras(path):
 
 
 def checkpoint_prefix(path, option="--checkpoint"):
-    """A checkpoint prefix or a directory with a `checkpoint` file -> the prefix; checks the
-    .index (table footer) and that every .data shard is there."""
+    """A checkpoint prefix, one of its files, or a directory with a `checkpoint` file -> the
+    prefix; checks the .index (table footer) and that every .data shard is there."""
     if os.path.isdir(path):
         state = os.path.join(path, "checkpoint")
         text = read_head(state, option, "checkpoint state file (`checkpoint`)").decode(
@@ -120,11 +120,13 @@ def checkpoint_prefix(path, option="--checkpoint"):
         if not m:
             raise UserError("%s %s: its `checkpoint` file names no model_checkpoint_path: "
                             "pass the checkpoint prefix itself" % (option, path))
-        prefix = m.group(1)
-        if not os.path.isabs(prefix):
-            prefix = os.path.join(path, prefix)
+        named = m.group(1)
+        prefix = named if os.path.isabs(named) else os.path.join(path, named)
+        if not os.path.exists(prefix + ".index"):
+            # written on the training machine (any OS): the files now sit in this directory
+            prefix = os.path.join(path, re.split(r"[\\/]", named)[-1])
     else:
-        prefix = path
+        prefix = re.sub(r"\.(index|meta|data-\d+-of-\d+)$", "", path)
     index = prefix + ".index"
     if not os.path.exists(index):
         raise UserError("checkpoint %s not found (no %s): pass the prefix (e.g. model.ckpt, "

@@ -104,4 +104,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, crash_log="eval-error.log",
+        crash_dir=lambda argv: cli.option_value(argv, "--out", parser().get_default("out")))
