@@ -37,6 +37,7 @@ def _bring_up(board, manifest, opts):
     try:
         board.link = transport.open_link(board.spec, manifest, opts.baud,
                                          vboard_state=opts.vboard_state,
+                                         vboard_profile=getattr(opts, "vboard_profile", None),
                                          vboard_faults=getattr(opts, "vboard_faults", ""),
                                          vboard_seed=getattr(opts, "vboard_seed", 0),
                                          vboard_log_rate=getattr(opts, "vboard_log_rate",

@@ -59,6 +59,9 @@ def parser():
     p.add_argument("--vboard-state", default=os.path.join("build", "vboard"),
                    help="state directory of the virtual board (default build/vboard; board k "
                    "of virtual:N uses DIR-k)")
+    p.add_argument("--vboard-profile", default=None, metavar="FIRMWARE",
+                   help="--port virtual: firmware profile the virtual board runs (default: the "
+                   "manifest's firmware)")
     p.add_argument("--vboard-faults", default="", metavar="SPEC",
                    help="virtual boards only: inject faults on the line, e.g. "
                    "flip=0.01,drop=0.01,reset@500 (host/vboard/README.md)")
