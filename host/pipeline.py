@@ -16,6 +16,7 @@ from host.tf_infer import FrozenRunner
 
 REPRODUCTION_SAMPLES = 8
 AUTO_METHODS = ("no_clip", "l2", "kld_m2", "cdf")
+AUTO_METHODS_NCC = ncc.V02_CALIBRATE_METHODS  # what ncc v0.2 knows
 
 
 class Timer(object):
@@ -219,7 +220,7 @@ def _quantize(calibrate_method, ncc_binary, tflite_path, kmodel_path, calib_u8, 
               input_scale, float_outputs, decoder, stage, log):
     """Compile with nncase (or the ncc binary `ncc_binary`), run the held-out images on the
     host (nncase's simulator, `ncc infer`), compare."""
-    auto = ncc.V02_CALIBRATE_METHODS if ncc_binary else AUTO_METHODS
+    auto = AUTO_METHODS_NCC if ncc_binary else AUTO_METHODS
     methods = auto if calibrate_method == "auto" else (calibrate_method,)
     if ncc_binary and calibrate_method == "auto" and ncc.detect_version(ncc_binary) != "0.2":
         raise UserError("--calibrate-method auto needs a host runtime; ncc v0.1 has none: pick "
