@@ -82,11 +82,11 @@ def identity(ncc):
     return {"version": detect_version(ncc), "sha256": digest.hexdigest()}
 
 
-def for_firmware(profile, path=None, calibrate_method=None):
+def for_firmware(profile, path=None, calibrate_method=None, input_scale=None):
     """The ncc binary `make kmodel` needs for firmware `profile` (host.firmware), or None when
     the firmware loads the pip nncase's V5 and no `path` was given. Refuses, before anything
-    is compiled, a missing binary, one whose kmodel version the firmware cannot load, and a
-    calibrate method ncc v0.2 does not know."""
+    is compiled, a missing binary, one whose kmodel version the firmware cannot load, a
+    calibrate method or an input scale (design.md) that ncc cannot take."""
     from host import firmware
     if path is None and 5 in profile["kmodel_versions"]:
         return None
@@ -104,6 +104,8 @@ def for_firmware(profile, path=None, calibrate_method=None):
     if version == "0.1" and calibrate_method not in ("no_clip", None):
         raise UserError("--calibrate-method %s: ncc v0.1 has no calibrate method option; use "
                         "no_clip" % calibrate_method)
+    if input_scale is not None:
+        scale_args(input_scale, version)
     return binary
 
 
@@ -189,8 +191,8 @@ def check_kmodel(kmodel_path, expected_version, ncc):
 
 
 def parse_summary(log):
-    """ncc v0.2's printed SUMMARY -> {"inputs": [{name, shape}], "outputs": [...],
-    "working_memory": bytes or None} (shapes NCHW as ncc prints them)."""
+    """ncc v0.2's printed "Working memory usage: N B" and SUMMARY ("0\toutput\t1x4x16x16")
+    -> {"inputs": [{name, shape}], "outputs": [...], "working_memory": bytes or None}."""
     summary = {"inputs": [], "outputs": [], "working_memory": None}
     section = None
     for line in log.splitlines():
@@ -198,10 +200,10 @@ def parse_summary(log):
         if text in ("INPUTS", "OUTPUTS"):
             section = text.lower()
             continue
-        match = re.match(r"^\d+\t(\S+)\t\[([\d,\s]+)\]$", line.strip("\r"))
+        match = re.match(r"^\d+\t(\S+)\t(\d+(?:x\d+)*)$", line.strip("\r"))
         if section and match:
-            summary[section].append({"name": match.group(1), "shape": [
-                int(v) for v in match.group(2).replace(" ", "").split(",") if v]})
+            summary[section].append({"name": match.group(1),
+                                     "shape": [int(v) for v in match.group(2).split("x")]})
         memory = re.search(r"Working memory usage:\s*(\d+)", text)
         if memory:
             summary["working_memory"] = int(memory.group(1))

@@ -68,7 +68,7 @@ def build(opts, log):
     _refuse_flash_problems(opts.flash_address, 0)
     profile = firmware.get_profile(opts.firmware)
     # nncase 1.9 writes V5; a firmware without V5 needs ncc: refused before compiling if absent
-    ncc_binary = ncc.for_firmware(profile, opts.ncc, opts.calibrate_method)
+    ncc_binary = ncc.for_firmware(profile, opts.ncc, opts.calibrate_method, input_scale)
 
     with timer.stage("freeze"):
         frozen = _freeze(opts)

@@ -197,4 +197,5 @@ def check(opts):
     problems = k210fit.flash_placement(opts.flash_address, 0)[1]
     if problems:
         raise UserError("--flash-address: " + problems[0])
-    ncc.for_firmware(firmware.get_profile(opts.firmware), opts.ncc, opts.calibrate_method)
+    ncc.for_firmware(firmware.get_profile(opts.firmware), opts.ncc, opts.calibrate_method,
+                     {"scale": opts.input_scale, "mean": opts.mean, "std": opts.std})
