@@ -43,7 +43,7 @@ def find_ncc(path=None):
         raise UserError("no ncc binary (nncase v0.2.0 makes kmodel V4, v0.1.x V3): " + HOW_TO_GET)
     if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
         raise UserError("ncc %s is not an executable file: %s" % (candidate, HOW_TO_GET))
-    return candidate
+    return os.path.abspath(candidate)
 
 
 def detect_version(ncc):
@@ -152,13 +152,16 @@ def compile_kmodel(tflite_path, kmodel_path, dataset, input_scale, ncc=None,
                         % (calibrate_method, " and ".join(V02_CALIBRATE_METHODS)))
     with tempfile.TemporaryDirectory(prefix="k210-ncc-") as work:
         dataset_dir = dataset if isinstance(dataset, str) else _write_images(dataset, work)
+        # ncc runs in `work` (its stray dumps land there): every path absolute
+        tflite_abs, kmodel_abs = os.path.abspath(tflite_path), os.path.abspath(kmodel_path)
+        dataset_dir = os.path.abspath(dataset_dir)
         if ncc_version == "0.1":
             argv = [ncc, "-i", "tflite", "-o", "k210model", "--dataset", dataset_dir]
-            argv += scale_args(input_scale, ncc_version) + [tflite_path, kmodel_path]
+            argv += scale_args(input_scale, ncc_version) + [tflite_abs, kmodel_abs]
         else:
             # --input-mean/--input-std always: without them ncc takes the input range from
             # the dataset, and a uint8 pixel would no longer mean what the TF graph expects
-            argv = [ncc, "compile", tflite_path, kmodel_path, "-i", "tflite", "-o", "kmodel",
+            argv = [ncc, "compile", tflite_abs, kmodel_abs, "-i", "tflite", "-o", "kmodel",
                     "-t", "k210", "--dataset", dataset_dir, "--dataset-format", "image",
                     "--inference-type", "uint8", "--input-type", "uint8"]
             argv += scale_args(input_scale, ncc_version)
@@ -230,8 +233,9 @@ def infer(kmodel_path, inputs_u8_nchw, ncc=None, timeout=TIMEOUT):
             # raw: the planar uint8 bytes as the KPU takes them (dataset.cpp raw_dataset)
             with open(os.path.join(dataset_dir, "%05d.bin" % i), "wb") as f:
                 f.write(np.ascontiguousarray(image).tobytes())
-        _run_checked([ncc, "infer", kmodel_path, out_dir, "--dataset", dataset_dir,
-                      "--dataset-format", "raw"], timeout, "running %s" % kmodel_path, cwd=work)
+        _run_checked([ncc, "infer", os.path.abspath(kmodel_path), out_dir, "--dataset",
+                      dataset_dir, "--dataset-format", "raw"], timeout,
+                     "running %s" % kmodel_path, cwd=work)
         results = []
         for i in range(len(inputs)):
             # inference.cpp: OUT_DIR/<input stem>.bin, all outputs back to back
