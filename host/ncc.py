@@ -291,8 +291,20 @@ def _run_checked(argv, timeout, what, cwd=None):
         raise UserError("cannot run %s: %s" % (argv[0], exc))
     log = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0:
-        raise UserError("ncc failed %s (exit %d): %s" % (what, proc.returncode, error_line(log)))
+        line = error_line(log)
+        raise UserError("ncc failed %s (exit %d): %s%s" % (what, proc.returncode, line,
+                                                           _advice(line)))
     return log
+
+
+def _advice(line):
+    """What to do about the errors ncc v0.2 users meet most."""
+    if "KPU allocator cannot allocate" in line:
+        return (" (the model does not fit the K210's 2 MiB KPU RAM: reduce the input size, "
+                "the feature map sizes or the channel counts)")
+    if "Not supported tflite opcode" in line:
+        return " (replace that op in the TF graph, e.g. ELU -> leaky ReLU)"
+    return ""
 
 
 def error_line(log):

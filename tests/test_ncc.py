@@ -119,10 +119,15 @@ def test_infer_with_real_ncc_v02_matches_tensorflow(tmp_path):
 
 
 @needs_ncc
-def test_ncc_failing_on_a_model_is_one_line_naming_the_op(tmp_path):
+@pytest.mark.parametrize("model, hw, expected", [
+    ("elu", (32, 32), "Fatal: Not supported tflite opcode: ELU (replace that op"),
+    ("kpu_overflow", (128, 256), "KPU allocator cannot allocate more memory. (the model does "
+                                 "not fit the K210's 2 MiB KPU RAM"),
+])
+def test_ncc_failing_on_a_model_is_one_line_saying_why(tmp_path, model, hw, expected):
     with pytest.raises(UserError) as info:
-        ncc.compile_kmodel(tiny_models()["elu"], str(tmp_path / "elu.kmodel"),
-                           random_u8(4, 32, 32), ZERO_ONE, ncc=NCC)
+        ncc.compile_kmodel(tiny_models()[model], str(tmp_path / "m.kmodel"),
+                           random_u8(2, *hw), ZERO_ONE, ncc=NCC)
     message = str(info.value)
     assert "ncc failed compiling" in message and "\n" not in message
-    assert "ELU" in message.upper(), message
+    assert expected in message, message
