@@ -221,6 +221,12 @@ def infer(kmodel_path, inputs_u8_nchw, ncc=None, timeout=TIMEOUT):
     info = kmodel.read(kmodel_path)
     if info["version"] != 4:
         raise UserError("ncc infer runs V4 kmodels; %s is V%d" % (kmodel_path, info["version"]))
+    return infer_checked(ncc, kmodel_path, info["outputs"], inputs_u8_nchw, timeout)
+
+
+def infer_checked(ncc, kmodel_path, outputs, inputs_u8_nchw, timeout=TIMEOUT):
+    """infer() with the binary and the kmodel already checked (`outputs`: the kmodel's output
+    ranges, host.kmodel): one ncc process per call, nothing else (the virtual board's KPU)."""
     inputs = np.asarray(inputs_u8_nchw)
     if inputs.dtype != np.uint8 or inputs.ndim != 4 or not len(inputs):
         raise UserError("ncc infer inputs must be uint8 [N, C, H, W]; got %s %s"
@@ -241,7 +247,7 @@ def infer(kmodel_path, inputs_u8_nchw, ncc=None, timeout=TIMEOUT):
             # inference.cpp: OUT_DIR/<input stem>.bin, all outputs back to back
             with open(os.path.join(out_dir, "%05d.bin" % i), "rb") as f:
                 raw = f.read()
-            results.append(split_outputs(raw, info["outputs"], kmodel_path))
+            results.append(split_outputs(raw, outputs, kmodel_path))
     return results
 
 

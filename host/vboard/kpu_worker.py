@@ -70,7 +70,7 @@ class V4Model:
         import numpy as np
         from host import ncc
         image = np.frombuffer(planar, np.uint8).reshape(shape[1:])
-        return ncc.infer(self.path, image[None], ncc=self.ncc)[0]
+        return ncc.infer_checked(self.ncc, self.path, self.info["outputs"], image[None])[0]
 
     def close(self):
         shutil.rmtree(self.dir, ignore_errors=True)
