@@ -92,6 +92,28 @@ def test_make_ncc_does_nothing_when_the_binary_is_there(tmp_path):
 
 
 @needs_ncc
+def test_make_ncc_from_a_source_folder_runs_its_build_script(tmp_path):
+    """NCC_SRC=DIR: DIR/build.sh OUT_DIR is the interface (../shared/tools/ncc-v0.2 builds
+    from source there; this folder's script hands over the binary built before)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "build.sh").write_text('#!/bin/sh\nmkdir -p "$1" && cp "%s" "$1/ncc"\n' % NCC)
+    dest = tmp_path / "bin" / "ncc"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "host", "ncc_install.py"),
+                           "--dest", str(dest), "--src", str(src)], env=tool_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "building ncc with" in proc.stdout and ncc.detect_version(str(dest)) == "0.2"
+    (src / "build.sh").write_text("#!/bin/sh\necho 'cmake: no compiler'; exit 3\n")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "host", "ncc_install.py"),
+                           "--dest", str(tmp_path / "other" / "ncc"), "--src", str(src)],
+                          env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120)
+    assert_one_line_error(proc, "build.sh failed (exit 3): cmake: no compiler")
+
+
+@needs_ncc
 def test_compile_with_real_ncc(tmp_path):
     version = ncc.detect_version(NCC)
     path = str(tmp_path / "small.kmodel")
