@@ -133,6 +133,24 @@ def test_legacy_api_runs_v4_from_flash_and_file_with_every_output(tmp_path, v4_m
     assert lines[11] == "True"
 
 
+def test_canmv_main_runs_v4_too(tmp_path, v4_model):
+    """CanMV releases (profile canmv) load V4: the same runtime behind maix.KPU."""
+    data, (ref0, _) = v4_model
+    state = str(tmp_path / "state")
+    provision(state, files={"m.kmodel": data})
+    with start_board(state, profile="canmv", log_rate=0) as handle:
+        out, err = _exec(handle, _TEST_IMAGE + textwrap.dedent("""
+            from maix import KPU
+            k = KPU()
+            k.load_kmodel('/flash/m.kmodel')
+            img.pix_to_ai()
+            print(repr(list(k.run_with_output(img))))
+            """))
+    assert err == b"", err
+    np.testing.assert_array_equal(np.array(eval(out.decode().split("\r\n")[0]), np.float32),
+                                  ref0)
+
+
 def test_legacy_load_errors_follow_the_firmware(tmp_path, v4_model, tiny_build):
     data, _ = v4_model
     v5 = tiny_build.kmodel_bytes()
