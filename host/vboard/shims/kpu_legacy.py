@@ -337,7 +337,7 @@ def build_legacy(board):
         if not isinstance(img, Image):
             raise ValueError("input not support")
         data = img.ai_data()
-        _, ch, h, w = task.model.input_shape
+        _, _, h, w = task.model.input_shape
         if data is None:
             say("[MAIXPY]kpu: pix_ai is NULL!\r\n")
         elif (img.width(), img.height()) != (w, h):
