@@ -65,9 +65,11 @@ def parser():
     q.add_argument("--min-calib", type=int, default=16, help="refuse fewer calibration images")
     q.add_argument("--calibrate-method", default="no_clip",
                    choices=("no_clip", "l2", "kld_m0", "kld_m1", "kld_m2", "cdf", "auto"),
-                   help="nncase calibration; auto keeps the lowest l2r on held-out images")
-    q.add_argument("--ncc", help="path to an ncc v0.1 (kmodel V3) or v0.2 (V4) binary, for "
-                   "stock MaixPy firmware, instead of the pip nncase (V5)")
+                   help="nncase calibration; auto keeps the lowest l2r on held-out images "
+                   "(ncc v0.2: no_clip, l2, auto)")
+    q.add_argument("--ncc", help="path to an ncc v0.1 (kmodel V3) or v0.2 (V4) binary instead "
+                   "of the pip nncase (V5); a --firmware that cannot load V5 uses "
+                   ".venv/bin/ncc (`make ncc`) without it")
     d = p.add_argument_group("decoding")
     d.add_argument("--decoder", default="raw", choices=("yolo2", "grid", "raw"))
     d.add_argument("--anchors", help="yolo2 anchors w0,h0,w1,h1,... in grid cells, or a JSON "

@@ -12,7 +12,7 @@ import glob
 import os
 import re
 
-from host import firmware, k210fit, pixels
+from host import firmware, k210fit, ncc, pixels
 from host.errors import UserError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -199,6 +199,5 @@ def check(opts):
     problems = k210fit.flash_placement(opts.flash_address, 0)[1]
     if problems:
         raise UserError("--flash-address: " + problems[0])
-    profile = firmware.get_profile(opts.firmware)
-    if 5 not in profile["kmodel_versions"] and not opts.ncc:
-        firmware.check_loadable(profile, 5, 0)
+    ncc.for_firmware(firmware.get_profile(opts.firmware), opts.ncc, opts.calibrate_method,
+                     {"scale": opts.input_scale, "mean": opts.mean, "std": opts.std})

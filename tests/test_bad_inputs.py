@@ -218,7 +218,8 @@ def test_convert_bad_calibration_dir(tmp_path, case):
     (["--flash-address", "0x300100"], "not 4 KiB aligned"),
     (["--flash-address", "0x100000"], "below 0x"),
     (["--flash-address", "0xD00000"], "0xD00000 is inside the /flash file system"),
-    (["--firmware", "maixpy-v4"], "--ncc"),
+    (["--firmware", "maixpy-v4", "--ncc", "/nonexistent/ncc"],
+     "--ncc /nonexistent/ncc does not exist"),
     (["--decoder", "ssd"], "argument --decoder: invalid choice: 'ssd'"),
     (["--min-calib", "many"], "argument --min-calib: invalid int value"),
 ])
@@ -638,6 +639,7 @@ def test_eval_board_running_another_model(tiny_build, build, eval_images, tmp_pa
 
 # ------------------------------------------------------------------ Makefile variables
 @pytest.mark.parametrize("target, variables, fragments", [
+    ("kmodel", ["FIRMWARE=maixpy-v9"], ["argument --firmware: invalid choice: 'maixpy-v9'"]),
     ("flash", ["PORT=/dev/ttyNOPE3"], ["port /dev/ttyNOPE3 does not exist"]),
     ("flash", ["BAUD=fast"], ["argument --baud: invalid int value: 'fast'"]),
     ("flash", ["BOARD=maixcam"], ["argument --board: invalid choice: 'maixcam'"]),
