@@ -104,6 +104,12 @@ def test_firmware_uzlib_and_shim_agree(shim):
     on_board = H.run("zinflate_cases.py", [case(raw, segs) for _n, raw, segs, _f in named])
     for (name, raw, segs, fails), board in zip(named, on_board):
         host = zinflate_cases.run_case(case(raw, segs))
+        if name == "far":
+            # zlib checks a distance against the window plus what the same read wrote
+            # (host/vboard/shims/uzlib.py): the shim may fail a segment later
+            assert host["error"] == board["error"] == "corrupt", (host, board)
+            assert 0 <= host["segment"] - board["segment"] <= 1, (host, board)
+            continue
         assert host == board, (name, host, board)
         if fails:
             assert "error" in board, name
@@ -119,8 +125,10 @@ def test_shim_follows_moduzlib_headers_and_errors():
     assert m.DecompIO(io.BytesIO(body), -12).read(len(raw) + 5) == raw   # short only at the end
     with pytest.raises(EOFError):
         m.DecompIO(io.BytesIO(body[:len(body) // 2]), -12).read(len(raw))
+    far = m.DecompIO(io.BytesIO(body), -11)                          # 3200 back, window 2048
     with pytest.raises(OSError):
-        m.DecompIO(io.BytesIO(body), -11).read(len(raw))                # distance past window
+        for _ in range(len(raw) // 64):
+            far.read(64)
     with pytest.raises(ValueError, match="compression header"):
         m.DecompIO(io.BytesIO(b"\x78\x00" + body), 0)
     with pytest.raises(NotImplementedError):                         # 1 << CINFO = 128 bytes
@@ -132,3 +140,26 @@ def test_shim_follows_moduzlib_headers_and_errors():
     with pytest.raises(OSError):
         m.DecompIO(io.BytesIO(bytes(gz)), 16 + 12).read()
     assert m.decompress(zlib.compress(raw)) == raw
+
+
+class _Unseekable(object):
+    """A stream the shim can only pull one byte at a time from."""
+
+    def __init__(self, data):
+        self.f = io.BytesIO(data)
+
+    def read(self, n):
+        return self.f.read(n)
+
+
+def test_shim_block_reads_take_exactly_the_bytes_of_one_byte_pulls():
+    m = uzlib_shim.build(None)
+    raw = photo(7, 64, 96) + noise(8, 32, 32)
+    c = zlib.compressobj(9, zlib.DEFLATED, -P.Z_WBITS)
+    body = c.compress(raw) + c.flush()
+    fast_src, slow_src = io.BytesIO(body), _Unseekable(body)
+    fast, slow = m.DecompIO(fast_src, -P.Z_WBITS), m.DecompIO(slow_src, -P.Z_WBITS)
+    for n in (1, 7, 300, 1000, 4096, 9000, 50000):
+        assert fast.read(n) == slow.read(n)
+        assert fast_src.tell() == slow_src.f.tell()
+    assert fast_src.tell() == len(body)

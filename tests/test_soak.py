@@ -4,6 +4,8 @@ frames, delay spikes, board resets mid-frame, port disconnects) at >= 1 % of fra
 against a fault-free run of the same images on the same tiny real model (nncase simulator
 as the KPU, TensorFlow on the host). No silent corruption: every image is accounted for and
 its record (output tensors bit for bit, CRCs, boxes, metrics) equals the fault-free run's.
+The faulty run sends rgb565z (deflated segments inflated on the board), the fault-free run
+plain rgb565: the same pixels, so the same records.
 
 CI runs >= 2,000 frames (SOAK_FRAMES, default 2000); `make soak` runs 20,000."""
 import json
@@ -67,13 +69,17 @@ def test_soak_every_fault_kind_nothing_lost_nothing_wrong(tiny_build, tmp_path):
     images = tiny_model.images(tmp_path / "images", IMAGES, seed=17, smooth=False)
     clean_state = str(tmp_path / "clean")
     _fast_boot_boards(clean_state, tiny_build, BOARDS)
-    clean, _ = _eval(tiny_build, images, tmp_path / "clean-out", clean_state)
+    clean, _ = _eval(tiny_build, images, tmp_path / "clean-out", clean_state,
+                     "--payload", "rgb565")
     assert clean["summary"]["failed"] == 0
 
     state = str(tmp_path / "faulty")
     _fast_boot_boards(state, tiny_build, BOARDS)
     faulty, proc = _eval(tiny_build, images, tmp_path / "faulty-out", state,
-                         "--vboard-faults", SPEC, "--vboard-seed", "7", "--retries", "20")
+                         "--vboard-faults", SPEC, "--vboard-seed", "7", "--retries", "20",
+                         "--payload", "rgb565z")
+    assert [b["payload"] for b in clean["boards"]] == ["rgb565"] * BOARDS
+    assert [b["payload"] for b in faulty["boards"]] == ["rgb565z"] * BOARDS
 
     # the faults happened, at >= 1 % of all frames for every kind
     counts = [b["faults"] for b in faulty["boards"]]

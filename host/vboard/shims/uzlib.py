@@ -12,7 +12,10 @@ What is imitated (read in moduzlib.c, tinflate.c, tinfzlib.c, tinfgzip.c of v1.1
   read raises EOFError (read_src_stream). Unread bytes stay in the stream.
 - A distance beyond the window is an error, a distance into the part of the window not yet
   written reads zeros (the window is a zeroed GC block): zlib with a window of the same size
-  and a preset dictionary of zeros does both.
+  and a preset dictionary of zeros does both - except that zlib also accepts a distance
+  reaching back into the bytes it wrote in the same read, so a read of n bytes may accept up
+  to n bytes further back than the firmware, i.e. fail later (never for a stream deflated
+  with the same window, as the host's is).
 - Corrupt data, a bad window distance or a checksum mismatch (adler32 for zlib, crc32 for gzip,
   checked when the final block ends): OSError EINVAL. `read`/`readinto` return fewer bytes
   only at the end of the stream.
@@ -34,6 +37,7 @@ from host.vboard.shims.base import new_module
 # struct uzlib_uncomp (uzlib.h: 104 bytes of fields + 2 x TINF_TREE of 608 bytes), padded
 STATE_BYTES = 1344
 _GC_BLOCK = 16
+_BLOCK = 4096       # bytes read ahead from a seekable source (the unused ones go back)
 
 
 def _gc_round(n):
@@ -131,12 +135,9 @@ class DecompIO(object):
         out = []
         have = 0
         while have < n and not self._z.eof:
-            if not self._tail:
-                self._tail = self._src.read(1)
-                if not self._tail:
-                    raise EOFError()
+            data = self._pull(n - have)
             try:
-                piece = self._z.decompress(self._tail, n - have)
+                piece = self._z.decompress(data, n - have)
             except zlib.error as exc:
                 raise OSError(errno.EINVAL, "EINVAL (vboard: %s)" % exc)
             self._tail = self._z.unconsumed_tail
@@ -148,6 +149,40 @@ class DecompIO(object):
             self._eof = True
             self._verify_trailer()
         return data
+
+    def _pull(self, need):
+        """The input uzlib would read next to give `need` more bytes: exactly the bytes up to
+        the last one it needs (it reads a byte only for a bit it lacks), never beyond; what
+        is read past it goes back to the stream. Seekable streams are read in blocks and the
+        cut is found on copies of the decompressor (bisection: output and errors only grow
+        with the input); others one byte at a time. EOFError when the stream is empty."""
+        if self._tail:
+            return self._tail
+        seekable = getattr(self._src, "seekable", lambda: False)()
+        block = self._src.read(_BLOCK if seekable else 1)
+        if not block:
+            raise EOFError()
+        if len(block) == 1:
+            return block
+        if not self._enough(block, need):
+            return block               # all of it is needed (and more)
+        lo, hi = 1, len(block)         # the shortest prefix that is enough
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._enough(block[:mid], need):
+                hi = mid
+            else:
+                lo = mid + 1
+        self._src.seek(lo - len(block), 1)
+        return block[:lo]
+
+    def _enough(self, data, need):
+        """Whether `data` lets the decompressor give `need` bytes, end or fail."""
+        trial = self._z.copy()
+        try:
+            return len(trial.decompress(data, need)) >= need or trial.eof
+        except zlib.error:
+            return True
 
     def _sum_update(self, data):
         if self._check == "adler":
