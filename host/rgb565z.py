@@ -3,8 +3,9 @@ segments of the board's `chunk` raw bytes, each ended by a sync flush, one segme
 IMAGE_DATA frame. The board (device/zinflate.py) inflates each frame as it arrives straight
 into the Image, without waiting for the next one.
 
-Level 9 and a 2**Z_WBITS = 4 KiB window, chosen by measurement on natural photographs
-(bench/link.py): a 32 KiB window gains ~5 % more and costs the board 28 KiB of GC heap.
+Level 9 and a 2**Z_WBITS = 16 KiB window, chosen by measurement (docs/protocol.md, "rgb565z"):
+on natural photographs 1.83x at 4 KiB, 1.90x at 16 KiB, 1.93x at 32 KiB, but a 32 KiB window
+is a block the board's fragmented GC heap no longer has after a few images.
 Incompressible data (noise) comes out as stored blocks: at most a few bytes per segment more
 than rgb565, still exact.
 """

@@ -70,7 +70,7 @@ RUNS = [pytest.param("MaixPy", H.MAIXPY_GC_HEAP, 224, 160, (30, 5, 7), P.FMT_RGB
                      id="CanMV-rgb565"),
         pytest.param("CanMV", CANMV_GC_HEAP, 320, 224, (30, 7, 10), P.FMT_JPEG,
                      id="CanMV-jpeg", marks=FRAGMENTS),
-        # rgb565z: the RGB565 Image plus, per image, a DecompIO, its 4 KiB window and the
+        # rgb565z: the RGB565 Image plus, per image, a DecompIO, its 16 KiB window and the
         # segment buffer (device/zinflate.py)
         pytest.param("MaixPy", H.MAIXPY_GC_HEAP, 224, 160, (30, 5, 7), P.FMT_RGB565Z,
                      id="MaixPy-rgb565z"),

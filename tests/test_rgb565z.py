@@ -61,7 +61,7 @@ def cases():
     out.append(("missplit", smooth, [stream[i:i + SEG] for i in range(0, len(stream), SEG)],
                 "fail"))
     far = zlib.compressobj(9, zlib.DEFLATED, -15)
-    rep = noise(3, 48, 48) * 2                          # repeats 9 KiB back: beyond 4 KiB
+    rep = noise(3, 96, 96) * 2                          # repeats 18 KiB back: beyond 16 KiB
     out.append(("far", rep, [far.compress(rep[i:i + SEG]) + far.flush(zlib.Z_SYNC_FLUSH)
                              for i in range(0, len(rep), SEG)], "fail"))
     return out
