@@ -21,6 +21,10 @@ try:
     import decoders
 except ImportError:
     from device import decoders
+try:
+    import zinflate
+except ImportError:
+    from device import zinflate
 
 P = protocol
 CONFIG_PATHS = ("config.json", "/sd/config.json", "/flash/config.json")
@@ -340,6 +344,7 @@ class Transfer:
         self.buf = None      # JPEG bytes (bytes, or a bytearray where uctypes is missing)
         self.wbuf = None     # where the JPEG's chunks are written: a view of buf, or buf
         self.fail = None     # (code, text): consume the data, then one ERROR
+        self.z = None        # rgb565z: the zinflate.Inflater filling the Image
         self.t0 = ticks()
 
 
@@ -406,7 +411,7 @@ class Server:
              "decoder": self.cfg["decoder"]["type"],
              "rx_buf": self.rbl, "window": self.window, "chunk": self.chunk,
              "max_payload": self.parser.max_payload, "baud": self.cfg["baud"],
-             "formats": ["rgb565", "jpeg"], "input_crc": self.crc_mode,
+             "formats": self.formats(), "input_crc": self.crc_mode,
              "features": P.FEATURES, "result_cache": RESULT_CACHE,
              "mem_free": mem_free(), "platform": sys.platform}
         try:
@@ -415,6 +420,11 @@ class Server:
         except Exception:
             pass
         return d
+
+    def formats(self):
+        if zinflate.available():
+            return ["rgb565", "jpeg", "rgb565z"]
+        return ["rgb565", "jpeg"]
 
     # -- input
     def poll(self):
@@ -533,6 +543,8 @@ class Server:
                     self.raw_image()
                 except MemoryError as e:
                     t.fail = (P.E_NO_MEMORY, "RGB565 image buffer: " + _err_text(e))
+        elif fmt == P.FMT_RGB565Z:
+            self.begin_rgb565z(t)
         elif fmt == P.FMT_JPEG:
             if total <= 0 or total > MAX_JPEG:
                 t.fail = (P.E_SIZE, "JPEG of %d bytes (max %d)" % (total, MAX_JPEG))
@@ -550,6 +562,36 @@ class Server:
             t.fail = (P.E_FORMAT, "unknown image format %d" % fmt)
         if total == 0:
             self.finish()
+
+    def begin_rgb565z(self, t):
+        if not zinflate.available():
+            t.fail = (P.E_FORMAT, "rgb565z: this firmware has no uzlib.DecompIO")
+        elif t.w != self.w or t.h != self.h or t.total <= 0:
+            t.fail = (P.E_SIZE, "rgb565z image %dx%d (%d bytes), model input is %dx%d"
+                      % (t.w, t.h, t.total, self.w, self.h))
+        else:
+            try:
+                self.raw_image()
+                t.z = zinflate.Inflater(2 * self.w * self.h, self.chunk, P.Z_WBITS)
+            except MemoryError as e:
+                t.fail = (P.E_NO_MEMORY, "rgb565z image buffer or inflater: " + _err_text(e))
+
+    def inflate(self, t, data):
+        """One rgb565z segment straight into the Image (or, without uctypes, through a row
+        buffer and the slice path)."""
+        z = t.z
+        n = z.next_len()
+        try:
+            if self.view is not None:
+                z.segment(data, memoryview(self.view)[z.done:z.done + n])
+            else:
+                off = z.done
+                buf = bytearray(n)
+                z.segment(data, buf)
+                fill_rows(self.img, self.w, off, buf)
+        except zinflate.InflateError as e:
+            t.fail = (P.E_INFLATE, "image %d: %s" % (t.id, e))
+            t.z = None
 
     def jpeg_buffer(self, t):
         # image.Image(data, from_bytes=True) takes bytes only (py_image.c: mp_obj_is_str_or_bytes):
@@ -599,6 +641,8 @@ class Server:
         if t.fail is None:
             if t.fmt == P.FMT_JPEG:
                 t.wbuf[off:off + n] = data
+            elif t.fmt == P.FMT_RGB565Z:
+                self.inflate(t, data)
             elif self.view is not None:
                 self.view[off:off + n] = data
             elif off % 2 or n % 2:
@@ -607,6 +651,10 @@ class Server:
                 fill_rows(self.img, self.w, off, data)
         t.got += n
         if t.got == t.total:
+            if t.z is not None and t.fail is None and not t.z.complete():
+                t.fail = (P.E_INFLATE, "image %d: the deflate stream gave %d of %d bytes"
+                          % (t.id, t.z.done, t.z.raw_total))
+            t.z = None
             self.finish()
 
     def finish(self):

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover
 import serial
 
 from device import protocol as P
-from host import firmware
+from host import firmware, rgb565z
 from host.errors import UserError
 
 REPL_BAUD = 115200
@@ -96,6 +96,18 @@ class ImageJob(object):
         self.t_begin = None
         self.t_sent = None
         self.t_done = None
+        self._segments = None       # rgb565z: (chunk, deflate segments of data)
+
+    def frames(self, wire, chunk):
+        """(type, payload) of this image under wire id `wire`. rgb565z: `data` is the RGB565
+        bytes, deflated once per chunk size (host.rgb565z)."""
+        if self.fmt != P.FMT_RGB565Z:
+            return list(P.image_frames(wire, self.fmt, self.flags, self.width, self.height,
+                                       self.data, chunk=chunk))
+        if self._segments is None or self._segments[0] != chunk:
+            self._segments = (chunk, rgb565z.segments(self.data, chunk))
+        return list(rgb565z.image_frames(wire, self.flags, self.width, self.height,
+                                         self._segments[1]))
 
 
 class Session(object):
@@ -752,10 +764,12 @@ class _Stream(object):
         if j.attempts == 1:
             job.t_begin = time.monotonic()
             s.stats["images"] += 1
-            s.stats["payload_bytes"] += len(job.data)
+        payload = job.frames(j.wire, self.chunk)
+        if j.attempts == 1:
+            s.stats["payload_bytes"] += sum(len(p) - 8 for t, p in payload
+                                            if t == P.T_IMAGE_DATA)
         frames = []
-        for t, p in P.image_frames(j.wire, job.fmt, job.flags, job.width, job.height,
-                                   job.data, chunk=self.chunk):
+        for t, p in payload:
             seq = s.seq
             frames.append((seq, s._frame(t, p)))
         j.frames = frames

@@ -10,6 +10,7 @@ from host.vboard import fs
 from host.vboard import image as _image
 from host.vboard import kpu as _kpu
 from host.vboard import memory as _memory
+from host.vboard.shims import uzlib as _uzlib
 from host.vboard.shims.base import new_module
 
 # Rough GC-heap use of the interpreter itself after boot (MicroPython objects, REPL).
@@ -81,9 +82,10 @@ def build_micropython(board):
 
 
 def gc_used(board):
-    """Estimate: interpreter baseline + live image buffers + UART receive buffers."""
+    """Estimate: interpreter baseline + live image buffers + UART receive buffers + uzlib
+    decompressor state."""
     images = sum(img.nbytes() for img in list(_image.LIVE))
-    return _GC_BASE + images + board.port.capacity
+    return _GC_BASE + images + board.port.capacity + _uzlib.live_bytes()
 
 
 def gc_free(board):
