@@ -106,10 +106,29 @@ def skip_autostart():
 
 
 # ------------------------------------------------------------------ KPU
+def maix_utils():
+    """Maix.utils (MaixPy-v1) or maix.utils (CanMV: the module is lowercase), or None."""
+    try:
+        from maix import utils
+        return utils
+    except ImportError:
+        pass
+    try:
+        from Maix import utils
+        return utils
+    except ImportError:
+        return None
+
+
 def detect_api():
-    """(api name, KPU object or module); chosen by what the firmware offers."""
+    """(api name, KPU object or module); chosen by what the firmware offers. CanMV releases'
+    maix.KPU is a type (its dir() lists the methods); feat/kpu's is a function returning a
+    C-heap object, so it is only called when it is the API used."""
     try:
         from maix import KPU as _KPU
+        names = dir(_KPU)
+        if "load_kmodel" in names and "run_with_output" in names:
+            return API_OLD, _KPU()
         k = _KPU()
         names = dir(k)
         if "load" in names and "run" in names and "get_outputs" in names:
@@ -132,6 +151,23 @@ def _err_text(e):
     return "%s: %s" % (type(e).__name__, e)
 
 
+# CanMV feat/kpu's deinit never frees the nncase context (maix_kpu.c: k210_kpu_deinit): a
+# model loaded there stays loaded for the next session of this boot instead (key, KPU).
+_KEPT = [None, None]
+
+
+def _model_key(cfg):
+    m = cfg["model"]
+    return (m["source"], m.get("address"), m.get("size"), m.get("path"), m.get("sha256"))
+
+
+def forget_kept_model():
+    """A Ctrl-C while code runs makes CanMV free every KPU buffer 400 ms later
+    (maixpy_main.c: deinit_kpu_timer_cb): the kept object is gone then."""
+    _KEPT[0] = None
+    _KEPT[1] = None
+
+
 class Model:
     """One loaded kmodel behind the three KPU API generations. Never raises
     on load: .error holds the firmware's message."""
@@ -143,13 +179,25 @@ class Model:
         self.k = None
         self.task = None
         self.error = None
-        try:
-            self.api, self.k = detect_api()
-        except Exception as e:
-            self.error = "KPU unavailable: " + _err_text(e)
+        key = _model_key(cfg)
+        if _KEPT[0] == key:
+            self.api, self.k, self.task = API_NEW, _KEPT[1], _KEPT[1]
             return
+        if _KEPT[1] is not None:
+            self.api, self.k = API_NEW, _KEPT[1]     # load again on the same object
+        else:
+            try:
+                self.api, self.k = detect_api()
+            except Exception as e:
+                self.error = "KPU unavailable: " + _err_text(e)
+                return
         if self.api is None:
             self.error = "this firmware has no KPU API (no maix.KPU, no KPU module)"
+            return
+        if self.api == API_OLD and len(self.shapes) > 1:
+            self.error = ("model has %d outputs but CanMV's run_with_output returns output 0 "
+                          "only: use a one-output model, or firmware canmv-v5 or MaixPy"
+                          % len(self.shapes))
             return
         try:
             self._load()
@@ -157,6 +205,10 @@ class Model:
             self.error = "model load failed (%s, %s): %s" % (self.api, self._where(), _err_text(e))
             self.task = None
             gc.collect()
+            return
+        if self.api == API_NEW:
+            _KEPT[0] = key
+            _KEPT[1] = self.k
 
     def _where(self):
         m = self.cfg["model"]
@@ -172,6 +224,7 @@ class Model:
         flash = m["source"] == "flash"
         gc.collect()
         if self.api == API_NEW:
+            _KEPT[0] = None
             if flash:
                 self.k.load(m["address"], size=m["size"])
             else:
@@ -182,6 +235,10 @@ class Model:
                 self.k.load_kmodel(m["address"], m["size"])
             else:
                 self.k.load_kmodel(m["path"])
+            # deinit (ours, or the firmware's after a Ctrl-C) dereferences yolo2_rl, NULL
+            # unless init_yolo2 ran (Maix_kpu.c: py_kpu_deinit): give it a 1x1 layer
+            self.k.init_yolo2([1.0, 1.0], anchor_num=1, img_w=1, img_h=1, net_w=1, net_h=1,
+                              layer_w=1, layer_h=1, classes=1)
             self.task = self.k
         else:
             kpu = self.k
@@ -195,18 +252,10 @@ class Model:
         n = len(self.shapes)
         if self.api == API_NEW:
             self.k.run(img)
-            if n == 1:
-                outs = [self.k.get_outputs()]
-            else:
-                outs = [self.k.get_outputs(index=i) for i in range(n)]
+            # the index is positional only: get_outputs(index=i) returns output 0
+            outs = [self.k.get_outputs(i) for i in range(n)]
         elif self.api == API_OLD:
-            r = self.k.run_with_output(img, getlist=True)
-            if r is None:
-                raise OSError("run_with_output returned None")
-            if n > 1 or (len(r) and isinstance(r[0], (list, tuple))):
-                outs = list(r)
-            else:
-                outs = [r]
+            outs = [self.k.run_with_output(img, getlist=True)]   # output 0 only, flat
         else:
             fmap = self.k.forward(self.task, img)
             outs = [fmap[:]]
@@ -222,10 +271,12 @@ class Model:
         return outs[:n]
 
     def close(self):
+        """Legacy: deinit the task. CanMV releases: deinit (safe after init_yolo2).
+        feat/kpu: nothing (the model stays loaded for the next session, see _KEPT)."""
         try:
             if self.api == API_LEGACY and self.task is not None:
                 self.k.deinit(self.task)
-            elif self.k is not None and "deinit" in dir(self.k):
+            elif self.api == API_OLD and self.k is not None:
                 self.k.deinit()
         except Exception:
             pass
@@ -404,8 +455,8 @@ class Server:
              "formats": ["rgb565", "jpeg"], "input_crc": self.crc_mode,
              "features": P.FEATURES, "result_cache": RESULT_CACHE,
              "mem_free": mem_free(), "platform": sys.platform}
+        utils = maix_utils()
         try:
-            from Maix import utils
             d["heap_free"] = utils.heap_free()
         except Exception:
             pass
@@ -620,6 +671,11 @@ class Server:
                 self.error(P.E_JPEG, t.id, "JPEG decode failed: " + _err_text(e))
                 return
             data = None
+            if img.width() == 0 or img.height() == 0:
+                # the firmware swallows decode errors: "Failed loading source image!" and
+                # a 0x0 image (MaixPy-v1 omv/img/imlib.c: imlib_load_image)
+                self.error(P.E_JPEG, t.id, "JPEG decode failed: the firmware made a 0x0 image")
+                return
             if img.width() != self.w or img.height() != self.h:
                 self.error(P.E_SIZE, t.id, "JPEG is %dx%d, model input is %dx%d"
                            % (img.width(), img.height(), self.w, self.h))
@@ -768,6 +824,9 @@ def live(cfg, frames=0):
             lcd.display(img)
             n += 1
             outs = None
+    except KeyboardInterrupt:
+        forget_kept_model()
+        raise
     finally:
         model.close()
     return n

@@ -2,9 +2,9 @@
 it can load this build's kmodel (host.firmware.check_loadable).
 
 The probe reports sys.implementation, os.uname(), sys.platform, the KPU API generation
-(detected like device/detect.py: `maix.KPU` with load/run/get_outputs or load_kmodel/
-run_with_output, else `import KPU` with load/forward), `Maix.utils.heap_free()`,
-`gc.mem_free()`, whether `Maix.utils.flash_read` exists, the mounted filesystems and the
+(detected like device/detect.py: `maix.KPU` with load_kmodel/run_with_output, or a KPU
+object with load/run/get_outputs, else `import KPU` with load/forward), `utils.heap_free()`
+of `maix` (CanMV) or `Maix` (MaixPy-v1), `gc.mem_free()`, whether `utils.flash_read` exists, the mounted filesystems and the
 free space of /flash. The KPU API names the firmware profile (the kmodel versions it loads).
 """
 import json
@@ -37,15 +37,14 @@ except Exception as _e:
 _r['api'] = None
 try:
     from maix import KPU as _K
-    _k = _K()
-    _d = dir(_k)
-    if 'load' in _d and 'run' in _d and 'get_outputs' in _d:
-        _r['api'] = 'canmv-new'
-    elif 'load_kmodel' in _d and 'run_with_output' in _d:
+    _d = dir(_K)
+    if 'load_kmodel' in _d and 'run_with_output' in _d:
         _r['api'] = 'canmv-old'
-    if 'deinit' in _d:
-        _k.deinit()
-    del _k, _d, _K
+    else:
+        _d = dir(_K())
+        if 'load' in _d and 'run' in _d and 'get_outputs' in _d:
+            _r['api'] = 'canmv-new'
+    del _d, _K
 except ImportError:
     pass
 if _r['api'] is None:
@@ -59,12 +58,14 @@ if _r['api'] is None:
         pass
 _r['heap_free'] = None
 _r['flash_read'] = False
-try:
-    from Maix import utils as _ut
-    _r['heap_free'] = _ut.heap_free()
-    _r['flash_read'] = 'flash_read' in dir(_ut)
-except Exception:
-    pass
+for _m in ('maix', 'Maix'):
+    try:
+        _ut = __import__(_m).utils
+        _r['heap_free'] = _ut.heap_free()
+        _r['flash_read'] = 'flash_read' in dir(_ut)
+        break
+    except Exception:
+        pass
 gc.collect()
 _r['gc_free'] = gc.mem_free()
 print(ujson.dumps(_r))
@@ -128,6 +129,7 @@ def problem(info, kmodel_bytes):
         profile["heap_budget"] = int(info["heap_free"])
     try:
         firmware.check_loadable(profile, version, size, work)
+        firmware.check_outputs(profile, len(kmodel.parse(kmodel_bytes)["outputs"]))
     except UserError as exc:
         return str(exc)
     return None

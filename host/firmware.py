@@ -30,10 +30,17 @@ _MAIXPY_ERRORS = {
     "memory": "[MAIXPY]kpu: load error:2006, ERR_NO_MEM: memory not enough "
               "(or 'SYSCALL: Out of memory')",
 }
-_CANMV_ERRORS = {
+# kendryte/canmv@feat/kpu Maix/maix_kpu/maix_kpu.c: k210_kpu_load_kmodel
+_CANMV_V5_ERRORS = {
     "version": "OSError: Failed to load model",
     "memory": "MemoryError: Model buffer memory allocation failed "
               "(or 'SYSCALL: Out of memory' then 'OSError: Failed to load model')",
+}
+# kendryte/canmv@main Maix/maix_kpu/Maix_kpu.c: py_kpu_load_kmodel
+_CANMV_ERRORS = {
+    "version": "OSError: Failed to init model",
+    "memory": "MemoryError: model buffer memory allocation failed "
+              "(or 'SYSCALL: Out of memory' then 'OSError: Failed to init model')",
 }
 
 PROFILES = {
@@ -47,7 +54,7 @@ PROFILES = {
         # advice is a minimum-size build. Shrinking the GC heap frees more.
         "heap_budget": 1300000 - 900000,
         "gc_heap": 750 * 1024,  # CanMV default, k210-device.md
-        "errors": _CANMV_ERRORS,
+        "errors": _CANMV_V5_ERRORS,
     },
     "canmv": {
         "description": "CanMV main (releases up to v1.0.5), no V5 runtime",
@@ -58,6 +65,8 @@ PROFILES = {
         "heap_budget": 1300000,
         "gc_heap": 750 * 1024,
         "errors": _CANMV_ERRORS,
+        # Maix_kpu.c: py_kpu_run_with_output reads kpu_get_output(ctx, 0, ...) only
+        "max_outputs": 1,
     },
     "maixpy-v4": {
         "description": "MaixPy-v1 full builds (maixpy_*.bin) and *kmodel_v4* builds",
@@ -124,3 +133,14 @@ def check_loadable(profile, version, model_size, working_memory=0):
                         "or reduce the MicroPython GC heap (%d KiB)"
                         % (needed, model_size, working_memory, name, profile["heap_budget"],
                            profile["errors"]["memory"], profile["gc_heap"] // 1024))
+
+
+def check_outputs(profile, count):
+    """Raise UserError unless the firmware's KPU API can read `count` outputs."""
+    profile = get_profile(profile)
+    limit = profile.get("max_outputs")
+    if limit is not None and count > limit:
+        raise UserError("firmware %s reads output 0 only (CanMV's run_with_output, "
+                        "kendryte/canmv Maix_kpu.c: py_kpu_run_with_output), this model has %d "
+                        "outputs: export a one-output model (concatenate the heads), or use "
+                        "firmware canmv-v5 or maixpy-v4" % (profile.get("name", "custom"), count))

@@ -73,6 +73,7 @@ def build(opts, log):
         frozen = _freeze(opts)
     log("frozen: %s -> %s (%s)" % (frozen.input_node, ", ".join(frozen.output_nodes),
                                    frozen.source))
+    firmware.check_outputs(profile, len(frozen.output_nodes))
     with timer.stage("batchnorm check"):
         bn = _batchnorm_check(frozen, calib_u8, input_scale, opts, warn)
     with timer.stage("tflite"):

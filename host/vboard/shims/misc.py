@@ -97,13 +97,22 @@ def build_gc(board):
 
 
 def build_utils(board):
+    """`Maix.utils` / `maix.utils` (sipeed/MaixPy-v1 and kendryte/canmv@main, feat/kpu
+    Maix/Maix_utils.c: locals_dict_table): gc_heap_size, heap_free, flash_read."""
     def flash_read(address, size):
-        # Maix.utils.flash_read (MaixPy docs; assumed alike on CanMV): bytes of the SPI flash
+        # Maix_utils.c: py_flash_read: bytes of the SPI flash
         return fs.read_flash(address, size)
 
+    def gc_heap_size(*size):
+        # Maix_utils.c: py_gc_heap_size: the configured size; with one argument it stores
+        # the size for the next boot and returns None (the running heap keeps its size)
+        if len(size) > 1:
+            raise OSError(22)                        # MP_EINVAL
+        return None if size else board.profile.gc_heap_bytes
+
+    # Maix_utils.c: py_heap_free: the C heap's free bytes (get_free_heap_size2)
     return new_module("utils", heap_free=lambda: _kpu.heap_free(board),
-                      gc_heap_size=lambda *a: board.profile.gc_heap_bytes,
-                      flash_read=flash_read)
+                      gc_heap_size=gc_heap_size, flash_read=flash_read)
 
 
 def build_ubinascii(board):

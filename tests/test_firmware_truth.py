@@ -1,0 +1,328 @@
+"""The virtual board and device/ follow the firmware's C source (docs/firmware-source.md of the
+team docs, summarised in host/vboard/README.md "Firmware facts"): CanMV's two KPU APIs,
+`maix` vs `Maix`, JPEG decode errors, firmware prints in the UART stream.
+
+Each test names the C function it holds the board to. Kmodels are built in subprocesses
+(TensorFlow, then the nncase stage), never in this process.
+"""
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import serial
+
+from device import protocol as P
+from host import board_probe, firmware, quantize
+from host.errors import UserError
+from host.pixels import expand_rgb565
+from host.rawrepl import RawRepl, ReplError
+from host.upload import Uploader
+from host.vboard.launcher import provision, start_board
+
+pytestmark = pytest.mark.timeout(240)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+H, W = 16, 16
+C0, C1 = 4, 2          # channels of the two outputs
+
+# one conv + relu per output, both from the same input
+_MAKE_TFLITE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    path, h, w, c0, c1 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \\
+        int(sys.argv[5])
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [1, h, w, 3], name="Input_image")
+        outs = []
+        for i, c in enumerate((c0, c1) if c1 else (c0,)):
+            k = tf.constant(np.random.RandomState(i).uniform(-0.5, 0.5, (3, 3, 3, c))
+                            .astype(np.float32))
+            outs.append(tf.nn.relu(tf.nn.conv2d(x, k, [1, 1, 1, 1], "SAME"), name="out%d" % i))
+        with tf.Session() as s:
+            with open(path, "wb") as f:
+                f.write(tf.lite.TFLiteConverter.from_session(s, [x], outs).convert())
+""")
+
+_TEST_IMAGE = ("import image\nimg = image.Image(size=(%d, %d))\n"
+               "for i in range(%d):\n    img[i] = (i * 257) & 0xFFFF\nimg.pix_to_ai()\n"
+               % (W, H, W * H))
+
+
+def _planar():
+    v = (np.arange(H * W, dtype=np.uint32) * 257) & 0xFFFF
+    return expand_rgb565(v.reshape(H, W)).transpose(2, 0, 1)[None]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """{'one': (kmodel, [output0]), 'two': (kmodel, [output0, output1])}, outputs as the
+    Simulator computes them for the test image."""
+    d = tmp_path_factory.mktemp("kmodel")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    calib = np.random.RandomState(1).randint(0, 256, (2, 3, H, W)).astype(np.uint8)
+    out = {}
+    for name, c1 in (("one", 0), ("two", C1)):
+        tfl, km = str(d / (name + ".tflite")), str(d / (name + ".kmodel"))
+        subprocess.run([sys.executable, "-c", _MAKE_TFLITE, tfl, str(H), str(W), str(C0),
+                        str(c1)], env=env, check=True, capture_output=True, timeout=120)
+        quantize.compile_kmodel(tfl, km, calib, {"scale": "0-1"})
+        refs = [r.ravel().astype(np.float32) for r in quantize.simulate(km, _planar())[0]]
+        with open(km, "rb") as f:
+            out[name] = (f.read(), refs)
+    return out
+
+
+def _v5_build(base):
+    """A build of `base` whose loader takes V5 (nncase 1.9 makes V5 only): reaches the
+    older KPU APIs with a model the Simulator runs."""
+    return dict(firmware.PROFILES[base], name=base + "-v5build", kmodel_versions=[3, 4, 5],
+                heap_budget=4000000)
+
+
+def _cfg(data, shapes):
+    return {"model": {"source": "file", "path": "/flash/m.kmodel", "size": len(data),
+                      "sha256": hashlib.sha256(data).hexdigest()},
+            "outputs": [{"shape": list(s)} for s in shapes]}
+
+
+def _board(tmp_path, data, profile):
+    state = str(tmp_path / "state")
+    provision(state, os.path.join(REPO, "device"), {"m.kmodel": data})
+    return start_board(state, profile=profile, log_rate=0)
+
+
+def _repl(handle):
+    ser = serial.Serial(handle.port, 115200, timeout=0.2)
+    repl = RawRepl(ser)
+    repl.enter()
+    return ser, repl
+
+
+def _floats(line):
+    return np.array(eval(line), np.float32)
+
+
+# ---------------------------------------------------------------- CanMV feat/kpu
+def test_feat_kpu_get_outputs_index_is_positional_and_device_reads_every_output(tmp_path,
+                                                                                 models):
+    """maix_kpu.c: k210_kpu_get_outputs reads the index only from one positional int: a
+    keyword is ignored (output 0). device/detect.py reads output i with get_outputs(i)."""
+    data, refs = models["two"]
+    with _board(tmp_path, data, "canmv-v5") as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            out = repl.exec(_TEST_IMAGE + textwrap.dedent("""
+                from maix import KPU
+                k = KPU()
+                print(k.load('/flash/m.kmodel'), k.run(img))
+                print(repr(k.get_outputs(1)))
+                print(repr(k.get_outputs(index=1)))
+                import detect
+                m = detect.Model(%s)
+                print(m.error)
+                o = m.run(img)
+                print(repr(o[0]))
+                print(repr(o[1]))
+                """ % json.dumps(_cfg(data, [(C0, H, W), (C1, H, W)]))))
+    lines = out.split("\r\n")
+    assert lines[0] == "None None"                          # load and run return None
+    np.testing.assert_array_equal(_floats(lines[1]), refs[1])
+    np.testing.assert_array_equal(_floats(lines[2]), refs[0])   # the keyword is ignored
+    assert lines[3] == "None"
+    np.testing.assert_array_equal(_floats(lines[4]), refs[0])
+    np.testing.assert_array_equal(_floats(lines[5]), refs[1])
+
+
+def test_feat_kpu_deinit_leaks_the_context_and_device_keeps_one_model_per_boot(tmp_path,
+                                                                                models):
+    """maix_kpu.c: k210_kpu_deinit frees the model buffer, never kpu_model_free: each
+    load/deinit cycle loses the runtime's working memory. device/detect.py loads a model
+    once per boot on feat/kpu: a second serve session costs no heap."""
+    data, _ = models["one"]
+    cfg = json.dumps(_cfg(data, [(C0, H, W)]))
+    with _board(tmp_path, data, "canmv-v5") as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            raw = repl.exec(textwrap.dedent("""
+                from maix import KPU, utils
+                f0 = utils.heap_free()
+                k = KPU()
+                k.load('/flash/m.kmodel')
+                k.deinit()
+                print(f0 - utils.heap_free())
+                """))
+            device = repl.exec(textwrap.dedent("""
+                import detect
+                from maix import utils
+                m = detect.Model(%s)
+                m.close()
+                f1 = utils.heap_free()
+                for i in range(3):
+                    m = detect.Model(%s)
+                    m.close()
+                print(m.error, f1 - utils.heap_free())
+                """ % (cfg, cfg)))
+    assert int(raw) > 0                      # the leak the firmware has
+    assert device.split() == ["None", "0"]   # no leak per session
+
+
+# ---------------------------------------------------------------- CanMV releases (main)
+def test_canmv_run_with_output_reads_output_0_only_and_multi_output_models_are_refused(
+        tmp_path, models):
+    """Maix_kpu.c: py_kpu_run_with_output: kpu_get_output(ctx, 0) only; a flat list with
+    getlist=True, None without. A two-output model is refused on `canmv` by the device (at
+    load), the board probe and `make kmodel` (firmware.check_outputs)."""
+    data, refs = models["two"]
+    with _board(tmp_path, data, _v5_build("canmv")) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            out = repl.exec(_TEST_IMAGE + textwrap.dedent("""
+                from maix import KPU
+                k = KPU()
+                k.load_kmodel('/flash/m.kmodel')
+                print(k.run_with_output(img))
+                print(repr(k.run_with_output(img, getlist=True)))
+                import detect
+                m = detect.Model(%s)
+                print(m.error)
+                """ % json.dumps(_cfg(data, [(C0, H, W), (C1, H, W)]))))
+    lines = out.split("\r\n")
+    assert lines[:2] == ["model size %d " % len(data), "model load succeed"]
+    assert lines[2] == "None"
+    np.testing.assert_array_equal(_floats(lines[3]), refs[0])
+    assert "output 0 only" in lines[4]
+    with pytest.raises(UserError, match="output 0 only.*2 outputs"):
+        firmware.check_outputs("canmv", 2)
+    firmware.check_outputs("canmv", 1)
+    firmware.check_outputs("canmv-v5", 2)
+    info = {"impl": "micropython", "api": firmware.API_CANMV_OLD, "profile": "canmv",
+            "heap_free": 4000000}
+    assert "output 0 only" in board_probe.problem(dict(info, profile=_v5_build("canmv")), data)
+
+
+def test_canmv_deinit_without_init_yolo2_halts_the_board_and_device_never_does(tmp_path,
+                                                                              models):
+    """Maix_kpu.c: py_kpu_deinit: False without a model; with one it frees it, prints, then
+    dereferences yolo2_rl, NULL unless init_yolo2 ran. device/detect.py gives every model a
+    1x1 region layer, so its close (and the firmware's free after a Ctrl-C) is safe."""
+    data, _ = models["one"]
+    cfg = json.dumps(_cfg(data, [(C0, H, W)]))
+    with _board(tmp_path, data, _v5_build("canmv")) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            out = repl.exec(textwrap.dedent("""
+                import detect
+                from maix import KPU, utils
+                print(KPU().deinit())
+                f0 = utils.heap_free()
+                m = detect.Model(%s)
+                m.close()
+                print(m.error, f0 - utils.heap_free())
+                """ % cfg))
+            assert out.split("\r\n")[:3] == ["False", "model size %d " % len(data),
+                                              "model load succeed"]
+            assert out.split("\r\n")[3:5] == ["free kpu model buf succeed", "None 0"]
+            with pytest.raises(ReplError):
+                repl.exec_raw("from maix import KPU\nk = KPU()\nk.load_kmodel('/flash/m.kmodel')"
+                              "\nk.deinit()", timeout=3.0)
+            assert b"load access fault" in bytes(repl.received)
+
+
+# ---------------------------------------------------------------- Maix vs maix
+@pytest.mark.parametrize("profile,present,absent", [("canmv-v5", "maix", "Maix"),
+                                                    ("maixpy-v4", "Maix", "maix")])
+def test_maix_module_name_follows_the_firmware_and_every_reader_tries_both(
+        tmp_path, models, profile, present, absent):
+    """CanMV registers `maix` (mpconfigport.h: MP_QSTR_maix), MaixPy-v1 `Maix`. The device's
+    INFO, the flash tool's board probe and its flash CRC find utils under either name."""
+    data, _ = models["one"]
+    with _board(tmp_path, data, profile) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            out = repl.exec("import %s\nprint(%s.utils.heap_free() > 0)" % (present, present))
+            assert out == "True\r\n"
+            _, err = repl.exec_raw("import %s" % absent)
+            assert b"ImportError" in err
+            assert repl.exec("import detect\nprint(detect.maix_utils() is not None)") == \
+                "True\r\n"
+            info = board_probe.probe(repl, handle.port)
+            assert info["heap_free"] > 0 and info["flash_read"] is True
+            up = Uploader(repl, handle.port)
+            up.setup()
+            assert up.flash_crc(0x300000, 4096) is not None
+
+
+# ---------------------------------------------------------------- JPEG decode errors
+def test_corrupt_jpeg_gives_a_0x0_image_and_a_print(tmp_path, models):
+    """imlib.c: imlib_load_image with from_bytes (data_type 2) raises nothing on a decode
+    error; picojpeg_util.c prints "Failed loading source image!"; the image is 0x0."""
+    data, _ = models["one"]
+    with _board(tmp_path, data, "canmv-v5") as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            out = repl.exec("import image\nimg = image.Image(b'\\xff\\xd8' + bytes(40), "
+                            "from_bytes=True)\nprint(img.width(), img.height())")
+    assert out == "Failed loading source image!\r\n0 0\r\n"
+
+
+# ---------------------------------------------------------------- firmware prints in serve mode
+FIRMWARE_PRINTS = [b"kpu_net __del__\r\n", b"Failed loading source image!\r\n",
+                   b"model size 262144 \r\n", b"model load succeed\r\n",
+                   b"free kpu model buf succeed\r\n", b"free 1 kpu model buffer\n>>>\r\n",
+                   b"error: Failed to allocate memory\r\n"]
+
+
+def test_host_parser_skips_every_firmware_print_between_frames():
+    parser = P.Parser()
+    stream = b""
+    for i, text in enumerate(FIRMWARE_PRINTS):
+        stream += text + P.encode(P.T_LOG, i, b"log %d" % i)
+    frames = parser.feed_all(stream)
+    assert [(f[0], f[1]) for f in frames] == [(P.T_LOG, i) for i in range(len(FIRMWARE_PRINTS))]
+    assert parser.dropped() == 0
+
+
+def test_a_corrupt_jpeg_in_serve_mode_is_E_JPEG_and_the_session_goes_on(tmp_path, models):
+    """On the real pty with the repo's device/ scripts on CanMV releases (which print the
+    loader's lines before the serve banner): a corrupt JPEG makes the firmware print
+    "Failed loading source image!" between frames at the serve baud; the host's session
+    gets E_JPEG for it and the next image's RESULT."""
+    from host import devconfig
+    from host.session import ImageJob, Session
+    data, refs = models["one"]
+    manifest = {"kmodel": {"path": "m.kmodel", "size": len(data), "version": 5,
+                           "sha256": hashlib.sha256(data).hexdigest()},
+                "flash": {"address": 0x300000},
+                "input": {"width": W, "height": H, "channels": 3},
+                "outputs": [{"node": "out0", "shape_chw": [C0, H, W]}],
+                "decoder": {"type": "raw"}, "firmware": "canmv"}
+    cfg = devconfig.device_config(manifest, model_source="file", grace_ms=300)
+    state = str(tmp_path / "state")
+    provision(state, os.path.join(REPO, "device"),
+              {"config.json": devconfig.to_json(cfg).encode(), "m.kmodel": data})
+    pixels = ((np.arange(H * W, dtype=np.uint32) * 257) & 0xFFFF).astype(">u2").tobytes()
+    with start_board(state, profile=_v5_build("canmv"), log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
+            s = Session(ser, handle.port, cfg["baud"], timeout=30.0, booting=True,
+                        boot_time=10.0)
+            info = s.connect()
+            assert info["model_loaded"] and info["api"] == firmware.API_CANMV_OLD
+            jobs = [ImageJob(1, P.FMT_JPEG, 0, W, H, b"\xff\xd8" + bytes(300)),
+                    ImageJob(2, P.FMT_RGB565, 0, W, H, pixels)]
+            done = {}
+            s.stream(lambda: jobs.pop(0) if jobs else None,
+                     lambda job, result, error: done.__setitem__(job.image_id, (result, error)))
+            s.close()
+    assert done[1][0] is None and done[1][1]["code"] == P.E_JPEG
+    assert done[2][1] is None
+    np.testing.assert_array_equal(np.array(done[2][0]["outputs"][0]["data"], np.float32),
+                                  refs[0])
