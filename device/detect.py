@@ -32,6 +32,7 @@ API_LEGACY = "maixpy-kpu"  # import KPU as kpu: load / set_outputs / forward
 
 MAX_JPEG = 262144
 RESULT_CACHE = 2    # RESULTs kept for RESEND (docs/protocol.md, "Recovery")
+CTRL_C_FREE_MS = 450
 
 
 # ------------------------------------------------------------------ config
@@ -168,6 +169,17 @@ def forget_kept_model():
     _KEPT[1] = None
 
 
+def _wait_out_kpu_timer():
+    """A Ctrl-C that interrupted code makes CanMV free every KPU object and buffer 400 ms
+    later (maixpy_main.c: deinit_kpu_timer_cb), one made just now included: on CanMV (the
+    `maix` module) let that timer pass before making any."""
+    try:
+        import maix
+    except ImportError:
+        return
+    time.sleep_ms(CTRL_C_FREE_MS)
+
+
 class Model:
     """One loaded kmodel behind the three KPU API generations. Never raises
     on load: .error holds the firmware's message."""
@@ -183,6 +195,7 @@ class Model:
         if _KEPT[0] == key:
             self.api, self.k, self.task = API_NEW, _KEPT[1], _KEPT[1]
             return
+        _wait_out_kpu_timer()
         if _KEPT[1] is not None:
             self.api, self.k = API_NEW, _KEPT[1]     # load again on the same object
         else:
@@ -795,6 +808,11 @@ def live(cfg, frames=0):
     if w > 320 or h > 240:
         print("k210-deploy live: model input %dx%d is larger than QVGA" % (w, h))
         return None
+    if w % 8 or h % 8:
+        # py_sensor.c: py_sensor_set_windowing takes multiples of 8 only
+        print("k210-deploy live: model input %dx%d: the camera window needs multiples of 8"
+              % (w, h))
+        return None
     if w != 320 or h != 240:
         sensor.set_windowing((w, h))
     sensor.skip_frames(time=500)
@@ -824,9 +842,6 @@ def live(cfg, frames=0):
             lcd.display(img)
             n += 1
             outs = None
-    except KeyboardInterrupt:
-        forget_kept_model()
-        raise
     finally:
         model.close()
     return n
@@ -839,6 +854,10 @@ def main(cfg=None):
     if bad:
         print("k210-deploy: config.json: " + "; ".join(bad))
         return None
-    if cfg["mode"] == "serve":
-        return serve(cfg)
-    return live(cfg)
+    try:
+        if cfg["mode"] == "serve":
+            return serve(cfg)
+        return live(cfg)
+    except KeyboardInterrupt:
+        forget_kept_model()
+        raise

@@ -326,3 +326,161 @@ def test_a_corrupt_jpeg_in_serve_mode_is_E_JPEG_and_the_session_goes_on(tmp_path
     assert done[2][1] is None
     np.testing.assert_array_equal(np.array(done[2][0]["outputs"][0]["data"], np.float32),
                                   refs[0])
+
+
+# ---------------------------------------------------------------- machine.UART, sensor, lcd, image
+@pytest.mark.parametrize("profile,tag", [("canmv-v5", "[CANMV]"), ("maixpy-v4", "[MAIXPY]")])
+def test_uart_follows_machine_uart_c(tmp_path, profile, tag):
+    """machine_uart.c: UARTHS is 4 (3 does not exist, "%b" prints it as a C bool); timeout,
+    timeout_char and read_buf_len are keyword-only; read_buf_len + 1 is a uint16_t ring of
+    that many slots (65535 wraps to no ring at all); baud <= 0x500000."""
+    with start_board(str(tmp_path / "state"), profile=profile, log_rate=0) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            out = repl.exec(textwrap.dedent("""
+                import machine, utime
+                U = machine.UART
+                print(U.UART1, U.UART2, U.UART3, U.UARTHS)
+                for i in (3, -1):
+                    try:
+                        U(i)
+                    except ValueError as e:
+                        print(e)
+                u = U.repl_uart()
+                try:
+                    u.init(115200, 8, None, 1, 1000)
+                except TypeError:
+                    print('positional timeout: TypeError')
+                try:
+                    u.init(0x500001, 8, None, 1)
+                except ValueError as e:
+                    print(e)
+                print(u.init(115200, 8, None, 1, read_buf_len=100))
+                print(repr(u))
+                """))
+            lines = out.split("\r\n")
+            assert lines[:7] == ["0 1 2 4", tag + "UARTtrue:does not exist",
+                                 tag + "UARTtrue:does not exist", "positional timeout: TypeError",
+                                 tag + "UART:invalid baudrate", "None",
+                                 tag + "UART5:( baudrate=115200, bits=8, parity=None, stop=1)"]
+            held = []
+            for rbl in (100, 65535):
+                code = ("import machine, utime\nu = machine.UART.repl_uart()\n"
+                        "u.init(115200, 8, None, 1, read_buf_len=%d)\nutime.sleep_ms(400)\n"
+                        "n = u.any()\nu.read(n)\nu.init(115200, 8, None, 1)\nprint(n)\n" % rbl)
+                result = {}
+
+                def run():
+                    result["out"] = repl.exec(code, timeout=20.0)
+
+                import threading
+                t = threading.Thread(target=run)
+                t.start()
+                time.sleep(0.2)
+                ser.write(b"y" * 300)
+                t.join(30)
+                held.append(int(result["out"]))
+    assert held == [100, 0]
+
+
+def test_sensor_lcd_and_image_constants_follow_the_source(tmp_path):
+    """py_sensor.c: set_windowing takes w, h >= 8 and multiples of 8, returns True;
+    sensor.h: GRAYSCALE 4, JPEG 5. lcd.h: colours are byte-swapped RGB565; py_lcd.c:
+    draw_string draws RED on BLACK by default. py_image.c: `image.Image` is a function and
+    the module has no pixel format constants."""
+    from PIL import Image as PILImage
+    state = str(tmp_path / "state")
+    with start_board(state, profile="canmv-v5", log_rate=0) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            out = repl.exec(textwrap.dedent("""
+                import sensor, lcd, image
+                sensor.reset()
+                sensor.set_framesize(sensor.QVGA)
+                print(sensor.RGB565, sensor.GRAYSCALE, sensor.JPEG)
+                for roi in ((20, 20), (4, 4), (8, 8, 320, 8)):
+                    try:
+                        print(sensor.set_windowing(roi))
+                    except ValueError as e:
+                        print(e)
+                print(lcd.RED, lcd.GREEN, lcd.BLUE, lcd.WHITE, lcd.BLACK)
+                print([n for n in ('RGB565', 'GRAYSCALE', 'JPEG') if n in dir(image)])
+                print(type(image.Image).__name__)
+                lcd.init()
+                lcd.clear()
+                lcd.draw_string(0, 0, 'W')
+                """))
+    lines = out.split("\r\n")[1:]          # after sensor.reset()'s "find ov2640" line
+    assert lines[0] == "2 4 5"
+    assert lines[1:4] == ["value must be multiple of 8", "The selected window is too small",
+                          "The selected window is outside the bounds of the frame"]
+    assert lines[4] == "%d %d %d 65535 0" % (0x00F8, 0xE007, 0x1F00)
+    assert lines[5] == "[]" and lines[6] == "function"
+    frames = sorted(os.listdir(os.path.join(state, "lcd")))
+    shown = PILImage.open(os.path.join(state, "lcd", frames[-1])).convert("RGB")
+    colours = set(shown.crop((0, 0, 8, 12)).getdata())
+    assert (0, 0, 0) in colours and any(r > 200 and g < 50 and b < 50 for r, g, b in colours)
+
+
+# ---------------------------------------------------------------- CanMV's KPU free timer
+def _interrupt_running_script(ser, repl, code, then=b""):
+    """Run `code` (which loops forever) from the friendly REPL, Ctrl-C it, type `then` at
+    once, wait past the firmware's 400 ms KPU timer; returns what the board printed."""
+    repl.enter()
+    repl.exec("open('/flash/spin.py', 'w').write(%r)" % code)
+    ser.write(b"\x02")                      # friendly REPL
+    time.sleep(0.3)
+    ser.write(b"exec(open('/flash/spin.py').read())\r")
+    time.sleep(1.5)
+    ser.read(ser.in_waiting or 1)
+    ser.write(b"\x03" + then)
+    time.sleep(1.5)
+    return ser.read(ser.in_waiting or 1)
+
+
+def test_canmv_ctrl_c_timer_frees_every_kpu_buffer_and_traps_without_init_yolo2(tmp_path,
+                                                                               models):
+    """kendryte/canmv machine_uart.c starts a timer on a Ctrl-C that interrupts code;
+    maixpy_main.c: deinit_kpu_timer_cb then deinits every loaded model 400 ms later:
+    without init_yolo2 that is the NULL dereference of py_kpu_deinit."""
+    data, _ = models["one"]
+    with _board(tmp_path, data, _v5_build("canmv")) as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            text = _interrupt_running_script(
+                ser, repl, "from maix import KPU\nk = KPU()\nk.load_kmodel('/flash/m.kmodel')\n"
+                           "k.init_yolo2([1.0, 1.0], anchor_num=1)\nwhile True:\n    pass\n")
+            assert b"KeyboardInterrupt" in text
+            assert b"free kpu model buf succeed" in text and b"free 1 kpu model buffer" in text
+            text = _interrupt_running_script(
+                ser, repl, "from maix import KPU\nk = KPU()\nk.load_kmodel('/flash/m.kmodel')\n"
+                           "while True:\n    pass\n")
+            assert b"load access fault" in text
+            with pytest.raises(ReplError):
+                repl.enter(timeout=2.0)
+
+
+def test_feat_kpu_ctrl_c_timer_frees_held_objects_and_device_loads_after_it(tmp_path, models):
+    """feat/kpu's timer frees every listed KPU object and buffer (not the contexts): a
+    script's object is dangling afterwards. device/detect.py waits past the timer before a
+    load, so a serve session started right after a Ctrl-C keeps its model."""
+    data, _ = models["one"]
+    cfg = json.dumps(_cfg(data, [(C0, H, W)]))
+    with _board(tmp_path, data, "canmv-v5") as handle:
+        ser, repl = _repl(handle)
+        with ser:
+            text = _interrupt_running_script(
+                ser, repl, "from maix import KPU\nk = KPU()\nk.load('/flash/m.kmodel')\n"
+                           "while True:\n    pass\n")
+            assert b"free 2 kpu buffers, size" in text
+            ser.write(b"k.run(None)\r")
+            time.sleep(0.5)
+            assert b"freed by the firmware after a Ctrl-C" in ser.read(ser.in_waiting or 1)
+            # a session started at once after the Ctrl-C: its load waits the timer out
+            text = _interrupt_running_script(
+                ser, repl, "while True:\n    pass\n",
+                then=b"import detect; m = detect.Model(%s); print('kept', m.error, "
+                     b"m.k._model is not None)\r" % cfg.encode())
+    # the timer ran (nothing listed yet), then the model loaded and stayed
+    assert b"kept None True" in text
+    assert text.index(b"free 0 kpu buffers") < text.index(b"kept None True")

@@ -18,7 +18,6 @@ import time
 
 REPL_BAUD = 115200
 DEFAULT_BUF = 2048
-MAX_BUF = 65534          # read_buf_len is a 16-bit field in the firmware
 CHUNK_SECONDS = 0.005
 WINDOW = 0.010           # s: the shortest window the line-rate bound holds for
 HISTORY = 0.2            # s of deliveries the window rule looks back over
@@ -85,6 +84,7 @@ class UartPort:
         self.on_interrupt = on_interrupt
         self.cond = threading.Condition()
         self.tx = LinePacer()
+        self._tx_lock = threading.Lock()     # firmware timers may print too (one wire)
         self.reset(REPL_BAUD, DEFAULT_BUF)
 
     def reset(self, baud, buf_len):
@@ -157,6 +157,7 @@ class UartPort:
         step = chunk_size(self.baud)
         for i in range(0, len(data), step):
             chunk = data[i:i + step]
-            self.tx.wait_sent(len(chunk), self.baud, ready)
-            if self.line is not None:
-                self.line.send(bytes(chunk), self.baud)
+            with self._tx_lock:
+                self.tx.wait_sent(len(chunk), self.baud, ready)
+                if self.line is not None:
+                    self.line.send(bytes(chunk), self.baud)

@@ -10,8 +10,8 @@
 import array
 import math
 import struct
-import time
 
+from host.vboard import board as board_mod
 from host.vboard import fs
 from host.vboard import kpu as _kpu
 from host.vboard.image import Image
@@ -62,6 +62,7 @@ def _flash_model_size(board, offset):
 # _kpu.Model accounts them. What differs is argument passing, return values, texts, prints
 # and what deinit really frees; each method names the C function it follows.
 MAX_CANMV_MODEL = 5 * 1024 * 1024
+_KPU_OBJECT_SIZE = 400          # sizeof(mp_obj_k210_kpu_t), about (maix_kpu.c)
 
 
 class _Leak:
@@ -97,9 +98,18 @@ class KPUNew:
     def __init__(self):
         self._model = None
         self._ran = False
+        self._dangling = False
+        self._board.session.kpus.append(self)     # maix_kpu_helper_add_mem_to_list
+
+    def _alive(self):
+        if self._dangling:
+            raise OSError("vboard: this KPU object was freed by the firmware after a Ctrl-C "
+                          "(maixpy_main.c: deinit_kpu_timer_cb); a board would use freed "
+                          "memory here")
 
     def load(self, path_or_offset, *, size=0):
         # kendryte/canmv@feat/kpu maix_kpu.c: k210_kpu_load_kmodel (size keyword-only)
+        self._alive()
         if isinstance(path_or_offset, str):
             data = _kpu.read_model(path_or_offset)
             if size and size != len(data):
@@ -124,6 +134,7 @@ class KPUNew:
 
     def run(self, img):
         # kendryte/canmv@feat/kpu maix_kpu.c: k210_kpu_run_kmodel -> None
+        self._alive()
         if self._model is None:
             raise OSError("Please load kmodel before")
         data = _ai_data_or(img, ValueError)
@@ -138,6 +149,7 @@ class KPUNew:
     def get_outputs(self, *args, **kwargs):
         # kendryte/canmv@feat/kpu maix_kpu.c: k210_kpu_get_outputs: the index is read only
         # from one positional int (`0x02 == n_args`); keywords are accepted and ignored
+        self._alive()
         if self._model is None or not self._ran:
             raise OSError("Please load/run kmodel before")
         index = args[0] if len(args) == 1 and isinstance(args[0], int) else 0
@@ -148,6 +160,7 @@ class KPUNew:
     def deinit(self):
         # kendryte/canmv@feat/kpu maix_kpu.c: k210_kpu_deinit frees the model buffer but
         # never calls kpu_model_free: the runtime's working memory leaks on every cycle
+        self._alive()
         if self._model is not None:
             _leak(self._board, self._model, _kpu.working_memory(self._model.info))
         self._model = None
@@ -188,7 +201,10 @@ class KPUOld:
         self._model = _kpu.Model(board, data)
         if old is not None:
             _leak(board, old, old.heap)
+        self._freed = False
         _check_uint8_input(self._model)
+        if self not in board.session.kpus:
+            board.session.kpus.append(self)       # kpu_model_buffer_add_ptr
         board.write("model load succeed\r\n")
 
     def init_yolo2(self, anchor=None, anchor_num=5, img_w=320, img_h=240, net_w=320,
@@ -243,6 +259,8 @@ class KPUOld:
             return False
         self._model.free()
         self._freed = True
+        if self in self._board.session.kpus:
+            self._board.session.kpus.remove(self)  # kpu_model_buffer_del_ptr
         self._board.write("free kpu model buf succeed\r\n")
         if self._yolo2 is None:
             _null_dereference(self._board, "py_kpu_deinit: yolo2_rl is NULL")
@@ -250,16 +268,48 @@ class KPUOld:
 
 
 def _null_dereference(board, where):
-    """What a load from address 0 does to the K210: the CPU traps and the firmware stops
-    answering until RESET. (The trap text is the virtual board's; the real handler's dump
-    differs.)"""
-    board.write("vboard: core 0 load access fault at 0x0 (%s): halted until reset\r\n"
-                % where)
-    while True:
-        try:
-            time.sleep(3600)
-        except KeyboardInterrupt:    # a trapped CPU ignores Ctrl-C too
-            pass
+    """A load from address 0: the K210 traps and stops answering until RESET."""
+    board.halt("load access fault at 0x0 in %s" % where)
+
+
+# maixpy_main.c: free_km_buf_timer_init: 40 ticks of 10 ms
+CTRL_C_FREE_DELAY = 0.4
+
+
+def free_after_ctrl_c(board, session):
+    """maixpy_main.c: deinit_kpu_timer_cb (timer thread), 400 ms after a Ctrl-C that
+    interrupted running code. CanMV main (kpu_model_buffer_free_all_ptr) deinits every
+    loaded KPU object, as py_kpu_deinit does (NULL yolo2_rl included); feat/kpu
+    (maix_kpu_helper_free_mem_list) frees every KPU object and model buffer it listed, never
+    the runtime contexts. Objects a script still holds are then dangling: the virtual board
+    refuses to use them."""
+    if board.session is not session:
+        return                          # the board restarted meanwhile
+    objs, session.kpus = list(session.kpus), []
+    if board.profile.api == "old":
+        count = 0
+        for k in objs:
+            if k._model is not None and not k._freed:
+                count += 1
+                try:
+                    k.deinit()
+                except board_mod.Trapped:
+                    return
+        board.write(("free %d kpu model buffer\n>>>\r\n" % count).replace("\n", "\r\n")
+                    .replace("\r\r", "\r").encode())
+        return
+    count, size = 0, 0
+    for k in objs:
+        count += 1
+        size += _KPU_OBJECT_SIZE
+        if k._model is not None:
+            count += 1
+            size += len(k._model._data or b"") or k._model.heap
+            _leak(board, k._model, _kpu.working_memory(k._model.info))
+            k._model = None
+        k._dangling = True
+    board.write(("free %d kpu buffers, size %d\n>>>\r\n" % (count, size))
+                .replace("\n", "\r\n").replace("\r\r", "\r").encode())
 
 
 def build_maix(board):

@@ -28,8 +28,13 @@ _FPIOA_FUNCS = (["JTAG_TCLK", "JTAG_TDI", "JTAG_TMS", "JTAG_TDO"]
 
 
 def build_image(board):
-    return new_module("image", Image=_image.Image, RGB565=_image.RGB565,
-                      GRAYSCALE=_image.GRAYSCALE, JPEG=_image.JPEG)
+    """sipeed/MaixPy-v1 omv/py/py_image.c: globals_dict_table: `Image` is a function
+    (py_image_load_image) returning an image object; no pixel format constants (those are
+    sensor's)."""
+    def Image(*args, **kwargs):
+        return _image.Image(*args, **kwargs)
+
+    return new_module("image", Image=Image)
 
 
 class _Fpioa:
