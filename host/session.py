@@ -56,7 +56,9 @@ GARBAGE_BURST = 128        # undecodable bytes with no frame among them: maybe a
 MAX_IN_FLIGHT = 4          # images sent and not yet answered (the window also limits bytes):
                            # enough to hide the board's turnaround, few to send again after
                            # a lost session
-REBOOT_TEXT = re.compile(rb"MAIXPY|MicroPython|k210-deploy|>>> |init end|vboard")
+# boot text of MaixPy-v1 and CanMV (maixpy_main.c printk lines: "[MAIXPY] Pll0...",
+# "[CANMV] Pll0...", "[MaixPy] gc heap=..."/"[CanMV] gc heap=...")
+REBOOT_TEXT = re.compile(rb"MAIXPY|CANMV|CanMV|MicroPython|k210-deploy|>>> |init end|vboard")
 
 SERVE_LINE = re.compile(rb"k210-deploy serve: proto (\d+), (\d+) baud, api (\S+), "
                         rb"model ([^\r\n]*)\r?\n")

@@ -484,3 +484,37 @@ def test_feat_kpu_ctrl_c_timer_frees_held_objects_and_device_loads_after_it(tmp_
     # the timer ran (nothing listed yet), then the model loaded and stayed
     assert b"kept None True" in text
     assert text.index(b"free 0 kpu buffers") < text.index(b"kept None True")
+
+
+# ---------------------------------------------------------------- what the firmware says it is
+@pytest.mark.parametrize("profile,platform,machine,version", [
+    ("maixpy-v4", "MaixPy", "Sipeed_M1 with kendryte-k210", (0, 6, 2)),
+    ("canmv", "CanMV", "CanMV_Board with kendryte-k210", (1, 0, 5)),
+    ("canmv-v5", "CanMV", "CanMV_Board with kendryte-k210", (1, 0, 5))])
+def test_each_profile_reports_its_firmware_and_the_flash_probe_names_it(
+        tmp_path, profile, platform, machine, version):
+    """mpconfigport.h (MICROPY_PY_SYS_PLATFORM, MICROPY_HW_BOARD_NAME, MICROPY_VERSION_* =
+    the firmware's BUILD_VERSION_*), moduos.c: os_uname_info, maixpy_main.c's boot log; the
+    flash tool's probe names the profile from the KPU API it finds."""
+    with start_board(str(tmp_path / "state"), profile=profile, log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
+            ser.write(b"\x03")
+            boot = RawRepl(ser).read_until(b">>> ", timeout=15)
+            repl = RawRepl(ser)
+            repl.enter()
+            out = repl.exec("import sys, os\nprint(sys.platform, tuple(sys.implementation), "
+                            "len(sys.implementation))\nprint(os.uname())")
+            info = board_probe.probe(repl, handle.port)
+    tag = "MAIXPY" if platform == "MaixPy" else "CANMV"
+    assert ("[%s] Pll0:freq:" % tag).encode() in boot
+    assert ("[%s] gc heap=" % platform).encode() in boot
+    assert ("MicroPython v%s on " % ".".join(map(str, version))).encode() in boot
+    assert ("; %s\r\n" % machine).encode() in boot
+    lines = out.split("\r\n")
+    assert lines[0] == "%s ('micropython', %r) 2" % (platform, version)
+    assert "sysname='%s', nodename='%s', release='%s'" % (
+        platform, platform, ".".join(map(str, version))) in lines[1]
+    assert lines[1].endswith("machine='%s')" % machine)
+    assert info["platform"] == platform and info["impl_version"] == list(version)
+    assert info["profile"] == profile
+    assert "%s %s" % (platform, ".".join(map(str, version))) in board_probe.describe(info)

@@ -459,18 +459,22 @@ class Board:
                 repl.friendly_repl(self)
 
     def banner(self):
+        """The boot log (maixpy_main.c: printk lines of MaixPy-v1 / CanMV); the clock and
+        flash ID values are those of a Maix Dock."""
         p = self.profile
-        return ("\r\n[MAIXPY]Pll0:freq:806000000\r\n[MAIXPY]Pll1:freq:398666666\r\n"
-                "[MAIXPY]Pll2:freq:45066666\r\n[MAIXPY]cpu:freq:403000000\r\n"
-                "[MAIXPY]kpu:freq:398666666\r\n[MAIXPY]Flash:0xc8:0x17\r\n"
-                "open second core...\r\ngc heap=0x80300000-0x%08x(%d)\r\n"
-                "[MaixPy] init end\r\n\r\n"
-                "  vboard: virtual K210, firmware profile %s\r\n\r\n"
-                % (0x80300000 + p.gc_heap_bytes, p.gc_heap_bytes, p.name))
+        tag, gc_tag = p.log_tag, "[%s]" % p.platform
+        return ("\r\n[%s] Pll0:freq:832000000\r\n[%s] Pll1:freq:398666666\r\n"
+                "[%s] Pll2:freq:45066666\r\n[%s] cpu:freq:416000000\r\n"
+                "[%s] kpu:freq:398666666\r\n[%s] Flash:0xc8:0x17\r\n"
+                "%s gc heap=0x80300000-0x%08x(%d)\r\n"
+                % (tag, tag, tag, tag, tag, tag, gc_tag, 0x80300000 + p.gc_heap_bytes,
+                   p.gc_heap_bytes))
 
     def repl_banner(self):
-        return ("MicroPython v%s on 2023-03-22; %s\r\nType \"help()\" for more information.\r\n"
-                % (self.profile.release, self.profile.machine))
+        # MicroPython's pyexec.c friendly REPL banner with the port's board and tag
+        from host.vboard.shims import uos
+        return ("MicroPython v%s on %s; %s\r\nType \"help()\" for more information.\r\n"
+                % (uos.release_string(self.profile), uos.BUILD_DATE, self.profile.machine))
 
     def ticks_ms(self):
         return int((time.monotonic() - self.boot_time) * 1000)

@@ -17,7 +17,7 @@ _STOP_NAME = {1: "1", 1.5: "1.5", 2: "2"}
 
 def _tag():
     """The texts' prefix: "[MAIXPY]" on MaixPy-v1, "[CANMV]" on CanMV."""
-    return "[MAIXPY]" if board_mod.current().profile.api == "legacy" else "[CANMV]"
+    return "[%s]" % board_mod.current().profile.log_tag
 
 
 def ring_capacity(read_buf_len):

@@ -5,6 +5,13 @@ import os
 from host.vboard import fs
 from host.vboard.shims.base import new_module
 
+BUILD_DATE = "2023-03-22"     # the virtual builds' date (the real one is each image's)
+
+
+def release_string(profile):
+    return ".".join(str(v) for v in profile.release)
+
+
 UName = collections.namedtuple("uname_result",
                                ["sysname", "nodename", "release", "version", "machine"])
 
@@ -13,8 +20,10 @@ def build(board):
     p = board.profile
 
     def uname():
-        return UName("MaixPy", "MaixPy", p.release,
-                     "v%s on 2023-03-22 (vboard profile %s)" % (p.release, p.name), p.machine)
+        # standard_lib/uos/moduos.c: os_uname_info (sysname and nodename are the platform,
+        # release MICROPY_VERSION_STRING, version MICROPY_GIT_TAG " on " MICROPY_BUILD_DATE)
+        return UName(p.platform, p.platform, release_string(p), "v%s on %s"
+                     % (release_string(p), BUILD_DATE), p.machine)
 
     def ilistdir(path="."):
         for name in fs.listdir(path):
