@@ -498,9 +498,10 @@ def test_each_profile_reports_its_firmware_and_the_flash_probe_names_it(
     flash tool's probe names the profile from the KPU API it finds."""
     with start_board(str(tmp_path / "state"), profile=profile, log_rate=0) as handle:
         with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
-            ser.write(b"\x03")
-            boot = RawRepl(ser).read_until(b">>> ", timeout=15)
             repl = RawRepl(ser)
+            repl.enter()
+            repl.reset_board()                  # the whole boot log, from the first byte
+            boot = repl.read_until(b">>> ", timeout=15)
             repl.enter()
             out = repl.exec("import sys, os\nprint(sys.platform, tuple(sys.implementation), "
                             "len(sys.implementation))\nprint(os.uname())")

@@ -55,9 +55,11 @@ def build(board):
         return scr.frame
 
     def init(*args, **kwargs):
+        # py_lcd.c: py_lcd_init
         screen()
 
     def display(img, roi=None, oft=None):
+        # py_lcd.c: py_lcd_display
         if not isinstance(img, Image):
             raise TypeError("expected an image")
         shown = img if roi is None else img.copy(roi)
@@ -65,6 +67,7 @@ def build(board):
         screen().show(shown)
 
     def clear(color=0):
+        # py_lcd.c: py_lcd_clear (colour in the lcd.h byte order)
         img = Image(size=(WIDTH, HEIGHT))
         img.draw_rectangle(0, 0, WIDTH, HEIGHT, color=_rgb565(color), fill=True)
         screen().frame = img
@@ -85,6 +88,7 @@ def build(board):
         return None
 
     def noop(*args, **kwargs):
+        # py_lcd.c: py_lcd_rotation / py_lcd_mirror / py_lcd_direction / py_lcd_freq
         return None
 
     return new_module("lcd", init=init, display=display, clear=clear, draw_string=draw_string,

@@ -143,6 +143,7 @@ class UART:
 
 
 def build(board):
+    """standard_lib/machine/modmachine.c: machine_module_globals_table."""
     def reset():
         raise board_mod.ResetRequest(hard=True)
 

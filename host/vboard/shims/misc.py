@@ -44,6 +44,9 @@ class _Fpioa:
 
 
 class _FpioaManager:
+    """sipeed/MaixPy-v1 components/micropython/port/builtin_py/fpioa_manager.py: `fm`
+    (register / unregister / get_pin_by_function over Maix.FPIOA)."""
+
     def __init__(self):
         self.fpioa = _Fpioa()
         self._pins = {}
@@ -71,6 +74,7 @@ def build_fpioa_manager(board):
 
 
 def build_micropython(board):
+    """py/modmicropython.c: mp_module_micropython_globals_table."""
     def kbd_intr(chr):
         # only lasts for the running program: every execution starts with Ctrl-C enabled
         board.interrupt_char = chr
@@ -96,6 +100,7 @@ def gc_free(board):
 
 
 def build_gc(board):
+    """py/modgc.c: gc_module_globals_table (mem_free/mem_alloc are the vboard's estimate)."""
     return new_module("gc", collect=_gc.collect, mem_free=lambda: gc_free(board),
                       mem_alloc=lambda: gc_used(board), enable=lambda: None,
                       disable=lambda: None, isenabled=lambda: True, threshold=lambda *a: -1)
@@ -121,6 +126,7 @@ def build_utils(board):
 
 
 def build_ubinascii(board):
+    """extmod/modubinascii.c: mp_module_binascii_globals_table (crc32 over any buffer)."""
     def hexlify(data, sep=None):
         if not sep:
             return _binascii.hexlify(bytes(data))
@@ -139,12 +145,14 @@ def build_ubinascii(board):
 
 
 def build_ustruct(board):
+    """py/modstruct.c: mp_module_struct_globals_table (CPython's struct: same formats)."""
     return new_module("ustruct", pack=_struct.pack, unpack=_struct.unpack,
                       calcsize=_struct.calcsize, pack_into=_struct.pack_into,
                       unpack_from=_struct.unpack_from)
 
 
 def build_ujson(board):
+    """extmod/modujson.c: mp_module_ujson_globals_table (CPython's json)."""
     return new_module("ujson", dumps=_json.dumps, loads=_json.loads, dump=_json.dump,
                       load=_json.load)
 
@@ -162,5 +170,7 @@ def build_uctypes(board):
 
 
 def build_uhashlib(board):
+    """sipeed/MaixPy-v1 components/micropython/port/src/moduhashlib_maixpy.c (hardware
+    SHA256)."""
     # the hardware SHA's one-call-only limit (k210-device.md) is not emulated
     return new_module("uhashlib", sha256=lambda data=b"": _hashlib.sha256(bytes(data)))

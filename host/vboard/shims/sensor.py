@@ -72,19 +72,25 @@ def _test_pattern(w, h):
 
 
 def build(board):
+    """sipeed/MaixPy-v1 (and kendryte/canmv) components/micropython/port/src/omv/py/
+    py_sensor.c: globals_dict_table; each function names its C function."""
     def camera():
         if board.session.sensor is None:
             raise RuntimeError("Sensor Timeout! (call sensor.reset() first)")
         return board.session.sensor
 
     def reset(*args, **kwargs):
+        # py_sensor.c: py_sensor_reset (the probe's find line is omv/sensor.c's)
         board.session.sensor = _Camera(board)
         board.write(b"[MAIXPY]: find ov2640\r\n")
 
     def set_pixformat(fmt):
+        # py_sensor.c: py_sensor_set_pixformat
         camera().pixformat = fmt
 
     def set_framesize(size):
+        # py_sensor.c: py_sensor_set_framesize (the vboard's frame sizes are (w, h) tuples,
+        # the firmware's are framesize_t numbers)
         cam = camera()
         cam.framesize = size
         cam.window = None
@@ -110,27 +116,33 @@ def build(board):
         return True
 
     def snapshot():
+        # py_sensor.c: py_sensor_snapshot (RGB565 and its AI buffer, as the DVP fills both)
         img = camera().capture()
         if camera().pixformat != RGB565:
             raise ValueError("vboard: only RGB565 camera frames are emulated")
         return img
 
     def skip_frames(n=10, time=None):
+        # py_sensor.c: py_sensor_skip_frames
         camera()
 
     def set_hmirror(on):
+        # py_sensor.c: py_sensor_set_hmirror
         camera().hmirror = bool(on)
 
     def set_vflip(on):
+        # py_sensor.c: py_sensor_set_vflip
         camera().vflip = bool(on)
 
     def width():
+        # py_sensor.c: py_sensor_width / py_sensor_height
         return camera().size()[0]
 
     def height():
         return camera().size()[1]
 
     def noop(*args, **kwargs):
+        # py_sensor.c: the image-quality setters (no effect on the virtual camera)
         camera()
 
     m = new_module("sensor", reset=reset, set_pixformat=set_pixformat,

@@ -1,4 +1,7 @@
-"""`uos` / `os`: the board's filesystems (host.vboard.fs) and uname()."""
+"""`uos` / `os`: the board's filesystems (host.vboard.fs) and uname().
+
+sipeed/MaixPy-v1 (and kendryte/canmv) components/micropython/port/src/standard_lib/uos/
+moduos.c: os_module_globals_table over the VFS (SPIFFS /flash, FAT /sd)."""
 import collections
 import os
 
@@ -26,12 +29,14 @@ def build(board):
                      % (release_string(p), BUILD_DATE), p.machine)
 
     def ilistdir(path="."):
+        # moduos.c -> extmod/vfs.c: mp_vfs_ilistdir (name, type, inode)
         for name in fs.listdir(path):
             mode = fs.stat(fs.normalize(path) + "/" + name)[0]
             yield (name, mode & 0o170000, 0)
 
     def statvfs(path):
-        # /flash is a 3 MiB SPIFFS of 4 KiB blocks on the board
+        # extmod/vfs.c: mp_vfs_statvfs; /flash is a 3 MiB SPIFFS of 4 KiB blocks on the board
+        # (the vboard counts whole blocks per file; SPIFFS' own overhead is not modelled)
         total = 768
         used = 0
         for root, _dirs, files in os.walk(fs.resolve(path)):

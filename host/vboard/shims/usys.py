@@ -1,4 +1,5 @@
-"""`sys` as MicroPython 1.11 on the K210 has it; stdin/stdout/stderr are the REPL UART."""
+"""`sys` as MicroPython 1.11 on the K210 has it (py/modsys.c: mp_module_sys_globals_table
+with the port's mpconfigport.h); stdin/stdout/stderr are the REPL UART."""
 import collections
 
 from host.vboard.shims.base import new_module
@@ -51,9 +52,11 @@ def build(board):
     m.stdout = m.stderr = m.stdin = stdio
 
     def exit(code=0):
+        # py/modsys.c: mp_sys_exit
         raise SystemExit(code)
 
     def print_exception(exc, file=None):
+        # py/modsys.c: mp_sys_print_exception
         text = board.format_exception(exc)
         (file or stdio).write(text if file is None else text.replace("\r\n", "\n"))
 
