@@ -91,3 +91,14 @@ def test_host_to_board_bytes_arrive_at_the_line_rate_over_the_pty(tmp_path):
     got, ms = (int(v) for v in result["out"].split())
     line_ms = (n - chunk_size(baud)) / bytes_per_second(baud) * 1000.0
     assert got == n and ms >= line_ms * 0.99
+
+
+def test_a_baud_change_does_not_judge_old_bytes_at_the_new_rate():
+    """After 0.1 s at 1.5 Mbaud, the first chunk at 115200 takes its own line time, not the
+    old bytes' time at the new rate."""
+    pacer = LinePacer()
+    for _ in range(20):
+        pacer.wait_sent(chunk_size(1500000), 1500000)
+    t0 = time.monotonic()
+    pacer.wait_sent(10, 115200)
+    assert time.monotonic() - t0 < 0.05

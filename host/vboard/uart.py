@@ -36,9 +36,14 @@ class LinePacer:
 
     def __init__(self):
         self._wire_end = 0.0
+        self._baud = None
         self._delivered = collections.deque()     # (monotonic time, bytes), oldest first
 
     def _due(self, nbytes, baud, ready_at):
+        if baud != self._baud:
+            # a new line rate: bytes carried at the old one are not judged at the new one
+            self._baud = baud
+            self._delivered.clear()
         rate = bytes_per_second(baud)
         start = max(self._wire_end, ready_at)
         self._wire_end = start + nbytes / rate
