@@ -117,7 +117,8 @@ def model_needs(kmodel_bytes):
 
 def problem(info, kmodel_bytes):
     """Why the board's firmware cannot load the kmodel (or it does not fit the heap the board
-    reports, or the profile's budget when it reports none); None when it can."""
+    reports; without that report the heap is not judged: the profiles' budgets are
+    estimates); None when it can."""
     if info.get("impl") != "micropython":
         return "the board is not running MicroPython (%s)" % info.get("impl")
     if info.get("api") is None:
@@ -127,6 +128,9 @@ def problem(info, kmodel_bytes):
     profile = firmware.get_profile(info["profile"])
     if info.get("heap_free") is not None:
         profile["heap_budget"] = int(info["heap_free"])
+    else:
+        # the profiles' budgets are estimates: only what the board reports refuses a model
+        profile["heap_budget"] = None
     try:
         firmware.check_loadable(profile, version, size, work)
         firmware.check_outputs(profile, len(kmodel.parse(kmodel_bytes)["outputs"]))

@@ -104,7 +104,9 @@ def build(opts, log):
             firmware.check_loadable(profile, info["version"], 0)
             fit, fit_warnings = k210fit.fit_report(
                 quant["dump_dir"], quant["compile"]["memory"],
-                quant["compile"]["inputs"][0]["shape"], profile, opts.flash_address)
+                quant["compile"]["inputs"][0]["shape"], profile, opts.flash_address,
+                output_values=sum(c * h * w for c, h, w in
+                                  (o["shape_chw"] for o in output_info)))
             for text in fit_warnings:
                 if text not in placement["problems"]:
                     warn(text)

@@ -519,3 +519,36 @@ def test_each_profile_reports_its_firmware_and_the_flash_probe_names_it(
     assert info["platform"] == platform and info["impl_version"] == list(version)
     assert info["profile"] == profile
     assert "%s %s" % (platform, ".".join(map(str, version))) in board_probe.describe(info)
+
+
+# ---------------------------------------------------------------- two memory budgets
+def test_gc_heap_sizes_are_the_sources_and_the_fit_judges_the_gc_heap_apart():
+    """CONFIG_MAIXPY_GC_HEAP_SIZE: MaixPy-v1 0x80000, CanMV 0xBB9B0 (projects/*/
+    config_defaults.mk). The fit report judges the serve loop's GC heap peak separately from
+    the model's C heap: the example's 320x224 input with a 30x7x10 output fits MaixPy's
+    512 KiB, a VGA-sized input does not (and says what to do)."""
+    from host import k210fit
+    assert firmware.PROFILES["maixpy-v4"]["gc_heap"] == 0x80000
+    assert firmware.PROFILES["canmv"]["gc_heap"] == firmware.PROFILES["canmv-v5"]["gc_heap"] \
+        == 0xBB9B0
+    memory = {"total": 300000, "model": 250000}
+    report, warnings = k210fit.fit_report(None, memory, [1, 3, 224, 320], "maixpy-v4",
+                                          output_values=30 * 7 * 10)
+    assert report["fits_heap"] and report["fits_gc"] and 0 < report["jpeg_max_bytes"]
+    assert report["serve_gc_bytes"] > 320 * 224 * 5
+    report, warnings = k210fit.fit_report(None, memory, [1, 3, 240, 320], "maixpy-v4",
+                                          output_values=1000 * 100)
+    assert not report["fits_gc"]
+    assert any("GC heap" in w and "gc_heap_size" in w for w in warnings)
+
+
+def test_a_mobilenet_class_model_is_not_refused_by_a_guessed_c_heap(models):
+    """The C heap budgets are estimates: without the board's own utils.heap_free() the
+    flash tool does not refuse a ~250 KB kmodel for them (a reported heap still does)."""
+    data = models["one"][0]
+    data += bytes(250000 - len(data))       # the checks read the header and the size
+    info = {"impl": "micropython", "api": firmware.API_CANMV_NEW, "profile": "canmv-v5",
+            "heap_free": None}
+    assert board_probe.problem(info, data) is None
+    info["heap_free"] = 100000
+    assert "heap" in board_probe.problem(info, data)
