@@ -552,3 +552,13 @@ def test_a_mobilenet_class_model_is_not_refused_by_a_guessed_c_heap(models):
     assert board_probe.problem(info, data) is None
     info["heap_free"] = 100000
     assert "heap" in board_probe.problem(info, data)
+
+
+def test_every_shim_module_names_the_firmware_source_it_follows():
+    import re
+    shims = os.path.join(REPO, "host", "vboard", "shims")
+    for name in sorted(os.listdir(shims)):
+        if name.endswith(".py") and name not in ("__init__.py", "base.py"):
+            with open(os.path.join(shims, name)) as f:
+                text = f.read()
+            assert re.search(r"\w+\.(c|h|py): \w+|\w+\.c\b", text), name
