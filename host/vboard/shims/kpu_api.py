@@ -97,6 +97,7 @@ class KPUNew:
 
     def __init__(self):
         self._model = None
+        self._outputs = None
         self._ran = False
         self._dangling = False
         self._board.session.kpus.append(self)     # maix_kpu_helper_add_mem_to_list
