@@ -786,9 +786,36 @@ def _clip(v, lo, hi):
     return lo if v < lo else (hi if v > hi else v)
 
 
+def _own_ctrl_c():
+    """The REPL UART with the firmware's Ctrl-C turned off, or None. A Ctrl-C the firmware
+    sees while code runs makes CanMV free every KPU buffer 400 ms later (the kept model's
+    included, its runtime context lost): live mode watches for the byte itself."""
+    try:
+        import machine
+        import micropython
+        uart = machine.UART.repl_uart()
+        micropython.kbd_intr(-1)
+        return uart
+    except Exception:
+        return None
+
+
+def _ctrl_c_seen(uart):
+    if uart is None or not uart.any():
+        return False
+    data = uart.read()
+    if not data or 3 not in data:
+        return False
+    time.sleep_ms(100)          # a host sends Ctrl-C twice: take the second one here too
+    if uart.any():
+        uart.read()
+    return True
+
+
 def live(cfg, frames=0):
     """Live mode: sensor -> KPU -> decoder -> boxes + FPS on the LCD.
-    Ctrl-C stops it (kbd_intr stays on). frames > 0 stops after that many."""
+    Ctrl-C stops it (seen by this loop between frames, not by the firmware: _own_ctrl_c);
+    frames > 0 stops after that many."""
     import sensor
     import lcd
     w = cfg["input"]["width"]
@@ -820,8 +847,12 @@ def live(cfg, frames=0):
     n = 0
     fps = 0.0
     t_last = ticks()
+    uart = _own_ctrl_c()
     try:
         while frames <= 0 or n < frames:
+            if _ctrl_c_seen(uart):
+                print("k210-deploy live: Ctrl-C: REPL")
+                break
             img = sensor.snapshot()
             outs = model.run(img)
             boxes = decode_boxes(cfg, outs)
@@ -843,6 +874,9 @@ def live(cfg, frames=0):
             n += 1
             outs = None
     finally:
+        if uart is not None:
+            import micropython
+            micropython.kbd_intr(3)
         model.close()
     return n
 
