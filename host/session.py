@@ -40,7 +40,9 @@ MAX_ATTEMPTS = 10          # sends of one image before it ends as an explicit fa
 ATTEMPT_SHIFT = 24         # wire id = attempt << 24 | image number
 MAX_IMAGE_NUMBER = (1 << ATTEMPT_SHIFT) - 1
 GARBAGE_BURST = 128        # undecodable bytes with no frame among them: maybe a reset banner
-REBOOT_TEXT = re.compile(rb"MAIXPY|MicroPython|k210-deploy|>>> |init end|vboard")
+# boot text of MaixPy-v1 and CanMV (maixpy_main.c printk lines: "[MAIXPY] Pll0...",
+# "[CANMV] Pll0...", "[MaixPy] gc heap=..."/"[CanMV] gc heap=...")
+REBOOT_TEXT = re.compile(rb"MAIXPY|CANMV|CanMV|MicroPython|k210-deploy|>>> |init end|vboard")
 
 SERVE_LINE = re.compile(rb"k210-deploy serve: proto (\d+), (\d+) baud, api (\S+), "
                         rb"model ([^\r\n]*)\r?\n")

@@ -175,7 +175,6 @@ class Stream(object):
         self.s.stats["wire_bytes"] += len(frame)
 
     def _send(self):
-        s = self.s
         while True:
             if not self.queue:
                 if self.exhausted or len(self.sent) >= MAX_IN_FLIGHT:
