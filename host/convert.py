@@ -61,6 +61,12 @@ def parser():
     q.add_argument("--calibrate-method", default="no_clip",
                    choices=("no_clip", "l2", "kld_m0", "kld_m1", "kld_m2", "cdf", "auto"),
                    help="nncase calibration; auto keeps the lowest l2r on held-out images")
+    q.add_argument("--no-layer-error", dest="layer_error", action="store_false",
+                   help="skip the per-layer quantisation error (a second, diagnostic compile "
+                        "and simulation: about the time of the first)")
+    q.add_argument("--ncc-layer-error", action="store_true",
+                   help="with --ncc: measure the per-layer error too (ncc v0.2 crashes on a "
+                        "model with several outputs, so this is one ncc compile per layer)")
     q.add_argument("--ncc", help="path to an ncc v0.1 (kmodel V3) or v0.2 (V4) binary, for "
                    "stock MaixPy firmware, instead of the pip nncase (V5)")
     d = p.add_argument_group("decoding")

@@ -141,5 +141,6 @@ def test_calibrate_method_auto_keeps_the_lowest_l2r(tmp_path):
     methods = {c["calibrate_method"]: c["mean_l2r"] for c in q["candidates"]}
     assert set(methods) == {"no_clip", "l2", "kld_m2", "cdf"}
     assert q["calibrate_method"] == min(methods, key=methods.get)
-    assert sorted(os.listdir(str(out))) == ["convert_report.json", "manifest.json",
+    assert sorted(os.listdir(str(out))) == ["convert_report.html", "convert_report.json",
+                                            "manifest.json",
                                             "model.kmodel", "model.pb", "model.tflite"]

@@ -18,7 +18,8 @@ def test_make_kmodel_builds_the_example(tmp_path):
                           env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(os.listdir(str(build))) == ["convert_report.json", "manifest.json",
+    assert sorted(os.listdir(str(build))) == ["convert_report.html", "convert_report.json",
+                                              "manifest.json",
                                               "model.kmodel", "model.pb", "model.tflite"]
     m = manifest_mod.load(str(build / "manifest.json"))
     assert m["kmodel"]["version"] == 5

@@ -1,0 +1,152 @@
+"""Per-layer quantisation error: where along the graph the kmodel drifts from float TF.
+
+nncase 1.9's dump_quant_error reports only the final output's accumulated cosine, and
+dump_import_op_range refuses tensor-data calibration (docs/nncase.md "Per-layer comparison
+that works"). So the error is measured: one diagnostic compile of the graph whose outputs are
+the layer boundaries ("taps") plus the model's outputs, with the same calibration images and
+method as the real kmodel; the simulator (V5) or `ncc infer` (V4) runs it on the held-out
+images and every tap is compared with float TF at the same node. The kmodel runs from the
+uint8 input, so each number is the error accumulated from the input up to that layer.
+Caveat: each tap is an extra kmodel output (a KPU -> RAM copy with its own dequantisation),
+so the diagnostic kmodel is close to, not identical with, the one written.
+TensorFlow side: the compiler runs in its own process (host.quantize / host.ncc).
+"""
+import collections
+import os
+import time
+
+import numpy as np
+
+from host import metrics, ncc, pixels, quantize, tflite
+from host.errors import UserError
+from host.tf_infer import FrozenRunner, node_name
+
+# A tap is a node whose value feeds the start of the next layer. Taps in front of a pool are
+# skipped: the KPU pools in the same instruction as the conv, and a tap there would split it.
+# A bias written as `conv + b` (Add) is not a start: tapping in front of it would split the conv.
+_LAYER_STARTS = {"Conv2D", "DepthwiseConv2dNative", "MatMul", "ConcatV2", "Mean", "Pad",
+                 "ResizeBilinear", "ResizeNearestNeighbor", "Reshape"}
+_NOT_TAPPED = {"Const", "Identity", "Placeholder", "Shape", "NoOp"}
+# A tensor whose full range is this many times wider than its 0.1..99.9 percentile range is
+# "dominated by outliers": uint8 min/max calibration then wastes most of its 256 levels.
+OUTLIER_RATIO = 3.0
+
+
+def tap_nodes(graph_def, input_node, output_nodes):
+    """[(node name, op)] in graph order: the layer boundaries, then the model's outputs."""
+    consumers = collections.defaultdict(list)
+    ops = {}
+    for node in graph_def.node:
+        ops[node.name] = node.op
+        for name in node.input:
+            consumers[node_name(name)].append(node.op)
+    outputs = [node_name(n) for n in output_nodes]
+    taps = [node.name for node in graph_def.node
+            if node.op not in _NOT_TAPPED and node.name != node_name(input_node)
+            and node.name not in outputs
+            and any(op in _LAYER_STARTS for op in consumers[node.name])]
+    return [(n, ops[n]) for n in taps + outputs]
+
+
+def measure(graph_def, input_node, output_nodes, input_hw, input_scale, calib_u8, holdout_u8,
+            calibrate_method, work_dir, ncc_path=None):
+    """The per-layer table: {layers: [{node, op, shape, cos, min_cos, l2r, float_min,
+    float_max, p001, p999, outlier_ratio, output}], compiler, calibrate_method,
+    holdout_images, seconds}; `output` marks the model's own outputs (the last rows).
+    ncc_path: compile V4 with that ncc binary instead of nncase 1.9 (V5); this costs one ncc
+    compile per layer (--ncc-layer-error)."""
+    started = time.time()
+    taps = tap_nodes(graph_def, input_node, output_nodes)
+    names = [n for n, _ in taps]
+    os.makedirs(work_dir, exist_ok=True)
+    tflite_path = os.path.join(work_dir, "layers.tflite")
+    kmodel_path = os.path.join(work_dir, "layers.kmodel")
+    runner = FrozenRunner(graph_def, input_node, names)
+    float_holdout = runner.run(pixels.model_input(holdout_u8, input_scale))
+    float_calib = runner.run(pixels.model_input(calib_u8, input_scale))
+    runner.close()
+    calib_nchw, holdout_nchw = pixels.to_nchw(calib_u8), pixels.to_nchw(holdout_u8)
+    if ncc_path:
+        simulated = _ncc_cuts(graph_def, input_node, names, input_hw, input_scale, calib_nchw,
+                              holdout_nchw, calibrate_method, work_dir, ncc_path)
+        compiler = "ncc (V4)"
+    else:
+        with open(tflite_path, "wb") as f:
+            f.write(tflite.convert(graph_def, input_node, names, input_hw))
+        quantize.compile_kmodel(tflite_path, kmodel_path, calib_nchw, input_scale,
+                                calibrate_method=calibrate_method)
+        simulated = quantize.simulate(kmodel_path, holdout_nchw)
+        compiler = "nncase (V5)"
+    layers = [_layer_row(node, op, k, float_holdout[k], float_calib[k], simulated)
+              for k, (node, op) in enumerate(taps)]
+    for row in layers:
+        row["output"] = row["node"] in [node_name(n) for n in output_nodes]
+    return {"layers": layers, "compiler": compiler, "calibrate_method": calibrate_method,
+            "holdout_images": len(holdout_u8), "seconds": round(time.time() - started, 1)}
+
+
+def _ncc_cuts(graph_def, input_node, names, input_hw, input_scale, calib_nchw, holdout_nchw,
+              calibrate_method, work_dir, ncc_path):
+    """ncc v0.2 segfaults ("Optimize Pass 1") on a tflite with several outputs, so V4 gets one
+    compile of the graph cut at each tap: outputs[i][k] as from a single diagnostic kmodel."""
+    per_tap = []
+    for k, name in enumerate(names):
+        tflite_path = os.path.join(work_dir, "cut%d.tflite" % k)
+        kmodel_path = os.path.join(work_dir, "cut%d.kmodel" % k)
+        with open(tflite_path, "wb") as f:
+            f.write(tflite.convert(graph_def, input_node, [name], input_hw))
+        ncc.compile_kmodel(tflite_path, kmodel_path, calib_nchw, input_scale, ncc=ncc_path,
+                           calibrate_method=calibrate_method)
+        per_tap.append([outputs[0] for outputs in ncc.infer(kmodel_path, holdout_nchw,
+                                                             ncc=ncc_path)])
+    return [[tap[i] for tap in per_tap] for i in range(len(holdout_nchw))]
+
+
+def _layer_row(node, op, k, float_holdout, float_calib, simulated):
+    per_image = []
+    for i, ref in enumerate(float_holdout):
+        ref_chw = ref.transpose(2, 0, 1) if ref.ndim == 3 else ref
+        got = np.ravel(simulated[i][k])
+        if got.size != ref_chw.size:
+            raise UserError("per-layer error: kmodel output %d has %d values, TF node %s has %d; "
+                            "the compiler reordered the diagnostic outputs"
+                            % (k, got.size, node, ref_chw.size))
+        per_image.append(metrics.tensor_metrics(got, ref_chw))
+    summary = metrics.summarize_tensor_metrics(per_image)
+    values = np.asarray(float_calib, dtype=np.float64).ravel()
+    lo, hi = float(values.min()), float(values.max())
+    p001, p999 = (float(v) for v in np.percentile(values, [0.1, 99.9]))
+    inner = p999 - p001
+    return {"node": node, "op": op, "shape": list(float_holdout.shape[1:]),
+            "cos": summary["cos"], "min_cos": summary["min_cos"], "l2r": summary["l2r"],
+            "float_min": lo, "float_max": hi, "p001": p001, "p999": p999,
+            "outlier_ratio": (hi - lo) / inner if inner > 0 else 1.0}
+
+
+def suggestions(layer_report, calibrate_method, calibration_images):
+    """Advice the per-layer data supports, one sentence each."""
+    if not layer_report or not layer_report["layers"]:
+        return []
+    out = []
+    layers = layer_report["layers"]
+    final_cos = min(row["cos"] for row in layers if row["output"])
+    worst_row = min(layers, key=lambda row: row["cos"])
+    if worst_row["outlier_ratio"] >= OUTLIER_RATIO and calibrate_method == "no_clip":
+        out.append("%s (%s, cos %.5f) has a float range %.3g..%.3g but 99.8 %% of its values "
+                   "lie in %.3g..%.3g: outliers set the uint8 scale; try --calibrate-method l2 "
+                   "or kld_m2, which clip them" % (worst_row["node"], worst_row["op"],
+                                                   worst_row["cos"], worst_row["float_min"],
+                                                   worst_row["float_max"], worst_row["p001"],
+                                                   worst_row["p999"]))
+    if final_cos < 0.999 and calibration_images < 50:
+        out.append("final output cos %.5f with %d calibration image(s): more calibration images "
+                   "(50-200 from the deployment scene) give ranges closer to what the board "
+                   "sees" % (final_cos, calibration_images))
+    drops = [(layers[i - 1]["cos"] - layers[i]["cos"], layers[i]) for i in range(1, len(layers))]
+    if drops:
+        drop, row = max(drops, key=lambda d: d[0])
+        if drop > 0.002:
+            out.append("the largest single-layer loss is at %s (%s): cos falls by %.4f there; "
+                       "a wide activation range or many channels at that layer are the usual "
+                       "cause" % (row["node"], row["op"], drop))
+    return out
