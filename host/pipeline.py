@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from host import atomic, bncheck, convert_report, firmware, freeze, k210fit, kmodel, layer_error
-from host import manifest, metrics, ncc, pixels, quantize, report, tflite
+from host import advice, atomic, bncheck, convert_report, firmware, freeze, k210fit, kmodel
+from host import layer_error, manifest, metrics, ncc, pixels, quantize, report, tflite
 from host.errors import UserError
 from host.tf_infer import FrozenRunner
 
@@ -117,8 +117,8 @@ def build(opts, log):
                                                "width": w, **input_scale},
             "batchnorm": bn, "quantization": quant["report"], "k210_fit": fit,
             "flash": placement, "warnings": warnings, "layer_error": layers,
-            "suggestions": layer_error.suggestions(layers, quant["report"]["calibrate_method"],
-                                                   len(calib_u8)),
+            "suggestions": advice.suggestions(layers, quant["report"]["calibrate_method"],
+                                              len(calib_u8)),
         }
         manifest_data = _manifest(opts, frozen, output_info, decoder, kmodel_path, size, info,
                                   pb_path, tflite_path, input_scale, quant)

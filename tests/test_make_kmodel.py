@@ -34,8 +34,12 @@ def test_make_kmodel_builds_the_example(tmp_path):
     assert report["quantization"]["mean_cos"] >= 0.999
     assert report["quantization"]["detection"]["f1"] >= 0.95
     assert report["k210_fit"]["fits_heap"] and report["k210_fit"]["cpu_compute_ops"] == []
-    for text in ("BatchNorm: OK", "yolo/output", "K210 fit (canmv-v5)", "kmodel V5 written"):
+    for text in ("BatchNorm: OK", "yolo/output", "K210 fit (canmv-v5)", "kmodel V5 written",
+                 "Per-layer error"):
         assert text in proc.stdout
+    layers = report["layer_error"]["layers"]
+    assert len(layers) == 7 and layers[-1]["node"] == "yolo/output" and layers[-1]["output"]
+    assert all(r["cos"] > 0.99 for r in layers)
 
     # The same training run frozen from its meta graph (training_control bound to False)
     # must compute the same inference graph (nncase itself is not bit-deterministic, so the
