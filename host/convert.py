@@ -167,6 +167,9 @@ def options(argv):
         if not 0.0 <= getattr(opts, name) <= 1.0:
             raise UserError("--%s %s is out of range: use a value between 0 and 1"
                             % (name, getattr(opts, name)))
+    if opts.ncc_layer_error and not opts.ncc:
+        raise UserError("--ncc-layer-error measures V4 kmodels from --ncc; without --ncc the "
+                        "per-layer error is on by default (--no-layer-error turns it off)")
     if opts.min_calib < 1:
         raise UserError("--min-calib must be at least 1")
     try:

@@ -218,6 +218,7 @@ def test_convert_bad_calibration_dir(tmp_path, case):
     (["--flash-address", "0x100000"], "below 0x"),
     (["--flash-address", "0xD00000"], "0xD00000 is inside the /flash file system"),
     (["--firmware", "maixpy-v4"], "--ncc"),
+    (["--ncc-layer-error"], "--ncc-layer-error measures V4 kmodels from --ncc"),
     (["--decoder", "ssd"], "argument --decoder: invalid choice: 'ssd'"),
     (["--min-calib", "many"], "argument --min-calib: invalid int value"),
 ])
