@@ -11,7 +11,6 @@ Caveat: each tap is an extra kmodel output (a KPU -> RAM copy with its own dequa
 so the diagnostic kmodel is close to, not identical with, the one written.
 TensorFlow side: the compiler runs in its own process (host.quantize / host.ncc).
 """
-import collections
 import os
 import time
 
@@ -27,21 +26,23 @@ from host.tf_infer import FrozenRunner, node_name
 _LAYER_STARTS = {"Conv2D", "DepthwiseConv2dNative", "MatMul", "ConcatV2", "Mean", "Pad",
                  "ResizeBilinear", "ResizeNearestNeighbor", "Reshape"}
 _NOT_TAPPED = {"Const", "Identity", "Placeholder", "Shape", "NoOp"}
+RANGE_SAMPLES_PER_IMAGE = 20000
 
 
 def tap_nodes(graph_def, input_node, output_nodes):
     """[(node name, op)] in graph order: the layer boundaries, then the model's outputs."""
-    consumers = collections.defaultdict(list)
+    feeds_a_layer = set()
     ops = {}
     for node in graph_def.node:
         ops[node.name] = node.op
-        for name in node.input:
-            consumers[node_name(name)].append(node.op)
+        if node.op in _LAYER_STARTS:
+            # the data inputs only: not a Reshape's shape, a Pad's paddings, a concat's axis
+            data = node.input[:-1] if node.op == "ConcatV2" else node.input[:1]
+            feeds_a_layer.update(node_name(name) for name in data)
     outputs = [node_name(n) for n in output_nodes]
     taps = [node.name for node in graph_def.node
-            if node.op not in _NOT_TAPPED and node.name != node_name(input_node)
-            and node.name not in outputs
-            and any(op in _LAYER_STARTS for op in consumers[node.name])]
+            if node.name in feeds_a_layer and node.op not in _NOT_TAPPED
+            and node.name != node_name(input_node) and node.name not in outputs]
     return [(n, ops[n]) for n in taps + outputs]
 
 
@@ -56,11 +57,9 @@ def measure(graph_def, input_node, output_nodes, input_hw, input_scale, calib_u8
     taps = tap_nodes(graph_def, input_node, output_nodes)
     names = [n for n, _ in taps]
     os.makedirs(work_dir, exist_ok=True)
-    tflite_path = os.path.join(work_dir, "layers.tflite")
-    kmodel_path = os.path.join(work_dir, "layers.kmodel")
     runner = FrozenRunner(graph_def, input_node, names)
     float_holdout = runner.run(pixels.model_input(holdout_u8, input_scale))
-    float_calib = runner.run(pixels.model_input(calib_u8, input_scale))
+    ranges = _float_ranges(runner, calib_u8, input_scale, len(names))
     runner.close()
     calib_nchw, holdout_nchw = pixels.to_nchw(calib_u8), pixels.to_nchw(holdout_u8)
     if ncc_path:
@@ -68,13 +67,15 @@ def measure(graph_def, input_node, output_nodes, input_hw, input_scale, calib_u8
                               holdout_nchw, calibrate_method, work_dir, ncc_path)
         compiler = "ncc (V4)"
     else:
+        tflite_path = os.path.join(work_dir, "layers.tflite")
+        kmodel_path = os.path.join(work_dir, "layers.kmodel")
         with open(tflite_path, "wb") as f:
             f.write(tflite.convert(graph_def, input_node, names, input_hw))
         quantize.compile_kmodel(tflite_path, kmodel_path, calib_nchw, input_scale,
                                 calibrate_method=calibrate_method)
         simulated = quantize.simulate(kmodel_path, holdout_nchw)
         compiler = "nncase (V5)"
-    layers = [_layer_row(node, op, k, float_holdout[k], float_calib[k], simulated)
+    layers = [dict(_layer_row(node, op, k, float_holdout[k], simulated), **ranges[k])
               for k, (node, op) in enumerate(taps)]
     for row in layers:
         row["output"] = row["node"] in [node_name(n) for n in output_nodes]
@@ -99,7 +100,29 @@ def _ncc_cuts(graph_def, input_node, names, input_hw, input_scale, calib_nchw, h
     return [[tap[i] for tap in per_tap] for i in range(len(holdout_nchw))]
 
 
-def _layer_row(node, op, k, float_holdout, float_calib, simulated):
+def _float_ranges(runner, calib_u8, input_scale, count):
+    """Each tap's float range on the calibration images (what calibration saw): min, max and
+    the 0.1 / 99.9 percentiles, from a random sample of each image's values so that memory
+    stays bounded with many images and large feature maps (random, not strided: a stride
+    sharing a factor with the channel count would sample only some channels)."""
+    lows, highs, samples = [np.inf] * count, [-np.inf] * count, [[] for _ in range(count)]
+    rng = np.random.RandomState(0)
+    for image in calib_u8:
+        for k, value in enumerate(runner.run(pixels.model_input(image[None], input_scale))):
+            flat = value.ravel()
+            lows[k], highs[k] = min(lows[k], float(flat.min())), max(highs[k], float(flat.max()))
+            samples[k].append(flat if flat.size <= RANGE_SAMPLES_PER_IMAGE else
+                              flat[rng.randint(0, flat.size, RANGE_SAMPLES_PER_IMAGE)])
+    out = []
+    for lo, hi, parts in zip(lows, highs, samples):
+        p001, p999 = (float(v) for v in np.percentile(np.concatenate(parts), [0.1, 99.9]))
+        inner = p999 - p001
+        out.append({"float_min": lo, "float_max": hi, "p001": p001, "p999": p999,
+                    "outlier_ratio": (hi - lo) / inner if inner > 0 else 1.0})
+    return out
+
+
+def _layer_row(node, op, k, float_holdout, simulated):
     per_image = []
     for i, ref in enumerate(float_holdout):
         ref_chw = ref.transpose(2, 0, 1) if ref.ndim == 3 else ref
@@ -110,11 +133,5 @@ def _layer_row(node, op, k, float_holdout, float_calib, simulated):
                             % (k, got.size, node, ref_chw.size))
         per_image.append(metrics.tensor_metrics(got, ref_chw))
     summary = metrics.summarize_tensor_metrics(per_image)
-    values = np.asarray(float_calib, dtype=np.float64).ravel()
-    lo, hi = float(values.min()), float(values.max())
-    p001, p999 = (float(v) for v in np.percentile(values, [0.1, 99.9]))
-    inner = p999 - p001
     return {"node": node, "op": op, "shape": list(float_holdout.shape[1:]),
-            "cos": summary["cos"], "min_cos": summary["min_cos"], "l2r": summary["l2r"],
-            "float_min": lo, "float_max": hi, "p001": p001, "p999": p999,
-            "outlier_ratio": (hi - lo) / inner if inner > 0 else 1.0}
+            "cos": summary["cos"], "min_cos": summary["min_cos"], "l2r": summary["l2r"]}
