@@ -10,7 +10,8 @@ CSS = ("body{font-family:sans-serif;margin:1.5em;max-width:1200px}"
        "pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}"
        ".key{font-size:1.1em}.verdict{font-size:1.6em;margin:.2em 0}"
        ".thumbs{display:flex;flex-wrap:wrap;gap:10px}.thumbs figure{margin:0;max-width:330px}"
-       ".thumbs img{min-width:160px;max-width:320px;image-rendering:pixelated;border:1px solid #999}figcaption{font-size:.85em}"
+       ".thumbs img{min-width:160px;max-width:320px;image-rendering:pixelated;"
+       "border:1px solid #999}figcaption{font-size:.85em}"
        ".charts{display:flex;flex-wrap:wrap}"
        ".charts svg{width:49%;min-width:420px;height:auto}")
 
