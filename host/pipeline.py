@@ -1,4 +1,5 @@
-"""`make kmodel`: freeze -> BatchNorm check -> tflite -> nncase kmodel -> report -> manifest.
+"""`make kmodel`: freeze -> BatchNorm check -> tflite -> nncase kmodel -> per-layer error ->
+report -> manifest.
 
 This process runs TensorFlow; nncase runs in its own process (host.quantize spawns it).
 All artifacts are staged and moved into --out only when every step succeeded.
@@ -97,7 +98,7 @@ def build(opts, log):
             quant = _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
                               float_outputs, decoder, stage, log)
         layers = None
-        if (opts.ncc_layer_error if opts.ncc else opts.layer_error) \
+        if opts.layer_error and (opts.ncc_layer_error or not opts.ncc) \
                 and quant["report"]["holdout_images"]:
             with timer.stage("per-layer error"):
                 layers = _layer_error(opts, frozen, input_scale, calib_u8, holdout_u8, quant, warn)
