@@ -93,7 +93,7 @@ class Browser(object):
         self.session = self.send("Target.attachToTarget", {"targetId": target["targetId"],
                                                            "flatten": True},
                                  session=False)["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
+        for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(domain + ".enable")
         self.send("Page.navigate", {"url": url})
         self.wait_event("Page.loadEventFired")
@@ -104,12 +104,19 @@ class Browser(object):
         for event in self.events:
             method, params = event.get("method"), event.get("params", {})
             if method == "Runtime.exceptionThrown":
-                out.append(params["exceptionDetails"].get("text", "exception"))
+                details = params["exceptionDetails"]
+                out.append("%s %s" % (details.get("text", "exception"),
+                                      details.get("exception", {}).get("description", "")))
             elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
                 out.append(" ".join(str(a.get("value")) for a in params.get("args", [])))
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
                 out.append(params["entry"].get("text", ""))
         return out
+
+    def requested_urls(self):
+        """Every URL the page asked for (the page itself, images, scripts...)."""
+        return [e["params"]["request"]["url"] for e in self.events
+                if e.get("method") == "Network.requestWillBeSent"]
 
     def evaluate(self, expression):
         result = self.send("Runtime.evaluate", {"expression": expression,

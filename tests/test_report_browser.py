@@ -30,6 +30,8 @@ def _rendered(browser, url, screenshot):
     browser.screenshot(screenshot)
     assert os.path.getsize(screenshot) > 20000, "a blank page"
     assert browser.errors() == []
+    fetched = browser.requested_urls()
+    assert fetched and all(u.startswith(("file:", "data:")) for u in fetched), fetched
     images = browser.evaluate("Array.from(document.images).map(function (i) {"
                               " return [i.alt, i.complete && i.naturalWidth > 0]; })")
     assert all(ok for _, ok in images), images
