@@ -16,14 +16,15 @@ PYTHON37 ?= $(shell (python3.7 -c '' >/dev/null 2>&1 && command -v python3.7) ||
 BUILD   ?= build
 EXAMPLE := examples/face
 
-.PHONY: help setup demo kmodel flash eval train-example test test-fast clean
+.PHONY: help setup demo ncc kmodel flash eval train-example test test-fast clean
 
 help:
 	@echo "make demo           the whole pipeline on the built-in example"
 	@echo "make setup          create .venv (Python 3.7) with the pinned requirements"
-	@echo "make kmodel         freeze + BatchNorm check + tflite + nncase kmodel + report (example model)"
-	@echo "make flash          kmodel + scripts to the board, verified (PORT=virtual|/dev/ttyUSB0 [BOARD=dan] [BAUD=1500000] [ADDRESS=0x300000] [METHOD=kflash|repl] [FIRMWARE=x.bin])"
-	@echo "make eval           board vs host TensorFlow over serial (PORT=virtual, /dev/ttyUSB0, socket://h:p)"
+	@echo "make ncc            ncc v0.2.0-beta4 (kmodel V4) to .venv/bin/ncc ([NCC=/path/to/ncc] [NCC_SRC=dir with build.sh]; else the release download)"
+	@echo "make kmodel         freeze + BatchNorm check + tflite + nncase kmodel + report (example model) [FIRMWARE=canmv-v5|canmv|maixpy-v4|maixpy-v3]"
+	@echo "make flash          kmodel + scripts to the board, verified (PORT=virtual|/dev/ttyUSB0 [BOARD=dan] [BAUD=1500000] [ADDRESS=0x300000] [METHOD=kflash|repl] [FIRMWARE=x.bin] [BOARD_PROFILE=maixpy-v4: the virtual board's firmware])"
+	@echo "make eval           board vs host TensorFlow over serial (PORT=virtual, /dev/ttyUSB0, socket://h:p) [BOARD_PROFILE=...]"
 	@echo "make train-example  retrain the example face detector (<= 15 min on 2 cores)"
 	@echo "make micropython    the board's interpreter (MicroPython 1.11, 32-bit floats) for the conformance tests (MICROPY_SRC=DIR with a build.sh, else cloned)"
 	@echo "make test           run the test suite (what CI runs)"
@@ -42,8 +43,17 @@ $(STAMP): requirements.txt
 
 demo: kmodel flash eval
 
+# ncc (kmodel V4 for stock MaixPy): NCC=an existing binary, NCC_SRC=a folder with build.sh,
+# else the official release archive; nothing happens when .venv/bin/ncc is already v0.2.
+ncc: $(STAMP)
+	$(PY) host/ncc_install.py --dest $(VENV)/bin/ncc $(if $(NCC),--ncc $(NCC)) \
+	    $(if $(NCC_SRC),--src $(NCC_SRC))
+
+# FIRMWARE names the firmware profile for kmodel (maixpy-v4: kmodel V4 by ncc) and a firmware
+# image *.bin for flash; each target takes the kind it understands.
 kmodel: $(STAMP)
-	$(PY) host/convert.py --config $(EXAMPLE)/convert.json --out $(BUILD)
+	$(PY) host/convert.py --config $(EXAMPLE)/convert.json --out $(BUILD) \
+	    $(if $(filter-out %.bin,$(FIRMWARE)),--firmware $(FIRMWARE))
 
 PORT ?= virtual
 BOARD ?= dan
@@ -52,10 +62,12 @@ METHOD ?= kflash
 flash: $(STAMP)
 	$(PY) host/flash.py --port $(PORT) --board $(BOARD) --baud $(BAUD) --method $(METHOD) \
 	    --manifest $(BUILD)/manifest.json $(if $(ADDRESS),--address $(ADDRESS)) \
-	    $(if $(FIRMWARE),--firmware $(FIRMWARE))
+	    $(if $(filter %.bin,$(FIRMWARE)),--firmware $(FIRMWARE)) \
+	    $(if $(BOARD_PROFILE),--vboard-profile $(BOARD_PROFILE))
 
 eval: $(STAMP)
-	$(PY) host/serial_eval.py --port $(PORT) --manifest $(BUILD)/manifest.json --out $(BUILD)/eval
+	$(PY) host/serial_eval.py --port $(PORT) --manifest $(BUILD)/manifest.json --out $(BUILD)/eval \
+	    $(if $(BOARD_PROFILE),--vboard-profile $(BOARD_PROFILE))
 
 train-example: $(STAMP)
 	$(PY) $(EXAMPLE)/train.py

@@ -44,7 +44,7 @@ def main(argv):
     timings["calibration images"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    frozen = pipeline._freeze(opts)
+    frozen = pipeline.freeze_model(opts)
     timings["freeze"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -88,7 +88,7 @@ def _extras(opts, frozen, calib, calib_paths, holdout_paths, input_scale, tflite
     holdout_u8 = _stack([pixels.board_pixels(p, w, h) for p in holdout_paths])
     extras["load held-out images"] = time.perf_counter() - t
     t = time.perf_counter()
-    pipeline._batchnorm_check(frozen, calib_u8, input_scale, opts, warn.append)
+    pipeline.batchnorm_check(frozen, calib_u8, input_scale, opts, warn.append)
     extras["batchnorm check"] = time.perf_counter() - t
     t = time.perf_counter()
     runner = FrozenRunner(frozen.graph_def, frozen.input_node, frozen.output_nodes)

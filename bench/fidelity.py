@@ -1,5 +1,6 @@
 """Fidelity per calibration method (issue 6, item 4): float TF vs the kmodel (nncase's
-simulator) on the held-out calibration images, for each `--calibrate-method`.
+simulator; for `--firmware maixpy-v4` the V4 kmodel from ncc v0.2 in `ncc infer`) on the
+held-out calibration images, for each `--calibrate-method`.
 
 Runs as its own process (TensorFlow; nncase in host.quantize's subprocesses, as always):
 `python bench/fidelity.py RESULT.json METHODS -- CONVERT ARGS...`, METHODS comma-separated.
@@ -8,7 +9,8 @@ It runs `host/convert.py`'s own pipeline (host.pipeline.build) with `--calibrate
 over METHODS (pipeline.AUTO_METHODS set to them) into a scratch directory, and records what
 the pipeline computes for every candidate (host.pipeline._compare is wrapped, not replaced):
 per output cos, l2r, max-abs, the detection P/R/F1 of kmodel boxes vs float boxes, and the
-time of the nncase compile (host.quantize.compile_kmodel) and of the held-out simulation.
+time of the compile (host.quantize.compile_kmodel, host.ncc.compile_kmodel) and of the
+held-out simulation (host.quantize.simulate, host.ncc.infer).
 """
 import json
 import os
@@ -24,30 +26,34 @@ sys.path.insert(0, REPO)
 def main(argv):
     out_path, methods = argv[0], [m for m in argv[1].split(",") if m]
     convert_argv = argv[argv.index("--") + 1:]
-    from host import convert, freeze, pipeline, quantize
+    from host import convert, freeze, ncc, pipeline, quantize
     opts = convert.options(convert_argv + ["--calibrate-method", "auto"])
     opts.input_hw = freeze.parse_size(opts.input_size)
-    pipeline.AUTO_METHODS = tuple(methods)
+    pipeline.AUTO_METHODS = pipeline.AUTO_METHODS_NCC = tuple(methods)
 
     rows = {}
     current = [None]
-    compile_kmodel, simulate, compare = (quantize.compile_kmodel, quantize.simulate,
-                                         pipeline._compare)
+    compare = pipeline._compare
 
-    def timed_compile(*args, **kwargs):
-        method = kwargs.get("calibrate_method")
-        current[0] = method
-        t = time.perf_counter()
-        result = compile_kmodel(*args, **kwargs)
-        rows[method] = {"method": method, "compile_seconds": time.perf_counter() - t,
-                        "kmodel_bytes": result.get("kmodel_size")}
-        return result
+    def timed_compile(compile_kmodel):
+        def timed(*args, **kwargs):
+            method = kwargs.get("calibrate_method")
+            current[0] = method
+            t = time.perf_counter()
+            result = compile_kmodel(*args, **kwargs)
+            rows[method] = {"method": method, "compile_seconds": time.perf_counter() - t,
+                            "kmodel_bytes": result.get("kmodel_size"),
+                            "kmodel_version": result.get("version")}
+            return result
+        return timed
 
-    def timed_simulate(*args, **kwargs):
-        t = time.perf_counter()
-        result = simulate(*args, **kwargs)
-        rows[current[0]]["simulate_seconds"] = time.perf_counter() - t
-        return result
+    def timed_simulate(simulate):
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            result = simulate(*args, **kwargs)
+            rows[current[0]]["simulate_seconds"] = time.perf_counter() - t
+            return result
+        return timed
 
     def recorded_compare(*args, **kwargs):
         evaluation = compare(*args, **kwargs)
@@ -63,7 +69,10 @@ def main(argv):
                         "kmodel_boxes": det.get("kmodel_boxes")})
         return evaluation
 
-    quantize.compile_kmodel, quantize.simulate = timed_compile, timed_simulate
+    quantize.compile_kmodel = timed_compile(quantize.compile_kmodel)
+    quantize.simulate = timed_simulate(quantize.simulate)
+    ncc.compile_kmodel = timed_compile(ncc.compile_kmodel)
+    ncc.infer = timed_simulate(ncc.infer)
     pipeline._compare = recorded_compare
     scratch = tempfile.mkdtemp(prefix="k210-bench-fidelity-")
     opts.out = os.path.join(scratch, "out")

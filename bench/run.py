@@ -53,13 +53,19 @@ LINK_FULL = [
     ("example-115k-jpeg", "example", 115200, "jpeg", RBL, 8, 1, None),
     ("example-1.5M-rgb565-ring16k", "example", 1500000, "rgb565", 16384, 8, 1, None),
     ("example-1.5M-rgb565-ring64k", "example", 1500000, "rgb565", 65534, 8, 1, None),
+    ("example-v4-1.5M-rgb565", "example-v4", 1500000, "rgb565", RBL, 8, 3, None),
 ]
 LINK_QUICK = [
     ("example-1.5M-rgb565", "example", 1500000, "rgb565", RBL, 4, 1, "host"),
     ("tiny-1.5M-rgb565", "tiny", 1500000, "rgb565", RBL, 4, 1, None),
     ("example-1.5M-jpeg", "example", 1500000, "jpeg", RBL, 8, 1, None),
     ("example-115k-jpeg", "example", 115200, "jpeg", RBL, 4, 1, None),
+    ("example-v4-1.5M-rgb565", "example-v4", 1500000, "rgb565", RBL, 4, 1, None),
 ]
+# kmodel V4 (ncc v0.2, `make ncc`) for stock MaixPy-v1: its rows run when ncc is there
+NCC = os.path.join(REPO, ".venv", "bin", "ncc")
+V4_ARGS = ["--firmware", "maixpy-v4"]
+V4_METHODS = ["no_clip"]
 JPEG_QUALITIES = [95, 90, 75, 50]
 
 
@@ -230,6 +236,16 @@ def build_tiny():
     return os.path.join(out, "manifest.json")
 
 
+def build_v4_example():
+    """The example as kmodel V4 for a MaixPy-v1 board (the link run's virtual board takes
+    the manifest's firmware, maixpy-v4)."""
+    out = os.path.join(TMP, "example-v4")
+    shutil.rmtree(out, ignore_errors=True)
+    run([PY, "host/convert.py", "--config", EXAMPLE_CONFIG, "--out", out] + V4_ARGS,
+        "example kmodel V4")
+    return os.path.join(out, "manifest.json")
+
+
 def bench_link(configs, manifests):
     runs = []
     for name, model, baud, payload, rbl, count, repeats, extra in configs:
@@ -262,9 +278,9 @@ def bench_link(configs, manifests):
 
 
 # ------------------------------------------------------------------ 4. fidelity
-def bench_fidelity(models, methods):
+def bench_fidelity(models):
     rows = []
-    for name, args in models:
+    for name, args, methods in models:
         out = os.path.join(TMP, "fidelity-%s.json" % name)
         seconds = run([PY, "bench/fidelity.py", out, ",".join(methods), "--"] + args,
                       "fidelity " + name, timeout=1800)
@@ -373,20 +389,27 @@ def main(argv):
     else:
         example_manifest = None
     tiny = section("tiny kmodel", build_tiny)
+    has_ncc = os.path.isfile(NCC)
+    if not has_ncc:
+        results["notes"].append("no .venv/bin/ncc (`make ncc`): the kmodel V4 rows are skipped")
+    v4 = section("example kmodel V4", build_v4_example) if has_ncc else None
     if example_manifest:
-        manifests = {"example": example_manifest, "tiny": tiny}
+        manifests = {"example": example_manifest, "tiny": tiny, "example-v4": v4}
         configs = [c for c in (LINK_QUICK if quick else LINK_FULL)
                    if manifests[c[1]] is not None]
         results["link"] = section("serial eval link", bench_link, configs, manifests)
         results["flash"] = section("flashing", bench_flash, example_manifest, 1 if quick else 2)
-    models = [("example", ["--config", EXAMPLE_CONFIG])]
+    methods = ["no_clip"] if quick else ALL_METHODS
+    sources = [("example", ["--config", EXAMPLE_CONFIG])]
     if os.path.isfile(opts.seed_pb):
-        models.append(("seed", ["--frozen-pb", opts.seed_pb] + SEED_ARGS))
+        sources.append(("seed", ["--frozen-pb", opts.seed_pb] + SEED_ARGS))
     else:
         results["notes"].append("the original user's model %s is missing: its fidelity rows "
                                 "are skipped" % opts.seed_pb)
-    results["fidelity"] = section("fidelity", bench_fidelity, models,
-                                  ["no_clip"] if quick else ALL_METHODS)
+    models = [(name, args, methods) for name, args in sources]
+    if has_ncc:
+        models += [(name + "-v4", args + V4_ARGS, V4_METHODS) for name, args in sources]
+    results["fidelity"] = section("fidelity", bench_fidelity, models)
     results["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     results["duration_seconds"] = round(time.perf_counter() - t0, 1)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

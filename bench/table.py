@@ -43,8 +43,9 @@ def _met(value, target, below=False):
 
 
 def _label(run):
-    model = {"example": "example model", "tiny": "tiny kmodel (link only)"}.get(run["model"],
-                                                                                run["model"])
+    model = {"example": "example model", "tiny": "tiny kmodel (link only)",
+             "example-v4": "example model, kmodel V4 on MaixPy-v1 (maixpy-v4, ncc infer)"
+             }.get(run["model"], run["model"])
     parts = [model, "RGB565" if run["payload"] == "rgb565" else "JPEG"]
     if run.get("read_buf_len") and run["read_buf_len"] != DEFAULT_READ_BUF_LEN:
         parts.append("read_buf_len %d" % run["read_buf_len"])
@@ -245,7 +246,9 @@ def fidelity_table(models):
              "| model | method | cos | l2r | max-abs | detection F1 | compile (s) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     names = {"example": "example (examples/face, 224x320)",
-             "seed": "original user's model (Freeze_save.pb, 240x320)"}
+             "seed": "original user's model (Freeze_save.pb, 240x320)",
+             "example-v4": "example, kmodel V4 (ncc v0.2, `ncc infer`)",
+             "seed-v4": "original user's model, kmodel V4 (ncc v0.2, `ncc infer`)"}
     for m in models:
         for row in m["methods"]:
             chosen = " (auto's pick)" if row["method"] == m.get("chosen") and \

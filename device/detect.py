@@ -187,8 +187,11 @@ class Model:
             kpu = self.k
             self.task = kpu.load(m["address"] if flash else m["path"])
             if m.get("version", 3) >= 4 and "set_outputs" in dir(kpu):
+                # V4 stores no output shapes; a mismatch prints and returns False
                 for i, s in enumerate(self.shapes):
-                    kpu.set_outputs(self.task, i, s[2], s[1], s[0])
+                    if not kpu.set_outputs(self.task, i, s[2], s[1], s[0]):
+                        raise OSError("kpu.set_outputs(task, %d, %d, %d, %d) refused"
+                                      % (i, s[2], s[1], s[0]))
 
     def run(self, img):
         """Run on an Image that has pix_to_ai() data; -> list of flat CHW floats."""
@@ -208,10 +211,10 @@ class Model:
             else:
                 outs = [r]
         else:
-            fmap = self.k.forward(self.task, img)
-            outs = [fmap[:]]
-            if n > 1:
-                raise OSError("the legacy KPU API returns only the first output")
+            # forward runs the model and gives output 0; get_output(task, i) the others
+            outs = [self.k.forward(self.task, img)[:]]
+            for i in range(1, n):
+                outs.append(self.k.get_output(self.task, i)[:])
         if len(outs) < n:
             raise OSError("KPU gave %d outputs, config lists %d" % (len(outs), n))
         for i in range(n):

@@ -31,14 +31,19 @@ def parser():
     p.add_argument("--config", help="JSON file of option values (keys as below, with _); "
                    "command-line options override it")
     src = p.add_argument_group("source (exactly one)")
-    src.add_argument("--checkpoint", help="checkpoint prefix or directory (with --model-fn; "
+    src.add_argument("--checkpoint", help="checkpoint prefix, one of its files, or its "
+                     "directory (with --model-fn; "
                      "with --meta: the checkpoint if not beside the .meta)")
     src.add_argument("--model-fn", help="FILE.py:FUNC or module:FUNC building the network, "
                      "called as FUNC(images, is_training=False, **model_kwargs)")
     src.add_argument("--model-kwargs", default="{}", help="JSON dict of extra keyword arguments")
     src.add_argument("--meta", help="training meta graph (.meta)")
     src.add_argument("--training-placeholder", help="with --meta: the bool placeholder that "
-                     "switches BatchNorm to training mode (bound to False)")
+                     "switches BatchNorm to training mode (bound to False; default: the "
+                     "graph's only bool placeholder)")
+    src.add_argument("--ema", action="store_true", help="with --checkpoint/--meta: restore "
+                     "the weights' ExponentialMovingAverage shadows (saved by "
+                     "tf.train.ExponentialMovingAverage) instead of the raw weights")
     src.add_argument("--frozen-pb", help="an already frozen GraphDef (.pb), verified")
     src.add_argument("--keras-h5", help="a tf.keras .h5 model (learning phase 0)")
     p.add_argument("--list-nodes", action="store_true",
@@ -60,15 +65,18 @@ def parser():
     q.add_argument("--min-calib", type=int, default=16, help="refuse fewer calibration images")
     q.add_argument("--calibrate-method", default="no_clip",
                    choices=("no_clip", "l2", "kld_m0", "kld_m1", "kld_m2", "cdf", "auto"),
-                   help="nncase calibration; auto keeps the lowest l2r on held-out images")
+                   help="nncase calibration; auto keeps the lowest l2r on held-out images "
+                   "(ncc v0.2: no_clip, l2, auto)")
+    q.add_argument("--ncc", help="path to an ncc v0.1 (kmodel V3) or v0.2 (V4) binary instead "
+                   "of the pip nncase (V5); a --firmware that cannot load V5 uses "
+                   ".venv/bin/ncc (`make ncc`) without it")
     q.add_argument("--no-layer-error", dest="layer_error", action="store_false",
                    help="skip the per-layer quantisation error (a second, diagnostic compile "
                         "and simulation: about the time of the first)")
     q.add_argument("--ncc-layer-error", action="store_true",
-                   help="with --ncc: measure the per-layer error too (ncc v0.2 crashes on a "
-                        "model with several outputs, so this is one ncc compile per layer)")
-    q.add_argument("--ncc", help="path to an ncc v0.1 (kmodel V3) or v0.2 (V4) binary, for "
-                   "stock MaixPy firmware, instead of the pip nncase (V5)")
+                   help="with an ncc build (V4): measure the per-layer error too (ncc v0.2 "
+                        "crashes on a model with several outputs, so this is one ncc compile "
+                        "per layer)")
     d = p.add_argument_group("decoding")
     d.add_argument("--decoder", default="raw", choices=("yolo2", "grid", "raw"))
     d.add_argument("--anchors", help="yolo2 anchors w0,h0,w1,h1,... in grid cells, or a JSON "
@@ -143,6 +151,9 @@ def options(argv):
     if len(given) != 1 and not opts.list_nodes:
         raise UserError("give exactly one source: --checkpoint with --model-fn, --meta, "
                         "--frozen-pb or --keras-h5 (got %s)" % (", ".join(given) or "none"))
+    if opts.ema and not (opts.checkpoint or opts.meta):
+        raise UserError("--ema needs --checkpoint (with --model-fn) or --meta: a frozen graph "
+                        "or Keras model has no shadow weights to choose")
     if opts.checkpoint and not opts.meta and not opts.model_fn:
         raise UserError("--checkpoint needs --model-fn FILE.py:FUNC (the function that "
                         "builds the network) or use --meta")
@@ -167,9 +178,6 @@ def options(argv):
         if not 0.0 <= getattr(opts, name) <= 1.0:
             raise UserError("--%s %s is out of range: use a value between 0 and 1"
                             % (name, getattr(opts, name)))
-    if opts.ncc_layer_error and not opts.ncc:
-        raise UserError("--ncc-layer-error measures V4 kmodels from --ncc; without --ncc the "
-                        "per-layer error is on by default (--no-layer-error turns it off)")
     if opts.min_calib < 1:
         raise UserError("--min-calib must be at least 1")
     try:
@@ -237,4 +245,4 @@ def _list_nodes(opts):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, crash_dir=lambda argv: options(argv).out, crash_log="convert-error.log")

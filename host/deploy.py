@@ -29,7 +29,7 @@ import time
 
 from host import atomic, board_probe, devconfig, flashing, k210fit, kfpkg
 from host import manifest as manifest_mod
-from host import transport
+from host import session, transport
 from host.cli import REPO_ROOT
 from host.errors import UserError
 from host.rawrepl import RawRepl, ReplError
@@ -168,19 +168,6 @@ class Port(object):
             self.handle = None
 
 
-def _exit_serve_mode(ser, bauds):
-    """A board in k210-deploy serve mode ignores Ctrl-C: send EXIT at its baud(s)."""
-    from device import protocol as P
-    for baud in bauds:
-        ser.baudrate = baud
-        for seq in range(2):
-            ser.write(P.encode(P.T_EXIT, seq, b""))
-            time.sleep(0.15)
-        ser.read(4096)
-    ser.baudrate = REPL_BAUD
-    time.sleep(0.2)
-
-
 def reach_repl(port, timeout, serve_bauds):
     """Open the port and enter the raw REPL within `timeout` s (bounded); returns a RawRepl."""
     ser = port.open()
@@ -191,7 +178,7 @@ def reach_repl(port, timeout, serve_bauds):
         return repl
     except ReplError:
         pass
-    _exit_serve_mode(ser, serve_bauds)
+    session.exit_serve_mode(ser, serve_bauds)
     try:
         repl.enter(max(1.0, timeout - first))
         return repl
@@ -396,12 +383,11 @@ def _hello(repl, port, plan, opts):
     """Reboot the board (machine.reset(), as after power-on), so it boots from what was just
     written: boot.py, main.py, serve mode from config.json; then HELLO -> INFO must name the
     manifest's kmodel, loaded; EXIT leaves the board at its REPL."""
-    from host import session as session_mod
     try:
         repl.reset_board()
     except ReplError as exc:
         raise UserError("the board on %s did not take the reset command: %s" % (port.name, exc))
-    sess = session_mod.Session(port.ser, port.name, opts.serve_baud, timeout=opts.timeout,
+    sess = session.Session(port.ser, port.name, opts.serve_baud, timeout=opts.timeout,
                                booting=True, boot_time=BOOT_TIME)
     try:
         info = sess.connect()

@@ -39,6 +39,7 @@ def _bring_up(board, manifest, options):
     try:
         board.link = transport.open_link(board.spec, manifest, options.baud,
                                          vboard_state=options.vboard_state,
+                                         vboard_profile=options.vboard_profile,
                                          vboard_faults=options.vboard_faults,
                                          vboard_seed=options.vboard_seed,
                                          vboard_log_rate=options.vboard_log_rate)
@@ -183,8 +184,8 @@ def link_summary(boards, n_images, wall):
 # What serial_eval.py parsed, built once (see its --help for each).
 Options = collections.namedtuple("Options", [
     "manifest", "port", "baud", "images", "out", "min_f1", "min_cos", "payload", "limit",
-    "timeout", "retries", "vboard_state", "vboard_faults", "vboard_seed", "vboard_log_rate",
-    "progress", "resume"])
+    "timeout", "retries", "vboard_state", "vboard_profile", "vboard_faults", "vboard_seed",
+    "vboard_log_rate", "progress", "resume"])
 
 
 def run(options):

@@ -25,11 +25,16 @@ API_LEGACY = "maixpy-kpu"   # `import KPU as kpu`: kpu.load / kpu.forward / kpu.
 API_CANMV_OLD = "canmv-old"  # `from maix import KPU`: load_kmodel / run_with_output
 API_CANMV_NEW = "canmv-new"  # `from maix import KPU`: load(path, size=) / run / get_outputs
 
+# sipeed/MaixPy-v1 Maix/Maix_kpu.c py_kpu_class_load / get_kpu_err_str: builds with
+# CONFIG_MICROPYTHON_KMODEL_V4_SUPPORT say "V3/V4", the others "V3".
 _MAIXPY_ERRORS = {
-    "version": "[MAIXPY]kpu: load error:2002, ERR_KMODEL_VERSION",
+    "version": "[MAIXPY]kpu: load error:2002, ERR_KMODEL_VERSION: only support kmodel V3/V4 now",
     "memory": "[MAIXPY]kpu: load error:2006, ERR_NO_MEM: memory not enough "
               "(or 'SYSCALL: Out of memory')",
 }
+_MAIXPY_V3_ERRORS = dict(
+    _MAIXPY_ERRORS,
+    version="[MAIXPY]kpu: load error:2002, ERR_KMODEL_VERSION: only support kmodel V3")
 _CANMV_ERRORS = {
     "version": "OSError: Failed to load model",
     "memory": "MemoryError: Model buffer memory allocation failed "
@@ -77,7 +82,7 @@ PROFILES = {
         # kpu.memtest() showed 3460 KB free system heap. Keep ~100 KB for image buffers.
         "heap_budget": 3400000,
         "gc_heap": 512 * 1024,
-        "errors": _MAIXPY_ERRORS,
+        "errors": _MAIXPY_V3_ERRORS,
     },
 }
 
@@ -85,13 +90,18 @@ DEFAULT_PROFILE = "canmv-v5"
 
 # What to do when a firmware cannot load a kmodel version.
 _VERSION_ADVICE = {
-    5: ("nncase 1.x (the pip package) only makes V5; for MaixPy or stock CanMV compile a V4 "
-        "kmodel with the ncc v0.2 binary (--ncc), or flash CanMV built from branch feat/kpu with "
+    5: ("nncase 1.x (the pip package) only makes V5; for this firmware make a V4 kmodel with "
+        "`make kmodel FIRMWARE=%(name)s` (host/convert.py --firmware %(name)s: ncc v0.2 from "
+        "`make ncc`, or --ncc PATH), or flash CanMV built from branch feat/kpu with "
         "CANMV_ENABLE_KMODEL_V5 (firmware canmv-v5)"),
-    4: ("compile a V3 kmodel with the ncc v0.1 binary (--ncc), or flash a MaixPy full or "
-        "*kmodel_v4* build (firmware maixpy-v4)"),
+    4: ("compile a V3 kmodel with the ncc v0.1 binary (--ncc PATH --firmware %(name)s), or "
+        "flash a MaixPy full or *kmodel_v4* build (firmware maixpy-v4)"),
     3: "no known firmware refuses V3; check the firmware profile name",
 }
+# a V3-only firmware cannot take ncc v0.2's V4 either
+_V3_ONLY_ADVICE = ("nncase 1.x (the pip package) only makes V5 and ncc v0.2 V4; compile a V3 "
+                   "kmodel with the ncc v0.1 binary (--ncc PATH --firmware %(name)s), or flash "
+                   "a MaixPy full or *kmodel_v4* build (firmware maixpy-v4)")
 
 
 def get_profile(name):
@@ -106,6 +116,14 @@ def get_profile(name):
     return profile
 
 
+def version_advice(profile, version):
+    """What to do when firmware `profile` cannot load a kmodel of `version`."""
+    advice = _VERSION_ADVICE[version]
+    if version == 5 and 4 not in profile["kmodel_versions"]:
+        advice = _V3_ONLY_ADVICE
+    return advice % {"name": profile.get("name", "custom")}
+
+
 def check_loadable(profile, version, model_size, working_memory=0):
     """Raise UserError (with what to do) unless the firmware can load a kmodel of `version`
     needing `model_size` + `working_memory` bytes of system heap."""
@@ -115,7 +133,7 @@ def check_loadable(profile, version, model_size, working_memory=0):
         raise UserError("firmware %s loads kmodel V%s only, this kmodel is V%d (on the board: "
                         "%s): %s"
                         % (name, "/V".join(str(v) for v in profile["kmodel_versions"]), version,
-                           profile["errors"]["version"], _VERSION_ADVICE[version]))
+                           profile["errors"]["version"], version_advice(profile, version)))
     needed = model_size + working_memory
     if needed > profile["heap_budget"]:
         raise UserError("the model needs %d bytes of heap (model %d + working memory %d) but "

@@ -93,4 +93,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main)
+    # a crash's traceback goes beside the manifest, where flash_report.json goes
+    run(main, crash_log="flash-error.log", crash_dir=lambda argv: os.path.dirname(
+        os.path.abspath(cli.option_value(argv, "--manifest", parser().get_default("manifest")))))

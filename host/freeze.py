@@ -14,6 +14,7 @@ import numpy as np
 
 from host import bncheck
 from host.errors import UserError
+from host.graph_rewrite import fold_constant_branches, strip_variable_updates
 from host.tf_infer import node_name, session_config, tensor_name, tf
 
 
@@ -38,12 +39,10 @@ from host.precheck import parse_size  # noqa: E402,F401  (re-exported: one parse
 
 
 def resolve_checkpoint(path):
-    """A checkpoint prefix, or a directory holding a `checkpoint` index file."""
-    prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
-    if not prefix or not os.path.exists(prefix + ".index"):
-        raise UserError("checkpoint %s not found: pass the prefix (e.g. model.ckpt, with "
-                        "model.ckpt.index and model.ckpt.data-* beside it) or its directory"
-                        % path)
+    """A checkpoint prefix, or a directory holding a `checkpoint` index file -> (prefix,
+    reader). The resolution is precheck's, so both name the same files."""
+    from host.precheck import checkpoint_prefix
+    prefix = checkpoint_prefix(path)
     try:
         return prefix, tf.train.load_checkpoint(prefix)
     except Exception as exc:
@@ -156,58 +155,27 @@ def _batch_runner(session, inputs, outputs, extra_feed=None):
     return run
 
 
-def fold_constant_branches(graph_def, output_nodes):
-    """Grappler pass that removes Switch/Merge branches whose predicate is now constant.
-
-    constfold + loop (the one that drops dead branches) + dependency + pruning, as measured
-    in background.md; the tflite converter rejects graphs that still hold them."""
-    from tensorflow.core.protobuf import meta_graph_pb2
-    from tensorflow.python.grappler import tf_optimizer
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.import_graph_def(graph_def, name="")
-        meta = tf.compat.v1.train.export_meta_graph(graph_def=graph_def, graph=graph)
-    fetch = meta_graph_pb2.CollectionDef()
-    fetch.node_list.value.extend([tensor_name(n) for n in output_nodes])
-    meta.collection_def["train_op"].CopyFrom(fetch)  # grappler keeps what train_op needs
-    config = tf.compat.v1.ConfigProto()
-    rewrite = config.graph_options.rewrite_options
-    rewrite.optimizers.extend(["constfold", "loop", "dependency", "pruning", "constfold"])
-    rewrite.meta_optimizer_iterations = rewrite.ONE
-    return _bypass_constant_switches(tf_optimizer.OptimizeGraph(config, meta))
-
-
-def _bypass_constant_switches(graph_def):
-    """Grappler leaves a Switch with a constant predicate in front of the live branch:
-    turn it into an Identity when only the live port is consumed."""
-    nodes = {n.name: n for n in graph_def.node}
-    used_ports = {}
-    for n in graph_def.node:
-        for ref in n.input:
-            name, _, port = ref.lstrip("^").partition(":")
-            used_ports.setdefault(name, set()).add(int(port or 0))
-    for n in graph_def.node:
-        if n.op != "Switch":
-            continue
-        pred = nodes.get(node_name(n.input[1]))
-        if pred is None or pred.op != "Const" or pred.attr["dtype"].type != tf.bool.as_datatype_enum:
-            continue
-        live_port = 1 if tf.make_ndarray(pred.attr["value"].tensor).item() else 0
-        if used_ports.get(n.name, set()) <= {live_port}:
-            for consumer in graph_def.node:
-                consumer.input[:] = [n.name if ref == "%s:%d" % (n.name, live_port) else ref
-                                     for ref in consumer.input]
-            n.op = "Identity"
-            del n.input[1:]
+def _inference_graph_def(session, graph, output_nodes):
+    """Freeze with the variable updates cut and constant tf.cond branches folded away."""
+    graph_def = graph.as_graph_def()
+    strip_variable_updates(graph_def)
+    graph_def = _prune(tf.compat.v1.graph_util.convert_variables_to_constants(
+        session, graph_def, [node_name(n) for n in output_nodes]), output_nodes)
+    if any(n.op in ("Switch", "Merge") for n in graph_def.node):
+        graph_def = _prune(fold_constant_branches(graph_def, output_nodes), output_nodes)
     return graph_def
 
 
-def _restore_checked(graph, session, reader, checkpoint, frozen):
-    """Restore all global variables, after checking the BatchNorm statistics are there."""
+def _restore_checked(graph, session, reader, checkpoint, frozen, routes, use_ema):
+    """Restore all global variables, after checking that the checkpoint has those the
+    outputs need (a training graph's optimizer slots may be missing) and the BatchNorm
+    statistics."""
+    graph_def = graph.as_graph_def()
+    needed = bncheck.ancestors({n.name: n for n in graph_def.node}, frozen.output_nodes)
     with graph.as_default():
-        variables = tf.compat.v1.global_variables()
+        variables = [v for v in tf.compat.v1.global_variables() if v.op.name in needed]
     names = [v.op.name for v in variables]
-    findings, summary = bncheck.check_checkpoint(names, reader, checkpoint)
+    findings, summary = bncheck.check_checkpoint(names, reader, checkpoint, routes)
     frozen.findings.extend(findings)
     frozen.bn_summary.update(summary)
     saved = reader.get_variable_to_shape_map()
@@ -222,28 +190,65 @@ def _restore_checked(graph, session, reader, checkpoint, frozen):
             raise UserError("variable %s has shape %s in the checkpoint but %s in the rebuilt "
                             "model: check --model-kwargs / --input-size"
                             % (v.op.name, saved[v.op.name], v.shape.as_list()))
-    _restore_available(graph, session, saved, checkpoint)
+    note = _restore_available(graph, session, saved, checkpoint, use_ema)
+    if note:
+        frozen.notes.append(note)
 
 
-def _restore_available(graph, session, saved, checkpoint):
-    """Initialise, then restore every variable the checkpoint has. Statistics that were never
-    saved keep their 0/1 initial values: exactly what the board would get (only reachable
-    with --allow-bn-risk)."""
+EMA_SUFFIX = "/ExponentialMovingAverage"
+
+
+def _restore_available(graph, session, saved, checkpoint, use_ema):
+    """Initialise, then restore every variable the checkpoint has (with `use_ema`, from its
+    ExponentialMovingAverage shadow where it saved one). Statistics that were never saved
+    keep their 0/1 initial values: exactly what the board would get (only reachable with
+    --allow-bn-risk). Returns a note saying which weights were used when the checkpoint
+    holds averages, else None."""
     with graph.as_default():
+        variables = tf.compat.v1.global_variables()
         session.run(tf.compat.v1.global_variables_initializer())
-        tf.compat.v1.train.Saver([v for v in tf.compat.v1.global_variables()
-                                  if v.op.name in saved]).restore(session, checkpoint)
+        averaged = sorted(v.op.name for v in variables if v.op.name + EMA_SUFFIX in saved)
+        if use_ema and not averaged:
+            raise UserError("--ema: checkpoint %s holds no ExponentialMovingAverage shadow of "
+                            "the model's variables (names ending %s): drop --ema"
+                            % (checkpoint, EMA_SUFFIX))
+        restore = {}
+        for v in variables:
+            if use_ema and v.op.name in averaged:
+                restore[v.op.name + EMA_SUFFIX] = v  # over the shadow variable itself
+            elif v.op.name in saved and v.op.name not in restore:
+                restore[v.op.name] = v
+        tf.compat.v1.train.Saver(restore).restore(session, checkpoint)
+    if use_ema:
+        return ("--ema: the ExponentialMovingAverage shadows of %d variable(s) were used "
+                "(%s); every other variable (e.g. the BatchNorm moving statistics) as saved"
+                % (len(averaged), _some(averaged)))
+    if averaged:
+        return ("checkpoint also holds ExponentialMovingAverage shadows of %d variable(s) "
+                "(%s): the raw weights were used; pass --ema to use the averages"
+                % (len(averaged), _some(averaged)))
+    return None
 
 
-def _restored_session(graph, reader, checkpoint):
+def _some(names, limit=3):
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
+
+
+def _restored_session(graph, reader, checkpoint, use_ema):
     session = tf.compat.v1.Session(graph=graph, config=session_config())
-    _restore_available(graph, session, reader.get_variable_to_shape_map(), checkpoint)
+    _restore_available(graph, session, reader.get_variable_to_shape_map(), checkpoint, use_ema)
     return session
+
+
+def _update_collection(graph):
+    return [getattr(item, "name", str(item))
+            for item in graph.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)]
 
 
 # ---------------------------------------------------------------- sources
 
-def from_checkpoint(checkpoint, model_fn_spec, model_kwargs, input_node, output_nodes, input_hw):
+def from_checkpoint(checkpoint, model_fn_spec, model_kwargs, input_node, output_nodes, input_hw,
+                    use_ema=False):
     prefix, reader = resolve_checkpoint(checkpoint)
     model_fn = load_model_fn(model_fn_spec)
 
@@ -269,37 +274,112 @@ def from_checkpoint(checkpoint, model_fn_spec, model_kwargs, input_node, output_
 
     graph, images, outputs = build(1, False)
     names = [t.op.name for t in outputs]
+    # The training-mode graph says how training updates the statistics (for the fix).
+    train_graph, train_images, train_outputs = build(None, True)
+    routes = bncheck.update_routes(
+        train_graph.as_graph_def(), [v.op.name for v in _global_variables(train_graph)],
+        _update_collection(train_graph), [t.op.name for t in train_outputs])
     frozen = Frozen(None, images.op.name, names, "checkpoint %s + %s" % (prefix, model_fn_spec))
     session = tf.compat.v1.Session(graph=graph, config=session_config())
-    _restore_checked(graph, session, reader, prefix, frozen)
-    frozen.graph_def = _prune(_freeze_session(session, graph, names), names)
+    _restore_checked(graph, session, reader, prefix, frozen, routes, use_ema)
+    frozen.graph_def = _inference_graph_def(session, graph, names)
     frozen.reference = _sample_runner(session, images, outputs)
 
-    train_graph, train_images, train_outputs = build(None, True)
-    train_session = _restored_session(train_graph, reader, prefix)
+    train_session = _restored_session(train_graph, reader, prefix, use_ema)
     frozen.training_reference = _batch_runner(train_session, train_images, train_outputs)
     return frozen
 
 
-def from_meta(meta_path, training_placeholder, input_node, output_nodes, input_hw,
-              checkpoint=None):
-    if not os.path.isfile(meta_path):
-        raise UserError("meta graph %s does not exist" % meta_path)
-    if not output_nodes:
-        raise UserError("--meta needs --output-node (the training graph has many ends)")
-    if not training_placeholder:
-        raise UserError("--meta needs --training-placeholder NAME (e.g. training_control)")
-    default_checkpoint = meta_path[:-len(".meta")] if meta_path.endswith(".meta") else meta_path
-    prefix, reader = resolve_checkpoint(checkpoint or default_checkpoint)
+def _global_variables(graph):
+    with graph.as_default():
+        return tf.compat.v1.global_variables()
+
+
+def _read_meta_graph(meta_path):
     try:
         meta_graph_def = tf.compat.v1.MetaGraphDef()
         with open(meta_path, "rb") as f:
             meta_graph_def.ParseFromString(f.read())
     except Exception:
         raise UserError("%s is not a TensorFlow meta graph (.meta): check the file" % meta_path)
-    _check_nodes(meta_graph_def.graph_def, [training_placeholder], "--training-placeholder")
-    _check_nodes(meta_graph_def.graph_def, [input_node], "--input-node")
-    _check_nodes(meta_graph_def.graph_def, output_nodes, "--output-node")
+    return meta_graph_def
+
+
+def _meta_collection(meta_graph_def, key):
+    collections = meta_graph_def.collection_def  # indexing a missing key would add it
+    return list(collections[key].node_list.value) if key in collections else []
+
+
+def _describe_placeholder(node):
+    dims = [d.size for d in node.attr["shape"].shape.dim] if "shape" in node.attr else None
+    shape = "[%s]" % ",".join("?" if d < 0 else str(d) for d in dims) if dims is not None \
+        else "[unknown]"
+    return "%s %s %s" % (node.name, tf.as_dtype(node.attr["dtype"].type).name, shape)
+
+
+def _placeholder_nodes(graph_def, kind):
+    """The placeholders of `kind` "bool" (training flags) or "numeric" (not the Saver's
+    string filename)."""
+    wanted = {tf.bool.as_datatype_enum} if kind == "bool" else None
+    other = {tf.bool.as_datatype_enum, tf.string.as_datatype_enum}
+    return [n for n in graph_def.node if n.op in ("Placeholder", "PlaceholderWithDefault")
+            and (n.attr["dtype"].type in wanted if wanted else n.attr["dtype"].type not in other)]
+
+
+def _guess_training_placeholder(graph_def, meta_path):
+    """The meta graph's one bool placeholder, or None when it has none (BatchNorm's mode is
+    then fixed in the graph and the check judges it)."""
+    flags = _placeholder_nodes(graph_def, "bool")
+    if len(flags) > 1:
+        raise UserError("cannot guess the training placeholder of %s among its bool "
+                        "placeholders %s: pass --training-placeholder NAME"
+                        % (meta_path, "; ".join(_describe_placeholder(n) for n in flags)))
+    return flags[0].name if flags else None
+
+
+def _guess_input(graph_def, meta_path):
+    """The meta graph's one image placeholder: rank 4 with 3 channels, else the only one."""
+    candidates = _placeholder_nodes(graph_def, "numeric")
+
+    def image_like(node):
+        dims = [d.size for d in node.attr["shape"].shape.dim] if "shape" in node.attr else []
+        return len(dims) == 4 and dims[3] in (3, -1)
+    images = [n for n in candidates if image_like(n)]
+    for choice in (images, candidates):
+        if len(choice) == 1:
+            return choice[0].name
+    raise UserError("cannot guess the input placeholder of %s among %s: pass --input-node NAME "
+                    "(`--list-nodes` lists the graph's placeholders and ends)"
+                    % (meta_path, "; ".join(_describe_placeholder(n) for n in candidates)
+                       or "none"))
+
+
+def from_meta(meta_path, training_placeholder, input_node, output_nodes, input_hw,
+              checkpoint=None, use_ema=False):
+    if not os.path.isfile(meta_path):
+        raise UserError("meta graph %s does not exist" % meta_path)
+    meta_graph_def = _read_meta_graph(meta_path)
+    graph_def = meta_graph_def.graph_def
+    if not output_nodes:
+        raise UserError("--meta needs --output-node (the training graph has many ends; "
+                        "`--list-nodes` lists them)")
+    default_checkpoint = meta_path[:-len(".meta")] if meta_path.endswith(".meta") else meta_path
+    prefix, reader = resolve_checkpoint(checkpoint or default_checkpoint)
+    guessed = ""
+    if not training_placeholder:
+        training_placeholder = _guess_training_placeholder(graph_def, meta_path)
+        guessed = " (guessed: the graph's only bool placeholder)"
+    if not input_node:
+        input_node = _guess_input(graph_def, meta_path)
+    _check_nodes(graph_def, [training_placeholder] if training_placeholder else [],
+                 "--training-placeholder")
+    _check_nodes(graph_def, [input_node], "--input-node")
+    _check_nodes(graph_def, output_nodes, "--output-node")
+    routes = bncheck.update_routes(
+        graph_def, [n.name for n in graph_def.node if n.op in bncheck.VARIABLE_OPS],
+        _meta_collection(meta_graph_def, tf.compat.v1.GraphKeys.UPDATE_OPS), output_nodes)
+    # No update may run while the reference runs in training mode, nor reach the freeze.
+    strip_variable_updates(graph_def)
 
     # One graph holds the training model with its placeholder free: it is the reference in
     # both modes. Another, with the placeholder bound to the constant False, is frozen.
@@ -307,34 +387,38 @@ def from_meta(meta_path, training_placeholder, input_node, output_nodes, input_h
     with ref_graph.as_default():
         tf.compat.v1.train.import_meta_graph(meta_graph_def, clear_devices=True)
     ref_session = tf.compat.v1.Session(graph=ref_graph, config=session_config())
-    frozen = Frozen(None, input_node, output_nodes, "meta graph %s + checkpoint %s"
+    frozen = Frozen(None, node_name(input_node), output_nodes, "meta graph %s + checkpoint %s"
                     % (meta_path, prefix))
-    _restore_checked(ref_graph, ref_session, reader, prefix, frozen)
-    control = ref_graph.get_tensor_by_name(tensor_name(training_placeholder))
+    _restore_checked(ref_graph, ref_session, reader, prefix, frozen, routes, use_ema)
     ref_in = ref_graph.get_tensor_by_name(tensor_name(input_node))
     ref_out = [ref_graph.get_tensor_by_name(tensor_name(n)) for n in output_nodes]
-    frozen.reference = _sample_runner(ref_session, ref_in, ref_out, {control: False})
-    frozen.training_reference = _batch_runner(ref_session, ref_in, ref_out, {control: True})
+    if training_placeholder:
+        control = ref_graph.get_tensor_by_name(tensor_name(training_placeholder))
+        frozen.reference = _sample_runner(ref_session, ref_in, ref_out, {control: False})
+        frozen.training_reference = _batch_runner(ref_session, ref_in, ref_out, {control: True})
+    else:
+        frozen.reference = _sample_runner(ref_session, ref_in, ref_out)
 
     graph = tf.Graph()
     with graph.as_default():
-        tf.compat.v1.train.import_meta_graph(
-            meta_graph_def, clear_devices=True,
-            input_map={tensor_name(training_placeholder): tf.constant(False)})
-    session = _restored_session(graph, reader, prefix)
-    graph_def = _prune(_freeze_session(session, graph, output_nodes), output_nodes)
-    frozen.graph_def = _prune(fold_constant_branches(graph_def, output_nodes), output_nodes)
+        bind = {tensor_name(training_placeholder): tf.constant(False)} \
+            if training_placeholder else None
+        tf.compat.v1.train.import_meta_graph(meta_graph_def, clear_devices=True, input_map=bind)
+    session = _restored_session(graph, reader, prefix, use_ema)
+    frozen.graph_def = _inference_graph_def(session, graph, output_nodes)
     session.close()
-    frozen.notes.append("training placeholder %s bound to False; conditional BatchNorm "
-                        "branches folded away" % training_placeholder)
+    frozen.notes.append("training placeholder %s%s bound to False; conditional BatchNorm "
+                        "branches folded away" % (training_placeholder, guessed)
+                        if training_placeholder else "the meta graph has no bool training "
+                        "placeholder: frozen as it is (BatchNorm in the mode it was built in)")
     return frozen
 
 
 def from_frozen_pb(path, input_node, output_nodes):
     from host.tf_infer import load_graph_def
     graph_def = load_graph_def(path)
-    input_node = input_node or _single(graph_def, _placeholders(graph_def), "--input-node",
-                                       "placeholder")
+    images = [n.name for n in _placeholder_nodes(graph_def, "numeric") if n.op == "Placeholder"]
+    input_node = input_node or _single(graph_def, images, "--input-node", "placeholder")
     output_nodes = output_nodes or [_single(graph_def, _graph_ends(graph_def), "--output-node",
                                             "output")]
     _check_nodes(graph_def, [input_node], "--input-node")
@@ -363,7 +447,10 @@ def from_keras_h5(path, input_hw):
         variables = tf.compat.v1.global_variables()
         values = dict(zip([v.op.name for v in variables], session.run(variables)))
     frozen = Frozen(None, input_node, output_nodes, "Keras model %s" % path)
-    findings, summary = bncheck.check_checkpoint(list(values), _ValuesReader(values), path)
+    # Keras layers are updated through their `updates` (model.fit runs them).
+    routes = {layer: "layer_updates" for layer in bncheck.bn_layers(values)}
+    findings, summary = bncheck.check_checkpoint(list(values), _ValuesReader(values), path,
+                                                 routes)
     frozen.findings.extend(findings)
     frozen.bn_summary.update(summary)
     frozen.graph_def = _prune(_freeze_session(session, graph, output_nodes), output_nodes)

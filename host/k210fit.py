@@ -9,6 +9,9 @@ Reads the files nncase 1.9 writes into the compile's dump_dir (dump_asm + dump_i
 - `codegen/k210_N.sched`: the KPU schedule, a line per buffer with `@unknown[start, end]`
   for KPU RAM buffers; the max `end` is the KPU RAM peak.
 Memory numbers come from the compile's printed summary (host.quantize.compile_kmodel "memory").
+A V4 kmodel (ncc v0.2) lists its ops itself: each node header names its opcode (host.kmodel),
+KPU ops (KPUUpload, KPUConv2D) apart from the CPU's; ncc writes no KPU schedule, so the KPU
+RAM peak of a V4 model is not known (ncc fails the compile when KPU RAM runs out).
 """
 import glob
 import os
@@ -21,7 +24,8 @@ KPU_MAX_HEIGHT = 256  # nncase's K210 feature map limits: H 4-256, W 4-512, C <=
 KPU_MAX_WIDTH = 512
 
 # CPU ops that only glue KPU work together; anything else on the CPU is real compute.
-_GLUE_OPS = {"Call", "Dequantize", "Quantize", "Copy", "Ret"}
+_GLUE_OPS = {"Call", "Dequantize", "Quantize", "Copy", "Ret", "MemoryCopy"}
+_V4_KPU_OPS = {"KPUUpload", "KPUConv2D"}
 
 _OP_LINE = re.compile(r"^\[(\w+)\]\s*(.*)$")
 _KPU_BUFFER = re.compile(r"@unknown\[(\d+),\s*(\d+)\]")
@@ -83,20 +87,32 @@ def flash_placement(address, size, allow_below_firmware=False):
     return {"address": address, "end": end, "size": size, "ok": not problems}, problems
 
 
+def v4_placement(ops):
+    """op_placement() for a V4 kmodel's op list (host.kmodel's "ops")."""
+    kpu = [(op, "") for op in ops if op in _V4_KPU_OPS]
+    cpu = [(op, "") for op in ops if op not in _V4_KPU_OPS]
+    return {"kpu": kpu, "cpu": cpu, "cpu_compute": [op for op in cpu if op[0] not in _GLUE_OPS]}
+
+
 def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
-               flash_address=firmware.FLASH_MODEL_ADDRESS, allow_below_firmware=False):
+               flash_address=firmware.FLASH_MODEL_ADDRESS, allow_below_firmware=False,
+               v4_ops=None):
     """Everything about whether the compiled model fits. `memory` is compile_kmodel()'s
     "memory" dict, `input_shape` the kmodel input [1, 3, H, W].
 
     Returns (report, warnings): report is JSON-able with keys kpu_ops, cpu_ops,
     cpu_compute_ops (lists of "Op name"), kpu_peak_bytes, kpu_ram_bytes, main_memory_bytes,
     model_bytes, heap_budget_bytes, fits_heap, firmware, flash {address, end, size, ok};
-    warnings is a list of one-line strings.
+    kpu_peak_bytes is None when unknown (V4). `v4_ops`: a V4 kmodel's ops, used without
+    dump_dir. warnings is a list of one-line strings.
     """
     profile = firmware.get_profile(profile)
     warnings = []
-    if dump_dir is None:
-        # ncc builds leave no placement dump: only memory and flash can be judged.
+    if dump_dir is None and v4_ops is not None:
+        placement = v4_placement(v4_ops)
+        peak = None
+    elif dump_dir is None:
+        # ncc v0.1 builds leave no placement dump: only memory and flash can be judged.
         placement = {"kpu": [], "cpu": [], "cpu_compute": []}
         peak = 0
         warnings.append("op placement and KPU RAM are unknown for kmodels from an ncc binary")
@@ -115,7 +131,7 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
     if placement["cpu_compute"]:
         warnings.append("%d op(s) run on the K210 CPU, not the KPU (slow): %s"
                         % (len(placement["cpu_compute"]),
-                           ", ".join("%s %s" % op for op in placement["cpu_compute"])))
+                           ", ".join(("%s %s" % op).strip() for op in placement["cpu_compute"])))
     needed = memory["total"]
     fits = needed <= profile["heap_budget"]
     if not fits:
@@ -128,9 +144,9 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
     flash, problems = flash_placement(flash_address, memory["model"], allow_below_firmware)
     warnings.extend(problems)
     report = {
-        "kpu_ops": ["%s %s" % op for op in placement["kpu"]],
-        "cpu_ops": ["%s %s" % op for op in placement["cpu"]],
-        "cpu_compute_ops": ["%s %s" % op for op in placement["cpu_compute"]],
+        "kpu_ops": [("%s %s" % op).strip() for op in placement["kpu"]],
+        "cpu_ops": [("%s %s" % op).strip() for op in placement["cpu"]],
+        "cpu_compute_ops": [("%s %s" % op).strip() for op in placement["cpu_compute"]],
         "kpu_peak_bytes": peak,
         "kpu_ram_bytes": firmware.KPU_RAM,
         "main_memory_bytes": needed,

@@ -105,12 +105,65 @@ def _parse_v3(reader):
             "max_start_address": max_start, "inputs": [], "outputs": outputs}
 
 
+V4_HEADER = struct.Struct("<10I")  # nncase v0.2 runtime/model.h model_header
+V4_MEMORY_RANGE = 16                 # {memory_type, datatype, start, size}
+V4_SHAPE = 16                        # runtime_shape_t: 4 x i32
+V4_NODE_HEADER = struct.Struct("<2I")  # {opcode, body_size}
+# nncase v0.2 runtime/runtime_op.def: 0x0-0x14 neutral (run by the K210's CPU), 0x1001-0x1005
+# CPU-target kernels, 0x2001-0x2002 the KPU.
+V4_OPCODES = {
+    0x0: "Binary", 0x1: "Concat", 0x2: "Conv2D", 0x3: "Dequantize", 0x4: "MatMul", 0x5: "Pad",
+    0x6: "Quantize", 0x7: "Reduce", 0x8: "ReduceWindow2D", 0x9: "MemoryCopy",
+    0xA: "ResizeImage", 0xB: "Softmax", 0xC: "Transpose", 0xD: "StridedSlice", 0xE: "Unary",
+    0xF: "QuantizedConv2D", 0x10: "QuantizedMatMul", 0x11: "QuantizedBinary",
+    0x12: "TableLookup1D", 0x13: "Conv2DTranspose", 0x14: "NNILUnaryMethod",
+    0x1001: "CPUConv2D", 0x1002: "CPUDepthwiseConv2D", 0x1003: "CPUReduceWindow2D",
+    0x1004: "CPUQuantizedConv2D", 0x1005: "CPUQuantizedDepthwiseConv2D",
+    0x2001: "KPUUpload", 0x2002: "KPUConv2D",
+}
+
+
+def v4_size(read):
+    """Bytes a V4 kmodel spans, from its headers alone, as nncase v0.2's
+    interpreter_base::model_size computes it (header, tensor ranges and shapes, constants,
+    node headers, node bodies). `read(offset, n)` returns n bytes of the model; the loaders
+    that take a model from a flash offset without a size need this."""
+    (_ident, _version, _flags, _target, constants, _main_mem, nodes, n_in, n_out,
+     _reserved) = V4_HEADER.unpack(read(0, V4_HEADER.size))
+    if nodes > _MAX_COUNT or n_in > _MAX_COUNT or n_out > _MAX_COUNT:
+        return None
+    offset = (V4_HEADER.size + n_in * (V4_MEMORY_RANGE + V4_SHAPE) + n_out * V4_MEMORY_RANGE
+              + constants)
+    heads = read(offset, nodes * V4_NODE_HEADER.size)
+    bodies = sum(V4_NODE_HEADER.unpack_from(heads, i * V4_NODE_HEADER.size)[1]
+                 for i in range(nodes))
+    return offset + nodes * V4_NODE_HEADER.size + bodies
+
+
 def _parse_v4(reader):
     flags, target, constants, main_mem, nodes = reader.take("<5I")
     n_in, n_out = reader.count("inputs"), reader.count("outputs")
     reader.u32()  # reserved
-    if target not in (0, 1):
-        raise UserError("not a kmodel: %s: corrupt V4 header (target %d)" % (reader.source, target))
+    if target not in (0, 1) or nodes > _MAX_COUNT:
+        raise UserError("not a kmodel: %s: corrupt V4 header (target %d, %d nodes)"
+                        % (reader.source, target, nodes))
+    data = reader.data
+
+    def read(offset, n):
+        if offset + n > len(data):
+            raise UserError("not a kmodel: %s: truncated V4 model (needs byte %d, file has %d)"
+                            % (reader.source, offset + n, len(data)))
+        return data[offset:offset + n]
+
+    model_size = v4_size(read)
+    node_offset = (V4_HEADER.size + n_in * (V4_MEMORY_RANGE + V4_SHAPE) + n_out * V4_MEMORY_RANGE
+                   + constants)
+    ops = [V4_OPCODES.get(V4_NODE_HEADER.unpack_from(data, node_offset + i * 8)[0],
+                          "op 0x%x" % V4_NODE_HEADER.unpack_from(data, node_offset + i * 8)[0])
+           for i in range(nodes)]
+    if model_size > len(data):
+        raise UserError("not a kmodel: %s: truncated V4 model (its nodes end at byte %d, the "
+                        "file has %d)" % (reader.source, model_size, len(data)))
 
     def memory_range():
         _memory_type, dtype, _start, size = reader.take("<4I")
@@ -122,6 +175,7 @@ def _parse_v4(reader):
     outputs = [memory_range() for _ in range(n_out)]
     return {"version": 4, "flags": flags, "target": "k210" if target == 1 else "cpu",
             "main_mem": main_mem, "nodes": nodes, "constants": constants,
+            "model_size": model_size, "ops": ops,
             "inputs": inputs, "outputs": outputs}
 
 

@@ -17,6 +17,7 @@ from host.tf_infer import FrozenRunner
 
 REPRODUCTION_SAMPLES = 8
 AUTO_METHODS = ("no_clip", "l2", "kld_m2", "cdf")
+AUTO_METHODS_NCC = ncc.V02_CALIBRATE_METHODS  # what ncc v0.2 knows
 
 
 class Timer(object):
@@ -67,15 +68,19 @@ def build(opts, log):
         holdout_u8 = np.stack([pixels.board_pixels(p, w, h) for p in holdout_paths])
     _refuse_flash_problems(opts.flash_address, 0)
     profile = firmware.get_profile(opts.firmware)
-    if 5 not in profile["kmodel_versions"] and not opts.ncc:
-        firmware.check_loadable(profile, 5, 0)  # nncase 1.9 writes V5: refuse before compiling
+    # nncase 1.9 writes V5; a firmware without V5 needs ncc: refused before compiling if absent
+    ncc_binary = ncc.for_firmware(profile, opts.ncc, opts.calibrate_method, input_scale)
+    if opts.ncc_layer_error and not ncc_binary:
+        raise UserError("--ncc-layer-error measures kmodels built with ncc (--ncc, or a "
+                        "--firmware that cannot load V5); for nncase's V5 the per-layer error "
+                        "is on by default (--no-layer-error turns it off)")
 
     with timer.stage("freeze"):
-        frozen = _freeze(opts)
+        frozen = freeze_model(opts)
     log("frozen: %s -> %s (%s)" % (frozen.input_node, ", ".join(frozen.output_nodes),
                                    frozen.source))
     with timer.stage("batchnorm check"):
-        bn = _batchnorm_check(frozen, calib_u8, input_scale, opts, warn)
+        bn = batchnorm_check(frozen, calib_u8, input_scale, opts, warn)
     with timer.stage("tflite"):
         tflite_bytes = tflite.convert(frozen.graph_def, frozen.input_node, frozen.output_nodes,
                                       opts.input_hw)
@@ -95,13 +100,15 @@ def build(opts, log):
         atomic.write_bytes(pb_path, frozen.graph_def.SerializeToString())
         atomic.write_bytes(tflite_path, tflite_bytes)
         with timer.stage("nncase compile"):
-            quant = _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
-                              float_outputs, decoder, stage, log)
+            quant = _quantize(opts.calibrate_method, ncc_binary, tflite_path, kmodel_path,
+                              calib_u8, holdout_u8, input_scale, float_outputs, decoder, stage,
+                              log)
         layers = None
-        if opts.layer_error and (opts.ncc_layer_error or not opts.ncc) \
+        if opts.layer_error and (opts.ncc_layer_error or not ncc_binary) \
                 and quant["report"]["holdout_images"]:
             with timer.stage("per-layer error"):
-                layers = _layer_error(opts, frozen, input_scale, calib_u8, holdout_u8, quant, warn)
+                layers = _layer_error(opts, ncc_binary, frozen, input_scale, calib_u8,
+                                      holdout_u8, quant, warn)
         with timer.stage("report"):
             info = kmodel.read(kmodel_path)
             size = info["size"]
@@ -109,7 +116,8 @@ def build(opts, log):
             firmware.check_loadable(profile, info["version"], 0)
             fit, fit_warnings = k210fit.fit_report(
                 quant["dump_dir"], quant["compile"]["memory"],
-                quant["compile"]["inputs"][0]["shape"], profile, opts.flash_address)
+                quant["compile"]["inputs"][0]["shape"], profile, opts.flash_address,
+                v4_ops=info.get("ops"))
             for text in fit_warnings:
                 if text not in placement["problems"]:
                     warn(text)
@@ -132,14 +140,14 @@ def build(opts, log):
     return result
 
 
-def _layer_error(opts, frozen, input_scale, calib_u8, holdout_u8, quant, warn):
+def _layer_error(opts, ncc_binary, frozen, input_scale, calib_u8, holdout_u8, quant, warn):
     """Per-layer table (host.layer_error), or None with a warning: it is a diagnosis, so its
     failure does not cost the user the kmodel."""
     try:
         return layer_error.measure(
             frozen.graph_def, frozen.input_node, frozen.output_nodes, opts.input_hw, input_scale,
             calib_u8, holdout_u8, quant["report"]["calibrate_method"],
-            os.path.join(quant["dump_root"], "layers"), opts.ncc)
+            os.path.join(quant["dump_root"], "layers"), ncc_binary)
     except UserError as exc:
         warn("per-layer error not measured (the kmodel is fine): %s" % exc)
         return None
@@ -153,14 +161,15 @@ def _refuse_flash_problems(address, size):
     return placement
 
 
-def _freeze(opts):
+def freeze_model(opts):
     if opts.checkpoint and opts.model_fn:
         frozen = freeze.from_checkpoint(opts.checkpoint, opts.model_fn, opts.model_kwargs,
                                         opts.input_node or "Input_image", opts.output_nodes,
-                                        opts.input_hw)
+                                        opts.input_hw, use_ema=opts.ema)
     elif opts.meta:
         frozen = freeze.from_meta(opts.meta, opts.training_placeholder, opts.input_node,
-                                  opts.output_nodes, opts.input_hw, opts.checkpoint)
+                                  opts.output_nodes, opts.input_hw, opts.checkpoint,
+                                  use_ema=opts.ema)
     elif opts.frozen_pb:
         frozen = freeze.from_frozen_pb(opts.frozen_pb, opts.input_node, opts.output_nodes)
     else:
@@ -169,7 +178,7 @@ def _freeze(opts):
     return frozen
 
 
-def _batchnorm_check(frozen, calib_u8, input_scale, opts, warn):
+def batchnorm_check(frozen, calib_u8, input_scale, opts, warn):
     graph_findings, graph_summary = bncheck.check_graph_def(frozen.graph_def)
     findings = frozen.findings + graph_findings
     summary = dict(frozen.bn_summary, **graph_summary)
@@ -235,12 +244,14 @@ def _decode_all(outputs_chw, shape_chw, decoder):
             for sample in outputs_chw]
 
 
-def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
-              float_outputs, decoder, stage, log):
-    """Compile with nncase (or an ncc binary), simulate the held-out images, compare."""
-    methods = AUTO_METHODS if opts.calibrate_method == "auto" else (opts.calibrate_method,)
-    if opts.ncc and opts.calibrate_method == "auto":
-        raise UserError("--calibrate-method auto needs the nncase simulator; with --ncc pick "
+def _quantize(calibrate_method, ncc_binary, tflite_path, kmodel_path, calib_u8, holdout_u8,
+              input_scale, float_outputs, decoder, stage, log):
+    """Compile with nncase (or the ncc binary `ncc_binary`), run the held-out images on the
+    host (nncase's simulator, `ncc infer`), compare."""
+    auto = AUTO_METHODS_NCC if ncc_binary else AUTO_METHODS
+    methods = auto if calibrate_method == "auto" else (calibrate_method,)
+    if ncc_binary and calibrate_method == "auto" and ncc.detect_version(ncc_binary) != "0.2":
+        raise UserError("--calibrate-method auto needs a host runtime; ncc v0.1 has none: pick "
                         "one method")
     # nncase's dumps (op placement, schedules; ~16 MB each) are read by the K210 fit report,
     # then discarded.
@@ -252,19 +263,23 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
         candidate_path = kmodel_path if len(methods) == 1 else kmodel_path + "." + method
         start = time.time()
         dump_dir = os.path.join(dump_root, method)
-        if opts.ncc:
+        if ncc_binary:
             dump_dir = None
             compiled = ncc.compile_kmodel(
                 tflite_path, candidate_path, pixels.to_nchw(calib_u8), input_scale,
-                ncc=opts.ncc, calibrate_method=method)
+                ncc=ncc_binary, calibrate_method=method)
+            # the firmware loads the whole kmodel into RAM, plus the runtime's working memory
+            # (the V4 header's main_mem, what ncc prints as working memory)
+            info = compiled["info"]
             compiled["memory"] = {"model": compiled["kmodel_size"],
-                                  "total": compiled["kmodel_size"] + calib_u8[0].size}
-            compiled["inputs"] = [{"shape": [1, 3] + list(calib_u8.shape[1:3])}]
+                                  "total": compiled["kmodel_size"] + info.get("main_mem", 0)}
+            compiled["inputs"] = [{"shape": info["inputs"][0]["shape"]
+                                   if info["inputs"] else [1, 3] + list(calib_u8.shape[1:3])}]
         else:
             compiled = quantize.compile_kmodel(
                 tflite_path, candidate_path, pixels.to_nchw(calib_u8), input_scale,
                 calibrate_method=method, dump_dir=dump_dir)
-        sim = _simulate(opts, compiled, candidate_path, holdout_u8)
+        sim = _simulate(ncc_binary, compiled, candidate_path, holdout_u8)
         compile_seconds = time.time() - start
         if sim is None:
             log("no host runtime for kmodel V%d: float-vs-kmodel metrics unavailable (the "
@@ -277,8 +292,8 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
         evaluation = _compare(float_chw, sim, float_outputs, decoder)
         evaluation.update({"calibrate_method": method, "compile_seconds": compile_seconds})
         candidates.append(evaluation)
-        log("nncase %-8s mean cos %.5f  l2r %.4f  detection F1 %s  (%.1f s)"
-            % (method, evaluation["mean_cos"], evaluation["mean_l2r"],
+        log("%s %-8s mean cos %.5f  l2r %.4f  detection F1 %s  (%.1f s)"
+            % (compiled.get("compiler", "nncase"), method, evaluation["mean_cos"], evaluation["mean_l2r"],
                "%.3f" % evaluation["detection"]["f1"] if evaluation["detection"] else "n/a",
                compile_seconds))
         if best is None or evaluation["mean_l2r"] < best[0]["mean_l2r"]:
@@ -300,13 +315,13 @@ def _quantize(opts, tflite_path, kmodel_path, calib_u8, holdout_u8, input_scale,
             "dump_root": dump_root}
 
 
-def _simulate(opts, compiled, kmodel_path, holdout_u8):
+def _simulate(ncc_binary, compiled, kmodel_path, holdout_u8):
     """Held-out outputs from the kmodel on the host: nncase's simulator for V5, `ncc infer`
     for V4; ncc v0.1 (V3) has no host runtime (None)."""
-    if not opts.ncc:
+    if not ncc_binary:
         return quantize.simulate(kmodel_path, pixels.to_nchw(holdout_u8))
     if compiled["version"] == 4:
-        return ncc.infer(kmodel_path, pixels.to_nchw(holdout_u8), ncc=opts.ncc)
+        return ncc.infer(kmodel_path, pixels.to_nchw(holdout_u8), ncc=ncc_binary)
     return None
 
 
@@ -338,9 +353,10 @@ def _manifest(opts, frozen, output_info, decoder, kmodel_path, size, info, pb_pa
     h, w = opts.input_hw
     return {
         "schema": manifest.SCHEMA,
-        "kmodel": {"path": "model.kmodel", "sha256": manifest.sha256_file(kmodel_path),
-                   "size": size, "version": info["version"],
-                   "compiler": quant["compile"].get("compiler", "nncase")},
+        "kmodel": dict({"path": "model.kmodel", "sha256": manifest.sha256_file(kmodel_path),
+                        "size": size, "version": info["version"],
+                        "compiler": quant["compile"].get("compiler", "nncase")},
+                       **({"ncc": quant["compile"]["ncc"]} if "ncc" in quant["compile"] else {})),
         "input": {"node": frozen.input_node, "height": h, "width": w, "channels": 3,
                   "format": "rgb", "kmodel_layout": "NCHW", "kmodel_dtype": "uint8",
                   "scale": input_scale["scale"], "mean": input_scale["mean"],

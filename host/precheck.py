@@ -12,7 +12,7 @@ import glob
 import os
 import re
 
-from host import firmware, k210fit, pixels
+from host import firmware, k210fit, ncc, pixels
 from host.errors import UserError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -110,8 +110,8 @@ def check_keras(path):
 
 
 def checkpoint_prefix(path, option="--checkpoint"):
-    """A checkpoint prefix or a directory with a `checkpoint` file -> the prefix; checks the
-    .index (table footer) and that every .data shard is there."""
+    """A checkpoint prefix, one of its files, or a directory with a `checkpoint` file -> the
+    prefix; checks the .index (table footer) and that every .data shard is there."""
     if os.path.isdir(path):
         state = os.path.join(path, "checkpoint")
         text = read_head(state, option, "checkpoint state file (`checkpoint`)").decode(
@@ -120,11 +120,13 @@ def checkpoint_prefix(path, option="--checkpoint"):
         if not m:
             raise UserError("%s %s: its `checkpoint` file names no model_checkpoint_path: "
                             "pass the checkpoint prefix itself" % (option, path))
-        prefix = m.group(1)
-        if not os.path.isabs(prefix):
-            prefix = os.path.join(path, prefix)
+        named = m.group(1)
+        prefix = named if os.path.isabs(named) else os.path.join(path, named)
+        if not os.path.exists(prefix + ".index"):
+            # written on the training machine (any OS): the files now sit in this directory
+            prefix = os.path.join(path, re.split(r"[\\/]", named)[-1])
     else:
-        prefix = path
+        prefix = re.sub(r"\.(index|meta|data-\d+-of-\d+)$", "", path)
     index = prefix + ".index"
     if not os.path.exists(index):
         raise UserError("checkpoint %s not found (no %s): pass the prefix (e.g. model.ckpt, "
@@ -197,6 +199,5 @@ def check(opts):
     problems = k210fit.flash_placement(opts.flash_address, 0)[1]
     if problems:
         raise UserError("--flash-address: " + problems[0])
-    profile = firmware.get_profile(opts.firmware)
-    if 5 not in profile["kmodel_versions"] and not opts.ncc:
-        firmware.check_loadable(profile, 5, 0)
+    ncc.for_firmware(firmware.get_profile(opts.firmware), opts.ncc, opts.calibrate_method,
+                     {"scale": opts.input_scale, "mean": opts.mean, "std": opts.std})

@@ -85,7 +85,8 @@ def convert_summary(result, manifest, out_dir):
                  "main RAM %s (model %s) of ~%s free: %s"
                  % (manifest["firmware"], len(fit["kpu_ops"]), len(fit["cpu_compute_ops"]),
                     " (%s)" % ", ".join(fit["cpu_compute_ops"]) if fit["cpu_compute_ops"] else "",
-                    _kb(fit["kpu_peak_bytes"]), _kb(fit["kpu_ram_bytes"]),
+                    _kb(fit["kpu_peak_bytes"]) if fit["kpu_peak_bytes"] is not None
+                    else "unknown (ncc plans it)", _kb(fit["kpu_ram_bytes"]),
                     _kb(fit["main_memory_bytes"]), _kb(fit["model_bytes"]),
                     _kb(fit["heap_budget_bytes"]), "fits" if fit["fits_heap"] else "DOES NOT FIT"))
     flash = result["flash"]

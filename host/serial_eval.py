@@ -63,6 +63,9 @@ def parser():
     p.add_argument("--vboard-state", default=os.path.join("build", "vboard"),
                    help="state directory of the virtual board (default build/vboard; board k "
                    "of virtual:N uses DIR-k)")
+    p.add_argument("--vboard-profile", default=None, metavar="FIRMWARE",
+                   help="--port virtual: firmware profile the virtual board runs (default: the "
+                   "manifest's firmware)")
     p.add_argument("--vboard-faults", default="", metavar="SPEC",
                    help="virtual boards only: inject faults on the line, e.g. "
                    "flip=0.01,drop=0.01,reset@500 (host/vboard/README.md)")
@@ -98,10 +101,12 @@ def main(argv):
         manifest=opts.manifest, port=opts.port, baud=opts.baud, images=opts.images,
         out=opts.out, min_f1=opts.min_f1, min_cos=opts.min_cos, payload=opts.payload,
         limit=opts.limit, timeout=opts.timeout, retries=opts.retries,
-        vboard_state=opts.vboard_state, vboard_faults=opts.vboard_faults,
+        vboard_state=opts.vboard_state, vboard_profile=opts.vboard_profile,
+        vboard_faults=opts.vboard_faults,
         vboard_seed=opts.vboard_seed, vboard_log_rate=opts.vboard_log_rate,
         progress=not opts.no_progress, resume=opts.resume))
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, crash_log="eval-error.log",
+        crash_dir=lambda argv: cli.option_value(argv, "--out", parser().get_default("out")))

@@ -536,6 +536,19 @@ class Session(object):
             pass
 
 
+def exit_serve_mode(ser, bauds):
+    """A board in k210-deploy serve mode ignores Ctrl-C: send EXIT at its baud(s), then
+    leave the port at the REPL's baud (for host/deploy.py, which needs the REPL)."""
+    for baud in bauds:
+        ser.baudrate = baud
+        for seq in range(2):
+            ser.write(P.encode(P.T_EXIT, seq, b""))
+            time.sleep(0.15)
+        ser.read(4096)
+    ser.baudrate = REPL_BAUD
+    time.sleep(0.2)
+
+
 def _one_line(exc):
     return " ".join(str(exc).split()) or exc.__class__.__name__
 

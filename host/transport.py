@@ -252,13 +252,16 @@ class Link(object):
 
 
 def open_link(spec, manifest, baud, vboard_state=DEFAULT_VBOARD_STATE, vboard_log_rate=0.05,
-              vboard_faults="", vboard_seed=0):
+              vboard_faults="", vboard_seed=0, vboard_profile=None):
     """PortSpec -> Link (board started and port open at the REPL speed). A virtual board's
     port is opened through its stable link (DIR/tty), which follows the pty when the fault
-    layer unplugs it."""
+    layer unplugs it. It runs `vboard_profile`, by default the firmware the manifest's kmodel
+    was made for."""
     if spec.kind == VIRTUAL:
         state = vboard_state_dir(vboard_state, spec.index)
-        handle, note = start_virtual(state, manifest, baud, log_rate=vboard_log_rate,
+        profile = vboard_profile or manifest.get("firmware") or "canmv-v5"
+        handle, note = start_virtual(state, manifest, baud, profile=profile,
+                                     log_rate=vboard_log_rate,
                                      seed=vboard_seed + spec.index, faults=vboard_faults)
         try:
             ser = open_serial(handle.link)

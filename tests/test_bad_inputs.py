@@ -212,13 +212,15 @@ def test_convert_bad_calibration_dir(tmp_path, case):
 
 @pytest.mark.parametrize("args, expected", [
     (["--input-size", "224by320"], "is not HxW"),
+    (["--ema"], "--ema needs --checkpoint (with --model-fn) or --meta"),
     (["--threshold", "1.5"], "--threshold 1.5 is out of range"),
     (["--nms", "-0.1"], "--nms -0.1 is out of range"),
     (["--flash-address", "0x300100"], "not 4 KiB aligned"),
     (["--flash-address", "0x100000"], "below 0x"),
     (["--flash-address", "0xD00000"], "0xD00000 is inside the /flash file system"),
-    (["--firmware", "maixpy-v4"], "--ncc"),
-    (["--ncc-layer-error"], "--ncc-layer-error measures V4 kmodels from --ncc"),
+    (["--firmware", "maixpy-v4", "--ncc", "/nonexistent/ncc"],
+     "--ncc /nonexistent/ncc does not exist"),
+    (["--ncc-layer-error"], "--ncc-layer-error measures kmodels built with ncc"),
     (["--decoder", "ssd"], "argument --decoder: invalid choice: 'ssd'"),
     (["--min-calib", "many"], "argument --min-calib: invalid int value"),
 ])
@@ -271,6 +273,109 @@ def test_convert_unsupported_op_needs_tensorflow(tmp_path):
     line = assert_one_line_error(proc, "Svd")
     assert "not supported" in line or "Unsupported" in line or "rejected" in line, line
     assert_nothing_written(out)
+
+
+_AMBIGUOUS_META = """
+import sys
+import tensorflow as tf
+with tf.Graph().as_default():
+    left = tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 3], name="left")
+    right = tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 3], name="right")
+    flags = [tf.compat.v1.placeholder(tf.bool, [], name=n) for n in ("is_training", "use_dropout")]
+    w = tf.compat.v1.get_variable("w", [3], initializer=tf.ones_initializer())
+    tf.identity(tf.where(flags[0], left, right) * w, name="out")
+    with tf.compat.v1.Session() as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        tf.compat.v1.train.Saver().save(sess, sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("args, fragments", [
+    ([], ["bool placeholders", "is_training bool []", "use_dropout bool []",
+          "--training-placeholder NAME"]),
+    (["--training-placeholder", "is_training"], ["input placeholder", "left float32 [?,8,8,3]",
+                                                 "right float32 [?,8,8,3]", "--input-node NAME",
+                                                 "--list-nodes"]),
+])
+def test_convert_meta_placeholders_that_cannot_be_guessed(tmp_path, args, fragments):
+    """Issue 16: --meta without --input-node used to end in an AttributeError traceback."""
+    prefix = tmp_path / "model.ckpt"
+    subprocess.run([sys.executable, "-c", _AMBIGUOUS_META, str(prefix)], env=tool_env(),
+                   check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    calib = tiny_model.images(tmp_path / "calib", 16, seed=1)
+    proc, out = _convert(tmp_path, "--meta", str(prefix) + ".meta", "--output-node", "out",
+                         "--input-size", "8x8", "--calib-dir", calib, *args)
+    assert_one_line_error(proc, *fragments)
+    assert_nothing_written(out)
+
+
+_CRASHING_MODEL = """
+import tensorflow as tf
+
+
+def _fails(x):
+    raise RuntimeError("the model's own py_func failed")
+
+
+def net(images, is_training=False):
+    w = tf.compat.v1.get_variable("w", [3], initializer=tf.ones_initializer())
+    y = tf.compat.v1.py_func(_fails, [images * w], tf.float32)
+    return tf.identity(tf.reshape(y, [-1, 8, 8, 3]), name="output")
+
+
+if __name__ == "__main__":
+    import sys
+    with tf.Graph().as_default():
+        net(tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 3]))
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(sess, sys.argv[1])
+"""
+
+
+def test_convert_unexpected_exception_is_one_line_and_a_log(tmp_path):
+    """Nothing foreseen this failure: still one `error:` line (exit 2), the traceback in a
+    log file in --out, named in the line."""
+    model = tmp_path / "crashing.py"
+    model.write_text(_CRASHING_MODEL)
+    prefix = tmp_path / "model.ckpt"
+    subprocess.run([sys.executable, str(model), str(prefix)], env=tool_env(), check=True,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    calib = tiny_model.images(tmp_path / "calib", 16, seed=1)
+    proc, out = _convert(tmp_path, "--checkpoint", prefix, "--model-fn", str(model) + ":net",
+                         "--input-size", "8x8", "--calib-dir", calib)
+    log = out / "convert-error.log"
+    assert_one_line_error(proc, "unexpected", "py_func failed", str(log))
+    assert "Traceback" in log.read_text() and "RuntimeError" in log.read_text()
+    assert _files(out) == ["convert-error.log"]  # and no half-written build
+
+
+_CRASHING_MAIN = """
+import sys
+from host import cli
+
+
+def main(argv):
+    raise KeyError("unforeseen")
+
+
+cli.run(main, crash_dir=lambda argv: cli.option_value(argv, "--out", "build"),
+        crash_log="tool-error.log")
+"""
+
+
+def test_unexpected_exception_log_falls_back_to_the_temp_directory(tmp_path):
+    """The three scripts share host/cli.run: an output directory that cannot be made (here a
+    file) sends the log to the temp directory, still named in the one line."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    env = dict(tool_env(), TMPDIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", _CRASHING_MAIN, "--out", str(blocker / "x")],
+                          env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+    log = tmp_path / "tool-error.log"
+    assert_one_line_error(proc, "unexpected KeyError", str(log))
+    assert "KeyError: 'unforeseen'" in log.read_text()
 
 
 # ------------------------------------------------------------------ manifests (flash + eval)
@@ -535,6 +640,7 @@ def test_eval_board_running_another_model(tiny_build, build, eval_images, tmp_pa
 
 # ------------------------------------------------------------------ Makefile variables
 @pytest.mark.parametrize("target, variables, fragments", [
+    ("kmodel", ["FIRMWARE=maixpy-v9"], ["argument --firmware: invalid choice: 'maixpy-v9'"]),
     ("flash", ["PORT=/dev/ttyNOPE3"], ["port /dev/ttyNOPE3 does not exist"]),
     ("flash", ["BAUD=fast"], ["argument --baud: invalid int value: 'fast'"]),
     ("flash", ["BOARD=maixcam"], ["argument --board: invalid choice: 'maixcam'"]),

@@ -184,16 +184,17 @@ def lines_patch():
     modem.uninstall()
 
 
-def _isp_entries(handle):
+def _log_count(handle, text):
     with open(handle.log) as f:
-        return f.read().count("ISP mode")
+        return f.read().count(text)
 
 
 def _reset_into_isp(ser, board, handle, expect_isp=True):
-    """kflash's reset_to_isp_<board> sequence on the patched port (its pulse widths); when
-    the board should enter ISP, wait (bounded) until its ISP reads the line, so that nothing
-    sent next is lost to the reset."""
-    entries = _isp_entries(handle)
+    """kflash's reset_to_isp_<board> sequence on the patched port (its pulse widths); then
+    wait (bounded) until the board has acted on it: its ISP reads the line, or (a sequence
+    that ends with RESET held) the CPU is held, so that what is sent next meets that state."""
+    said = "ISP mode" if expect_isp else "RESET asserted"
+    before = _log_count(handle, said)
     ser.dtr, ser.rts = False, False
     time.sleep(0.05)
     if board == "dan":
@@ -204,11 +205,10 @@ def _reset_into_isp(ser, board, handle, expect_isp=True):
         ser.dtr, ser.rts = True, False
         time.sleep(0.05)
         ser.rts, ser.dtr = True, False
-    if expect_isp:
-        deadline = time.monotonic() + 20
-        while _isp_entries(handle) == entries:
-            assert time.monotonic() < deadline, "the board never entered ISP"
-            time.sleep(0.02)
+    deadline = time.monotonic() + 20
+    while _log_count(handle, said) == before:
+        assert time.monotonic() < deadline, "the board never said %r" % said
+        time.sleep(0.02)
     ser.reset_input_buffer()
 
 

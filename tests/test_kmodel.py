@@ -63,8 +63,14 @@ def test_v4_header():
     ranges = struct.pack("<4I", 1, 1, 0, 3 * 224 * 320)           # input: main, uint8
     shapes = struct.pack("<4i", 1, 3, 224, 320)
     outputs = struct.pack("<4I", 1, 0, 0, 30 * 7 * 10 * 4) + struct.pack("<4I", 1, 0, 8400, 16)
-    info = kmodel.parse(header + ranges + shapes + outputs + bytes(100))
+    nodes = struct.pack("<6I", 0x2001, 0, 0x2002, 8, 0x3, 4)      # KPU upload, conv, dequantize
+    model = header + ranges + shapes + outputs + bytes(100) + nodes + bytes(12)
+    info = kmodel.parse(model)
     assert info["version"] == 4 and info["target"] == "k210" and info["main_mem"] == 5000
+    assert info["model_size"] == len(model) == kmodel.v4_size(lambda o, n: model[o:o + n])
+    assert info["ops"] == ["KPUUpload", "KPUConv2D", "Dequantize"]
+    with pytest.raises(UserError, match="truncated V4 model"):
+        kmodel.parse(model[:-1])
     assert info["inputs"] == [{"dtype": "uint8", "shape": [1, 3, 224, 320], "size": 215040}]
     assert [o["size"] for o in info["outputs"]] == [8400, 16]
     assert info["outputs"][0]["shape"] is None  # V4 stores no output shapes

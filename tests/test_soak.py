@@ -30,9 +30,10 @@ IMAGES = FRAMES // 4 + 10
 # fields that differ between runs by nature: board timings, memory, which board ran it
 VOLATILE = {"board_port", "kpu_ms", "prep_ms", "decode_ms", "mem_free"}
 
-# bounded: the CI soak (2,000 frames) within 2 minutes, make soak in proportion
+# a guard against a hang, not a speed check (the CI soak takes ~1-2 min on an idle 2-core
+# machine, several times that on a loaded one); make soak in proportion
 pytestmark = [pytest.mark.slow,
-              pytest.mark.timeout(max(120, FRAMES // 30), func_only=True)]
+              pytest.mark.timeout(max(600, FRAMES // 10), func_only=True)]
 
 
 def _fast_boot_boards(state, manifest, n):

@@ -174,6 +174,7 @@ class Board:
             reset = self.lines[reset_line]
             if reset and not self.reset_held:
                 self.reset_held = True
+                sys.stderr.write("vboard: RESET asserted: CPU held\n")
                 if not self.halted:
                     self.halted = True
                     self.pending_power = True

@@ -1,12 +1,13 @@
-"""The KPU: kmodels loaded the way the firmware loads them, run by nncase's Simulator.
+"""The KPU: kmodels loaded the way the firmware loads them, run by nncase's Simulator (V5) or
+ncc v0.2's `ncc infer` (V4, the K210 runtime's kernels; `make ncc` installs it).
 
 Loading follows the firmware: read the bytes (a file on the board or `size` bytes of the
 flash chip), check the kmodel version against the profile, then take the model plus its
 working memory out of the system heap (`utils.heap_free()`); each failure raises the
-profile's own exception and text. nncase 1.9 can only simulate V5 models: a V3/V4 model a
-profile accepts loads, but running it raises a vboard error saying so.
+profile's own exception and text. A V3 model (no host runtime exists), or a V4 model without
+ncc, that a profile accepts loads, but running it raises a vboard error saying so.
 
-The Simulator runs in a worker process (host/vboard/kpu_worker.py), started on the first
+The runtimes run in a worker process (host/vboard/kpu_worker.py), started on the first
 model load and stopped with the board: `Simulator.run` holds the GIL, and in this process it
 would stop the virtual UART's receive thread for the whole simulated KPU time, where a K210's
 UART interrupt keeps filling the ring while the KPU runs. The board thread waits on a pipe
@@ -66,7 +67,8 @@ class Model:
         self.heap = len(data) + working_memory(self.info)
         if self.heap > heap_free(board):
             raise firmware_error(profile.nomem_error)
-        self.simulated = self.info["version"] == 5
+        self.simulated = self.info["version"] == 5 or (self.info["version"] == 4
+                                                       and v4_runtime() is not None)
         self.id = None
         self._data = bytes(data) if self.simulated else None
         self._generation = None
@@ -95,8 +97,9 @@ class Model:
     def run(self, planar):
         """uint8 planar R,G,B bytes (the image's AI buffer) -> list of flat float32 arrays."""
         if not self.simulated:
-            raise OSError("vboard: kmodel V%d cannot be simulated (nncase 1.9 runs V5 only)"
-                          % self.info["version"])
+            raise OSError("vboard: kmodel V%d cannot run here (V5 runs in nncase 1.9's "
+                          "simulator, V4 in ncc v0.2's infer: `make ncc`; V3 has no host "
+                          "runtime)" % self.info["version"])
         shape = [int(v) for v in self.input_shape]
         size = shape[0] * shape[1] * shape[2] * shape[3]
         planar = bytes(planar)
@@ -104,6 +107,15 @@ class Model:
             raise ValueError("cannot reshape array of size %d into shape %s"
                              % (len(planar), tuple(shape)))
         return ENGINE.run(self, struct.pack("<4I", *shape) + planar)
+
+
+def v4_runtime():
+    """The ncc v0.2 binary that runs V4 kmodels here, or None."""
+    from host import ncc
+    try:
+        return ncc.require_v02(ncc.find_ncc())
+    except UserError:
+        return None
 
 
 def heap_free(board):

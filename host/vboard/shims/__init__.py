@@ -4,7 +4,7 @@
 when the firmware has no such built-in (then the board's filesystem is searched). The
 u-prefixed MicroPython names and their plain aliases give the same module object.
 """
-from host.vboard.shims import kpu_api, lcd, machine, misc, sensor, uos, usys, utime
+from host.vboard.shims import kpu_api, kpu_legacy, lcd, machine, misc, sensor, uos, usys, utime
 
 # firmware name -> canonical name
 _ALIASES = {
@@ -25,7 +25,7 @@ _BUILDERS = {
     "micropython": misc.build_micropython, "gc": misc.build_gc, "utils": misc.build_utils,
     "ubinascii": misc.build_ubinascii, "ustruct": misc.build_ustruct,
     "ujson": misc.build_ujson, "uhashlib": misc.build_uhashlib, "uctypes": misc.build_uctypes,
-    "maix": kpu_api.build_maix, "KPU": kpu_api.build_legacy,
+    "maix": kpu_api.build_maix, "KPU": kpu_legacy.build_legacy,
 }
 
 
