@@ -87,10 +87,10 @@ def _layers(report):
                 "without --ncc-layer-error, or no host runtime for this kmodel).</p>")
     rows = report["layers"]
     out = ["<h2>Per-layer error</h2>",
-           "<p>Each layer's value in a diagnostic %s compile (outputs at every layer boundary, "
-           "same calibration, %s) against float TF at the same node, on %d held-out images: "
-           "the error accumulated from the input up to that layer. Measured in %.0f s.</p>"
-           % (_e(report["compiler"]), _e(report["calibrate_method"]),
+           "<p>Each layer's value in the kmodel (%s: %s; same calibration images, %s) against "
+           "float TF at the same node, on %d held-out images: the error accumulated from the "
+           "input up to that layer. Measured in %.0f s.</p>"
+           % (_e(report["compiler"]), _e(report["how"]), _e(report["calibrate_method"]),
               report["holdout_images"], report["seconds"]),
            charts.layer_bars([r["node"] for r in rows], [1.0 - r["cos"] for r in rows],
                              "1 - cos per layer (lower is better)", "1 - mean cos"),

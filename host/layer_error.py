@@ -49,7 +49,7 @@ def tap_nodes(graph_def, input_node, output_nodes):
 def measure(graph_def, input_node, output_nodes, input_hw, input_scale, calib_u8, holdout_u8,
             calibrate_method, work_dir, ncc_path=None):
     """The per-layer table: {layers: [{node, op, shape, cos, min_cos, l2r, float_min,
-    float_max, p001, p999, outlier_ratio, output}], compiler, calibrate_method,
+    float_max, p001, p999, outlier_ratio, output}], compiler, how, calibrate_method,
     holdout_images, seconds}; `output` marks the model's own outputs (the last rows).
     ncc_path: compile V4 with that ncc binary instead of nncase 1.9 (V5); this costs one ncc
     compile per layer (--ncc-layer-error)."""
@@ -66,6 +66,7 @@ def measure(graph_def, input_node, output_nodes, input_hw, input_scale, calib_u8
         simulated = _ncc_cuts(graph_def, input_node, names, input_hw, input_scale, calib_nchw,
                               holdout_nchw, calibrate_method, work_dir, ncc_path)
         compiler = "ncc (V4)"
+        how = "one ncc compile per layer boundary, cut there"
     else:
         tflite_path = os.path.join(work_dir, "layers.tflite")
         kmodel_path = os.path.join(work_dir, "layers.kmodel")
@@ -75,11 +76,13 @@ def measure(graph_def, input_node, output_nodes, input_hw, input_scale, calib_u8
                                 calibrate_method=calibrate_method)
         simulated = quantize.simulate(kmodel_path, holdout_nchw)
         compiler = "nncase (V5)"
+        how = "one diagnostic compile with every layer boundary as an output"
     layers = [dict(_layer_row(node, op, k, float_holdout[k], simulated), **ranges[k])
               for k, (node, op) in enumerate(taps)]
     for row in layers:
         row["output"] = row["node"] in [node_name(n) for n in output_nodes]
-    return {"layers": layers, "compiler": compiler, "calibrate_method": calibrate_method,
+    return {"layers": layers, "compiler": compiler, "how": how,
+            "calibrate_method": calibrate_method,
             "holdout_images": len(holdout_u8), "seconds": round(time.time() - started, 1)}
 
 

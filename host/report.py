@@ -27,9 +27,9 @@ def layer_lines(layer_report, count=3):
     if not layer_report:
         return []
     rows = sorted(layer_report["layers"], key=lambda row: row["cos"])[:count]
-    lines = ["Per-layer error (%s diagnostic compile, accumulated from the input, %d held-out "
-             "images; all %d layers in convert_report.html), worst %d:"
-             % (layer_report["compiler"], layer_report["holdout_images"],
+    lines = ["Per-layer error (%s, %s; accumulated from the input, %d held-out images; all %d "
+             "layers in convert_report.html), worst %d:"
+             % (layer_report["compiler"], layer_report["how"], layer_report["holdout_images"],
                 len(layer_report["layers"]), len(rows))]
     width = max(len(row["node"]) for row in rows)
     for row in rows:

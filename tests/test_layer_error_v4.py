@@ -27,4 +27,4 @@ def test_v4_per_layer_error_on_the_tiny_model(tiny_build, tmp_path):
     assert [(r["op"], r["output"]) for r in layers["layers"]] == [("MaxPool", False),
                                                                   ("Identity", True)]
     assert all(r["cos"] > 0.99 for r in layers["layers"])
-    assert "Per-layer error (ncc (V4)" in proc.stdout
+    assert "Per-layer error (ncc (V4), one ncc compile per layer boundary" in proc.stdout
