@@ -2,7 +2,7 @@
 
 Runs as its own process (the orchestrator, bench/run.py, imports neither TensorFlow nor
 nncase): `python bench/link.py SPEC.json RESULT.json`. SPEC keys:
-  manifest, images (folder), count, repeats, baud, payload (rgb565|jpeg), read_buf_len,
+  manifest, images (folder), count, repeats, baud, payload (rgb565|rgb565z|jpeg), read_buf_len,
   state (virtual board state dir, recreated), host_cost (bool), jpeg_qualities (list, or []).
 
 The board is provisioned here the way `make flash` leaves it (device/*.py, a config.json from
@@ -20,6 +20,10 @@ exactly as serial_eval streams them. Per repeat:
   - per image on the board (RESULT): kpu_ms (the nncase simulator on the virtual board),
     prep_ms (JPEG decode + pix_to_ai), decode_ms (the board's box decoder);
   - wire bytes per image each way (IMAGE frames host->board, RESULT frame board->host).
+rgb565z: payload bytes are the deflated bytes sent; also the compression ratio (RGB565 bytes
+over them) and the inflate time per image of the virtual board's receive path
+(device/zinflate.py on host/vboard/shims/uzlib.py, timed here on the host: host CPU time, not
+K210 time).
 host_cost: after the board is done (as serial_eval does), per image: preparing the payload
 (host.eval_inputs.prepare), TensorFlow on the KPU's pixels (host.eval_tf's runner), and the
 comparison with the board's RESULT (host.compare.compare_image: box decoding, tensor metrics,
@@ -65,7 +69,7 @@ def result_frame_bytes(manifest):
     return P.OVERHEAD + P.RESULT_LEN + 10 * len(manifest["outputs"]) + 4 * values
 
 
-def stream_once(sess, images, first_id, width, height):
+def stream_once(sess, images, first_id, width, height, fmt_override=None):
     """Stream the images once (pipelined, as host.evaluate.stream_all does for one board);
     returns (jobs in order, {key: (result, error)}, wire bytes)."""
     order = iter(range(len(images)))
@@ -77,22 +81,45 @@ def stream_once(sess, images, first_id, width, height):
         if i is None:
             return None
         img = images[i]
-        job = session.ImageJob(first_id + i, img.fmt, P.F_INPUT_CRC, width, height,
-                               img.payload, key=i)
+        job = session.ImageJob(first_id + i, fmt_override or img.fmt, P.F_INPUT_CRC, width,
+                               height, img.payload, key=i)
         jobs.append(job)
         return job
 
     def done(job, result, error):
         replies[job.key] = (result, error)
 
-    wire0 = sess.stats["wire_bytes"]
+    wire0, payload0 = sess.stats["wire_bytes"], sess.stats["payload_bytes"]
     sess.stream(next_job, done)
-    return jobs, replies, sess.stats["wire_bytes"] - wire0
+    return jobs, replies, sess.stats["wire_bytes"] - wire0, sess.stats["payload_bytes"] - payload0
 
 
-def repeat_metrics(jobs, replies, wire, images, baud, result_bytes):
+def inflate_study(images, chunk):
+    """rgb565z on the virtual board's receive path, timed on the host: (median ms per image,
+    RGB565 bytes over deflated bytes)."""
+    from device import zinflate
+    from host import rgb565z
+    from host.vboard.shims import uzlib
+    zinflate.uzlib = uzlib.build(None)
+    times, raw_bytes, z_bytes = [], 0, 0
+    for img in images:
+        segs = rgb565z.segments(img.payload, chunk)
+        out = bytearray(len(img.payload))
+        mv = memoryview(out)
+        t = time.perf_counter()
+        inf = zinflate.Inflater(len(out), chunk, P.Z_WBITS)
+        for seg in segs:
+            n = inf.next_len()
+            inf.segment(seg, mv[inf.done:inf.done + n])
+        times.append((time.perf_counter() - t) * 1000.0)
+        assert bytes(out) == img.payload
+        raw_bytes += len(img.payload)
+        z_bytes += sum(len(s) for s in segs)
+    return median(times), raw_bytes / float(z_bytes)
+
+
+def repeat_metrics(jobs, replies, wire, payload, images, baud, result_bytes):
     line_rate = baud / 10.0
-    payload = sum(len(img.payload) for img in images)
     t0 = min(j.t_begin for j in jobs)
     t1 = max(j.t_done for j in jobs if j.t_done is not None)
     link_seconds = t1 - t0
@@ -230,7 +257,9 @@ def main(argv):
     manifest = manifest_mod.load(spec["manifest"])
     width, height = manifest["input"]["width"], manifest["input"]["height"]
     paths = eval_inputs.list_images(spec["images"], spec["count"])
-    images = eval_inputs.prepare_all(paths, width, height, spec["payload"])
+    images = eval_inputs.prepare_all(paths, width, height,
+                                     eval_inputs.pixel_payload(spec["payload"]))
+    fmt = P.FMT_RGB565Z if spec["payload"] == "rgb565z" else None
     baud = spec["baud"]
     config = provision(spec["state"], manifest, baud, spec["read_buf_len"])
     out = {"spec": spec, "kmodel_bytes": manifest["kmodel"]["size"],
@@ -250,15 +279,23 @@ def main(argv):
                 sess.check_model(manifest, manifest.path)
                 out["boot_seconds"] = time.monotonic() - t_boot
                 out["info"] = {k: sess.info.get(k) for k in ("window", "chunk", "rx_buf",
-                                                             "baud", "api")}
-            jobs, replies, wire = stream_once(sess, images, 1 + r * len(images), width,
-                                              height)
-            repeats.append(repeat_metrics(jobs, replies, wire, images, baud,
+                                                             "baud", "api", "formats")}
+                if fmt is not None and "rgb565z" not in sess.info.get("formats", []):
+                    raise SystemExit("the virtual board does not announce rgb565z")
+            jobs, replies, wire, payload = stream_once(sess, images, 1 + r * len(images),
+                                                       width, height, fmt)
+            repeats.append(repeat_metrics(jobs, replies, wire, payload, images, baud,
                                           result_frame_bytes(manifest)))
             last_replies = replies
         crc = [res["input_crc"] == images[k].input_crc
                for k, (res, err) in last_replies.items() if res is not None]
         out["input_crc_equal"] = "%d/%d" % (sum(crc), len(images))
+        pix = [res["pixel_crc"] == images[k].pixel_crc
+               for k, (res, err) in last_replies.items() if res is not None]
+        out["pixel_crc_equal"] = "%d/%d" % (sum(pix), len(images))
+        if fmt is not None:
+            out["inflate_ms_host"], out["compression_ratio"] = inflate_study(
+                images, sess.info["chunk"])
         sess.close()
     finally:
         link.close()
@@ -267,7 +304,8 @@ def main(argv):
     out["median"] = {k: median([r[k] for r in repeats]) for k in keys}
     out["config"] = {"read_buf_len": config["read_buf_len"], "baud": config["baud"]}
     if spec.get("host_cost"):
-        out["host_cost"] = host_cost(manifest, paths, spec["payload"], images, last_replies)
+        out["host_cost"] = host_cost(manifest, paths, eval_inputs.pixel_payload(spec["payload"]),
+                                     images, last_replies)
     if spec.get("jpeg_qualities"):
         out["jpeg_quality"] = jpeg_quality_study(manifest, paths, spec["jpeg_qualities"])
     out["loadavg_end"] = os.getloadavg()

@@ -37,12 +37,15 @@ TMP = os.path.join(BENCH, "tmp")
 PY = sys.executable
 EXAMPLE_CONFIG = os.path.join("examples", "face", "convert.json")
 EVAL_IMAGES = os.path.join("examples", "face", "eval")
+PHOTOS = os.path.join(TMP, "photos")      # bench/photos.py writes them
 SEED_PB = os.path.join(REPO, "examples", "seed-face", "Freeze_save.pb")
 SEED_ARGS = ["--input-size", "240x320", "--decoder", "grid", "--threshold", "0.7"]
 EXAMPLE_ANCHORS = "0.496,0.624,0.767,0.958,1.148,1.437,1.705,2.129,2.503,3.123"
 ALL_METHODS = ["no_clip", "l2", "kld_m2", "cdf"]
 
-# (name, model, baud, payload, read_buf_len, images, repeats, extra); quick subset
+# (name, model, baud, payload, read_buf_len, images, repeats, extra); quick subset.
+# extra "photos": the natural photographs of bench/photos.py instead of the example eval set
+# (rgb565z vs rgb565 vs jpeg, issue 13; the tiny kmodel so that the link is the limit)
 RBL = DEFAULT_READ_BUF_LEN
 LINK_FULL = [
     ("example-1.5M-rgb565", "example", 1500000, "rgb565", RBL, 8, 3, "host"),
@@ -54,6 +57,12 @@ LINK_FULL = [
     ("example-1.5M-rgb565-ring16k", "example", 1500000, "rgb565", 16384, 8, 1, None),
     ("example-1.5M-rgb565-ring64k", "example", 1500000, "rgb565", 65534, 8, 1, None),
     ("example-v4-1.5M-rgb565", "example-v4", 1500000, "rgb565", RBL, 8, 3, None),
+    ("photos-tiny-1.5M-rgb565", "tiny", 1500000, "rgb565", RBL, 6, 3, "photos"),
+    ("photos-tiny-1.5M-rgb565z", "tiny", 1500000, "rgb565z", RBL, 6, 3, "photos"),
+    ("photos-tiny-1.5M-jpeg", "tiny", 1500000, "jpeg", RBL, 6, 3, "photos"),
+    ("photos-tiny-115k-rgb565", "tiny", 115200, "rgb565", RBL, 6, 1, "photos"),
+    ("photos-tiny-115k-rgb565z", "tiny", 115200, "rgb565z", RBL, 6, 1, "photos"),
+    ("photos-tiny-115k-jpeg", "tiny", 115200, "jpeg", RBL, 6, 1, "photos"),
 ]
 LINK_QUICK = [
     ("example-1.5M-rgb565", "example", 1500000, "rgb565", RBL, 4, 1, "host"),
@@ -61,6 +70,8 @@ LINK_QUICK = [
     ("example-1.5M-jpeg", "example", 1500000, "jpeg", RBL, 8, 1, None),
     ("example-115k-jpeg", "example", 115200, "jpeg", RBL, 4, 1, None),
     ("example-v4-1.5M-rgb565", "example-v4", 1500000, "rgb565", RBL, 4, 1, None),
+    ("photos-tiny-1.5M-rgb565", "tiny", 1500000, "rgb565", RBL, 6, 1, "photos"),
+    ("photos-tiny-1.5M-rgb565z", "tiny", 1500000, "rgb565z", RBL, 6, 1, "photos"),
 ]
 # kmodel V4 (ncc v0.2, `make ncc`) for stock MaixPy-v1: its rows run when ncc is there
 NCC = os.path.join(REPO, ".venv", "bin", "ncc")
@@ -248,8 +259,11 @@ def build_v4_example():
 
 def bench_link(configs, manifests):
     runs = []
+    if any(c[7] == "photos" for c in configs):
+        run([PY, "bench/photos.py", PHOTOS], "photos")
     for name, model, baud, payload, rbl, count, repeats, extra in configs:
-        spec = {"manifest": manifests[model], "images": EVAL_IMAGES, "count": count,
+        images = PHOTOS if extra == "photos" else EVAL_IMAGES
+        spec = {"manifest": manifests[model], "images": images, "count": count,
                 "repeats": repeats, "baud": baud, "payload": payload, "read_buf_len": rbl,
                 "state": os.path.join(TMP, "vboard-link"),
                 "host_cost": extra == "host",
@@ -263,8 +277,12 @@ def bench_link(configs, manifests):
         m = data["median"]
         row = {"name": name, "model": model, "baud": baud, "payload": payload,
                "read_buf_len": rbl, "images": count, "repeats": repeats,
+               "image_set": "photos" if extra == "photos" else "example eval",
                "median": m, "per_repeat": data["repeats"], "info": data.get("info"),
                "input_crc_equal": data.get("input_crc_equal"),
+               "pixel_crc_equal": data.get("pixel_crc_equal"),
+               "inflate_ms_host": data.get("inflate_ms_host"),
+               "compression_ratio": data.get("compression_ratio"),
                "boot_seconds": data.get("boot_seconds"), "seconds": seconds,
                "loadavg": [data["loadavg_start"][0], data["loadavg_end"][0]]}
         for key in ("host_cost", "jpeg_quality"):

@@ -19,6 +19,9 @@ END = "<!-- bench:end -->"
 LINK_TARGET = 0.90
 HOST_TARGET = 0.10
 KMODEL_TARGET = 1.5
+RGB565Z_TARGET = 1.8     # rgb565z images/s over rgb565's at 1.5 Mbaud, natural photographs
+PHOTOS = "photos"
+PAYLOAD_LABELS = {"rgb565": "RGB565", "rgb565z": "RGB565z (deflate)", "jpeg": "JPEG"}
 
 
 def _f(value, digits=2, unit=""):
@@ -46,16 +49,21 @@ def _label(run):
     model = {"example": "example model", "tiny": "tiny kmodel (link only)",
              "example-v4": "example model, kmodel V4 on MaixPy-v1 (maixpy-v4, ncc infer)"
              }.get(run["model"], run["model"])
-    parts = [model, "RGB565" if run["payload"] == "rgb565" else "JPEG"]
+    parts = [model, PAYLOAD_LABELS.get(run["payload"], run["payload"])]
+    if run.get("image_set") == PHOTOS:
+        parts.append("photos")
     if run.get("read_buf_len") and run["read_buf_len"] != DEFAULT_READ_BUF_LEN:
         parts.append("read_buf_len %d" % run["read_buf_len"])
     return ", ".join(parts)
 
 
-def _find(runs, model, baud, payload, rbl=DEFAULT_READ_BUF_LEN):
+def _find(runs, model, baud, payload, rbl=DEFAULT_READ_BUF_LEN, image_set=None):
+    """The run of that model, baud, payload and ring; image_set None: the example eval set
+    (runs without an image_set are), PHOTOS: the natural photographs."""
     for r in runs or []:
         if r["model"] == model and r["baud"] == baud and r["payload"] == payload and \
-                r.get("read_buf_len", DEFAULT_READ_BUF_LEN) == rbl:
+                r.get("read_buf_len", DEFAULT_READ_BUF_LEN) == rbl and \
+                (r.get("image_set") == PHOTOS) == (image_set == PHOTOS):
             return r
     return None
 
@@ -112,6 +120,56 @@ def link_table(runs):
                                  jpeg["median"]["payload_bytes_per_image"]))
     if ratios:
         lines += ["", "RGB565 vs JPEG payload, same run: " + "; ".join(ratios) + "."]
+    return lines
+
+
+def _all_equal(count):
+    """'6/6' -> True; '5/6', None -> False."""
+    if not count or "/" not in count:
+        return False
+    equal, total = count.split("/")
+    return equal == total and int(total) > 0
+
+
+def rgb565z_table(runs):
+    """Issue 13: rgb565z vs rgb565 vs JPEG on natural photographs (bench/photos.py)."""
+    rows = [r for r in runs if r.get("image_set") == PHOTOS]
+    if not rows:
+        return []
+    lines = ["**Exact pixels compressed: rgb565z** on natural photographs (bench/photos.py: "
+             "six 320x224 views of scipy's public-domain `face` and `ascent` photographs), "
+             "tiny kmodel so that the link is the limit; inflate time = the virtual board's "
+             "receive path (device/zinflate.py on its uzlib shim) timed on this host's CPU, "
+             "not K210 time; CRCs equal = the board's CRC of the RGB565 Image / of the KPU "
+             "input equals the host's", "",
+             "| payload | baud | images x repeats | payload B/image | vs RGB565 bytes | "
+             "images/s | vs RGB565 images/s | inflate ms/image (host CPU) | pixel CRCs equal | "
+             "input CRCs equal |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        m = r["median"]
+        raw = _find(runs, r["model"], r["baud"], "rgb565", image_set=PHOTOS)
+        rm = raw["median"] if raw else {}
+        ratio_b = (rm["payload_bytes_per_image"] / m["payload_bytes_per_image"]
+                   if rm and m.get("payload_bytes_per_image") else None)
+        ratio_i = (m["images_per_second"] / rm["images_per_second"]
+                   if rm and rm.get("images_per_second") else None)
+        lines.append("| %s | %s | %d x %d | %s | %s | %s | %s | %s | %s | %s |"
+                     % (PAYLOAD_LABELS.get(r["payload"], r["payload"]), _baud(r["baud"]),
+                        r["images"], r["repeats"], _int(m.get("payload_bytes_per_image")),
+                        _f(ratio_b, 2, "x"), _f(m.get("images_per_second")),
+                        _f(ratio_i, 2, "x"), _f(r.get("inflate_ms_host"), 1),
+                        r.get("pixel_crc_equal") or "n/a", r.get("input_crc_equal") or "n/a"))
+    z = _find(runs, "tiny", 1500000, "rgb565z", image_set=PHOTOS)
+    raw = _find(runs, "tiny", 1500000, "rgb565", image_set=PHOTOS)
+    if z and raw:
+        speed = z["median"]["images_per_second"] / raw["median"]["images_per_second"]
+        crcs = _all_equal(z.get("pixel_crc_equal")) and _all_equal(z.get("input_crc_equal"))
+        lines += ["", "Target: rgb565z >= %.1fx the images/s of rgb565 at 1,500,000 baud with "
+                  "every CRC equal: %.2fx (deflate ratio %s), CRCs %s: %s."
+                  % (RGB565Z_TARGET, speed, _f(z.get("compression_ratio"), 2, "x"),
+                     "all equal" if crcs else "**not all equal**",
+                     "met" if crcs and speed >= RGB565Z_TARGET else "**not met**")]
     return lines
 
 
@@ -322,8 +380,10 @@ def findings(results):
 def render(results):
     parts = [header(results)]
     runs = results.get("link")
-    for block in (link_table(runs or []), time_table(runs or []), host_table(runs or []),
-                  jpeg_table(runs or []), kmodel_table(results.get("kmodel")),
+    link = [r for r in runs or [] if r.get("image_set") != PHOTOS]
+    for block in (link_table(link), rgb565z_table(runs or []), time_table(link),
+                  host_table(link),
+                  jpeg_table(link), kmodel_table(results.get("kmodel")),
                   fidelity_table(results.get("fidelity")), flash_table(results.get("flash"))):
         if block:
             parts.append("\n".join(block))

@@ -21,6 +21,10 @@ try:
     import decoders
 except ImportError:
     from device import decoders
+try:
+    import zinflate
+except ImportError:
+    from device import zinflate
 
 P = protocol
 CONFIG_PATHS = ("config.json", "/sd/config.json", "/flash/config.json")
@@ -32,6 +36,7 @@ API_LEGACY = "maixpy-kpu"  # import KPU as kpu: load / set_outputs / forward
 
 MAX_JPEG = 262144
 RESULT_CACHE = 2    # RESULTs kept for RESEND (docs/protocol.md, "Recovery")
+CTRL_C_FREE_MS = 450
 
 
 # ------------------------------------------------------------------ config
@@ -106,10 +111,29 @@ def skip_autostart():
 
 
 # ------------------------------------------------------------------ KPU
+def maix_utils():
+    """Maix.utils (MaixPy-v1) or maix.utils (CanMV: the module is lowercase), or None."""
+    try:
+        from maix import utils
+        return utils
+    except ImportError:
+        pass
+    try:
+        from Maix import utils
+        return utils
+    except ImportError:
+        return None
+
+
 def detect_api():
-    """(api name, KPU object or module); chosen by what the firmware offers."""
+    """(api name, KPU object or module); chosen by what the firmware offers. CanMV releases'
+    maix.KPU is a type (its dir() lists the methods); feat/kpu's is a function returning a
+    C-heap object, so it is only called when it is the API used."""
     try:
         from maix import KPU as _KPU
+        names = dir(_KPU)
+        if "load_kmodel" in names and "run_with_output" in names:
+            return API_OLD, _KPU()
         k = _KPU()
         names = dir(k)
         if "load" in names and "run" in names and "get_outputs" in names:
@@ -132,6 +156,34 @@ def _err_text(e):
     return "%s: %s" % (type(e).__name__, e)
 
 
+# CanMV feat/kpu's deinit never frees the nncase context (maix_kpu.c: k210_kpu_deinit): a
+# model loaded there stays loaded for the next session of this boot instead (key, KPU).
+_KEPT = [None, None]
+
+
+def _model_key(cfg):
+    m = cfg["model"]
+    return (m["source"], m.get("address"), m.get("size"), m.get("path"), m.get("sha256"))
+
+
+def forget_kept_model():
+    """A Ctrl-C while code runs makes CanMV free every KPU buffer 400 ms later
+    (maixpy_main.c: deinit_kpu_timer_cb): the kept object is gone then."""
+    _KEPT[0] = None
+    _KEPT[1] = None
+
+
+def _wait_out_kpu_timer():
+    """A Ctrl-C that interrupted code makes CanMV free every KPU object and buffer 400 ms
+    later (maixpy_main.c: deinit_kpu_timer_cb), one made just now included: on CanMV (the
+    `maix` module) let that timer pass before making any."""
+    try:
+        import maix
+    except ImportError:
+        return
+    time.sleep_ms(CTRL_C_FREE_MS)
+
+
 class Model:
     """One loaded kmodel behind the three KPU API generations. Never raises
     on load: .error holds the firmware's message."""
@@ -143,13 +195,26 @@ class Model:
         self.k = None
         self.task = None
         self.error = None
-        try:
-            self.api, self.k = detect_api()
-        except Exception as e:
-            self.error = "KPU unavailable: " + _err_text(e)
+        key = _model_key(cfg)
+        if _KEPT[0] == key:
+            self.api, self.k, self.task = API_NEW, _KEPT[1], _KEPT[1]
             return
+        _wait_out_kpu_timer()
+        if _KEPT[1] is not None:
+            self.api, self.k = API_NEW, _KEPT[1]     # load again on the same object
+        else:
+            try:
+                self.api, self.k = detect_api()
+            except Exception as e:
+                self.error = "KPU unavailable: " + _err_text(e)
+                return
         if self.api is None:
             self.error = "this firmware has no KPU API (no maix.KPU, no KPU module)"
+            return
+        if self.api == API_OLD and len(self.shapes) > 1:
+            self.error = ("model has %d outputs but CanMV's run_with_output returns output 0 "
+                          "only: use a one-output model, or firmware canmv-v5 or MaixPy"
+                          % len(self.shapes))
             return
         try:
             self._load()
@@ -157,6 +222,10 @@ class Model:
             self.error = "model load failed (%s, %s): %s" % (self.api, self._where(), _err_text(e))
             self.task = None
             gc.collect()
+            return
+        if self.api == API_NEW:
+            _KEPT[0] = key
+            _KEPT[1] = self.k
 
     def _where(self):
         m = self.cfg["model"]
@@ -172,6 +241,7 @@ class Model:
         flash = m["source"] == "flash"
         gc.collect()
         if self.api == API_NEW:
+            _KEPT[0] = None
             if flash:
                 self.k.load(m["address"], size=m["size"])
             else:
@@ -182,6 +252,10 @@ class Model:
                 self.k.load_kmodel(m["address"], m["size"])
             else:
                 self.k.load_kmodel(m["path"])
+            # deinit (ours, or the firmware's after a Ctrl-C) dereferences yolo2_rl, NULL
+            # unless init_yolo2 ran (Maix_kpu.c: py_kpu_deinit): give it a 1x1 layer
+            self.k.init_yolo2([1.0, 1.0], anchor_num=1, img_w=1, img_h=1, net_w=1, net_h=1,
+                              layer_w=1, layer_h=1, classes=1)
             self.task = self.k
         else:
             kpu = self.k
@@ -198,18 +272,10 @@ class Model:
         n = len(self.shapes)
         if self.api == API_NEW:
             self.k.run(img)
-            if n == 1:
-                outs = [self.k.get_outputs()]
-            else:
-                outs = [self.k.get_outputs(index=i) for i in range(n)]
+            # the index is positional only: get_outputs(index=i) returns output 0
+            outs = [self.k.get_outputs(i) for i in range(n)]
         elif self.api == API_OLD:
-            r = self.k.run_with_output(img, getlist=True)
-            if r is None:
-                raise OSError("run_with_output returned None")
-            if n > 1 or (len(r) and isinstance(r[0], (list, tuple))):
-                outs = list(r)
-            else:
-                outs = [r]
+            outs = [self.k.run_with_output(img, getlist=True)]   # output 0 only, flat
         else:
             # forward runs the model and gives output 0; get_output(task, i) the others
             outs = [self.k.forward(self.task, img)[:]]
@@ -225,10 +291,12 @@ class Model:
         return outs[:n]
 
     def close(self):
+        """Legacy: deinit the task. CanMV releases: deinit (safe after init_yolo2).
+        feat/kpu: nothing (the model stays loaded for the next session, see _KEPT)."""
         try:
             if self.api == API_LEGACY and self.task is not None:
                 self.k.deinit(self.task)
-            elif self.k is not None and "deinit" in dir(self.k):
+            elif self.api == API_OLD and self.k is not None:
                 self.k.deinit()
         except Exception:
             pass
@@ -340,6 +408,7 @@ class Transfer:
         self.buf = None      # JPEG bytes (bytes, or a bytearray where uctypes is missing)
         self.wbuf = None     # where the JPEG's chunks are written: a view of buf, or buf
         self.fail = None     # (code, text): consume the data, then one ERROR
+        self.z = None        # rgb565z: the zinflate.Inflater filling the Image
         self.t0 = ticks()
 
 
@@ -406,15 +475,20 @@ class Server:
              "decoder": self.cfg["decoder"]["type"],
              "rx_buf": self.rbl, "window": self.window, "chunk": self.chunk,
              "max_payload": self.parser.max_payload, "baud": self.cfg["baud"],
-             "formats": ["rgb565", "jpeg"], "input_crc": self.crc_mode,
+             "formats": self.formats(), "input_crc": self.crc_mode,
              "features": P.FEATURES, "result_cache": RESULT_CACHE,
              "mem_free": mem_free(), "platform": sys.platform}
+        utils = maix_utils()
         try:
-            from Maix import utils
             d["heap_free"] = utils.heap_free()
         except Exception:
             pass
         return d
+
+    def formats(self):
+        if zinflate.available():
+            return ["rgb565", "jpeg", "rgb565z"]
+        return ["rgb565", "jpeg"]
 
     # -- input
     def poll(self):
@@ -533,6 +607,8 @@ class Server:
                     self.raw_image()
                 except MemoryError as e:
                     t.fail = (P.E_NO_MEMORY, "RGB565 image buffer: " + _err_text(e))
+        elif fmt == P.FMT_RGB565Z:
+            self.begin_rgb565z(t)
         elif fmt == P.FMT_JPEG:
             if total <= 0 or total > MAX_JPEG:
                 t.fail = (P.E_SIZE, "JPEG of %d bytes (max %d)" % (total, MAX_JPEG))
@@ -550,6 +626,36 @@ class Server:
             t.fail = (P.E_FORMAT, "unknown image format %d" % fmt)
         if total == 0:
             self.finish()
+
+    def begin_rgb565z(self, t):
+        if not zinflate.available():
+            t.fail = (P.E_FORMAT, "rgb565z: this firmware has no uzlib.DecompIO")
+        elif t.w != self.w or t.h != self.h or t.total <= 0:
+            t.fail = (P.E_SIZE, "rgb565z image %dx%d (%d bytes), model input is %dx%d"
+                      % (t.w, t.h, t.total, self.w, self.h))
+        else:
+            try:
+                self.raw_image()
+                t.z = zinflate.Inflater(2 * self.w * self.h, self.chunk, P.Z_WBITS)
+            except MemoryError as e:
+                t.fail = (P.E_NO_MEMORY, "rgb565z image buffer or inflater: " + _err_text(e))
+
+    def inflate(self, t, data):
+        """One rgb565z segment straight into the Image (or, without uctypes, through a row
+        buffer and the slice path)."""
+        z = t.z
+        n = z.next_len()
+        try:
+            if self.view is not None:
+                z.segment(data, memoryview(self.view)[z.done:z.done + n])
+            else:
+                off = z.done
+                buf = bytearray(n)
+                z.segment(data, buf)
+                fill_rows(self.img, self.w, off, buf)
+        except zinflate.InflateError as e:
+            t.fail = (P.E_INFLATE, "image %d: %s" % (t.id, e))
+            t.z = None
 
     def jpeg_buffer(self, t):
         # image.Image(data, from_bytes=True) takes bytes only (py_image.c: mp_obj_is_str_or_bytes):
@@ -599,6 +705,8 @@ class Server:
         if t.fail is None:
             if t.fmt == P.FMT_JPEG:
                 t.wbuf[off:off + n] = data
+            elif t.fmt == P.FMT_RGB565Z:
+                self.inflate(t, data)
             elif self.view is not None:
                 self.view[off:off + n] = data
             elif off % 2 or n % 2:
@@ -607,6 +715,10 @@ class Server:
                 fill_rows(self.img, self.w, off, data)
         t.got += n
         if t.got == t.total:
+            if t.z is not None and t.fail is None and not t.z.complete():
+                t.fail = (P.E_INFLATE, "image %d: the deflate stream gave %d of %d bytes"
+                          % (t.id, t.z.done, t.z.raw_total))
+            t.z = None
             self.finish()
 
     def finish(self):
@@ -647,6 +759,11 @@ class Server:
                 self.error(P.E_JPEG, t.id, "JPEG decode failed: " + _err_text(e))
                 return
             data = None
+            if img.width() == 0 or img.height() == 0:
+                # the firmware swallows decode errors: "Failed loading source image!" and
+                # a 0x0 image (MaixPy-v1 omv/img/imlib.c: imlib_load_image)
+                self.error(P.E_JPEG, t.id, "JPEG decode failed: the firmware made a 0x0 image")
+                return
             if img.width() != self.w or img.height() != self.h:
                 self.error(P.E_SIZE, t.id, "JPEG is %dx%d, model input is %dx%d"
                            % (img.width(), img.height(), self.w, self.h))
@@ -746,9 +863,36 @@ def _clip(v, lo, hi):
     return lo if v < lo else (hi if v > hi else v)
 
 
+def _own_ctrl_c():
+    """The REPL UART with the firmware's Ctrl-C turned off, or None. A Ctrl-C the firmware
+    sees while code runs makes CanMV free every KPU buffer 400 ms later (the kept model's
+    included, its runtime context lost): live mode watches for the byte itself."""
+    try:
+        import machine
+        import micropython
+        uart = machine.UART.repl_uart()
+        micropython.kbd_intr(-1)
+        return uart
+    except Exception:
+        return None
+
+
+def _ctrl_c_seen(uart):
+    if uart is None or not uart.any():
+        return False
+    data = uart.read()
+    if not data or 3 not in data:
+        return False
+    time.sleep_ms(100)          # a host sends Ctrl-C twice: take the second one here too
+    if uart.any():
+        uart.read()
+    return True
+
+
 def live(cfg, frames=0):
     """Live mode: sensor -> KPU -> decoder -> boxes + FPS on the LCD.
-    Ctrl-C stops it (kbd_intr stays on). frames > 0 stops after that many."""
+    Ctrl-C stops it (seen by this loop between frames, not by the firmware: _own_ctrl_c);
+    frames > 0 stops after that many."""
     import sensor
     import lcd
     w = cfg["input"]["width"]
@@ -768,6 +912,11 @@ def live(cfg, frames=0):
     if w > 320 or h > 240:
         print("k210-deploy live: model input %dx%d is larger than QVGA" % (w, h))
         return None
+    if w % 8 or h % 8:
+        # py_sensor.c: py_sensor_set_windowing takes multiples of 8 only
+        print("k210-deploy live: model input %dx%d: the camera window needs multiples of 8"
+              % (w, h))
+        return None
     if w != 320 or h != 240:
         sensor.set_windowing((w, h))
     sensor.skip_frames(time=500)
@@ -775,8 +924,12 @@ def live(cfg, frames=0):
     n = 0
     fps = 0.0
     t_last = ticks()
+    uart = _own_ctrl_c()
     try:
         while frames <= 0 or n < frames:
+            if _ctrl_c_seen(uart):
+                print("k210-deploy live: Ctrl-C: REPL")
+                break
             img = sensor.snapshot()
             outs = model.run(img)
             boxes = decode_boxes(cfg, outs)
@@ -798,6 +951,9 @@ def live(cfg, frames=0):
             n += 1
             outs = None
     finally:
+        if uart is not None:
+            import micropython
+            micropython.kbd_intr(3)
         model.close()
     return n
 
@@ -809,6 +965,10 @@ def main(cfg=None):
     if bad:
         print("k210-deploy: config.json: " + "; ".join(bad))
         return None
-    if cfg["mode"] == "serve":
-        return serve(cfg)
-    return live(cfg)
+    try:
+        if cfg["mode"] == "serve":
+            return serve(cfg)
+        return live(cfg)
+    except KeyboardInterrupt:
+        forget_kept_model()
+        raise

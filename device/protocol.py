@@ -66,7 +66,12 @@ TYPE_NAMES = {
 # image payload formats
 FMT_RGB565 = 0   # raw RGB565, big-endian pixels (as the firmware stores them), row-major
 FMT_JPEG = 1     # JPEG file bytes; the board decodes to RGB565
-FORMAT_NAMES = {FMT_RGB565: "rgb565", FMT_JPEG: "jpeg"}
+FMT_RGB565Z = 2  # FMT_RGB565 bytes as raw deflate, one sync-flushed segment per IMAGE_DATA
+FORMAT_NAMES = {FMT_RGB565: "rgb565", FMT_JPEG: "jpeg", FMT_RGB565Z: "rgb565z"}
+# rgb565z window: 2**Z_WBITS bytes of history (the board's DecompIO(stream, -Z_WBITS) ring).
+# Raw deflate with the window given explicitly: MicroPython 1.11's DecompIO(stream, 0) takes
+# 1 << CINFO (128 bytes for a 32 KiB zlib stream) from a zlib header as its window.
+Z_WBITS = 14    # 16 KiB: the window by measurement (docs/protocol.md, "rgb565z")
 
 # IMAGE_BEGIN flags
 F_INPUT_CRC = 0x01   # compute the CRC32 of the KPU input bytes
@@ -98,15 +103,16 @@ E_CONFIG = 13
 E_BUSY = 14
 E_CRC = 15          # NACK: the board dropped bytes that failed a frame check
 E_NO_RESULT = 16    # RESEND for an image whose RESULT the board does not hold
+E_INFLATE = 17      # an rgb565z segment did not inflate to its pixels (corrupt or cut short)
 ERROR_NAMES = {
     E_VERSION: "version", E_UNKNOWN_TYPE: "unknown_type", E_BAD_PAYLOAD: "bad_payload",
     E_STATE: "state", E_SIZE: "size", E_FORMAT: "format", E_JPEG: "jpeg",
     E_MODEL_LOAD: "model_load", E_KPU_RUN: "kpu_run", E_NO_MEMORY: "no_memory",
     E_INTERNAL: "internal", E_DECODER: "decoder", E_CONFIG: "config", E_BUSY: "busy",
-    E_CRC: "crc", E_NO_RESULT: "no_result",
+    E_CRC: "crc", E_NO_RESULT: "no_result", E_INFLATE: "inflate",
 }
 # Errors about the transfer rather than the image: the host sends the image again.
-TRANSPORT_ERRORS = (E_BAD_PAYLOAD, E_STATE, E_CRC, E_NO_RESULT)
+TRANSPORT_ERRORS = (E_BAD_PAYLOAD, E_STATE, E_CRC, E_NO_RESULT, E_INFLATE)
 
 # INFO "features": protocol extensions this board speaks (docs/protocol.md, "Recovery")
 FEATURES = ["seq_ack", "resend", "nack", "dedup"]

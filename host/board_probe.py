@@ -2,9 +2,9 @@
 it can load this build's kmodel (host.firmware.check_loadable).
 
 The probe reports sys.implementation, os.uname(), sys.platform, the KPU API generation
-(detected like device/detect.py: `maix.KPU` with load/run/get_outputs or load_kmodel/
-run_with_output, else `import KPU` with load/forward), `Maix.utils.heap_free()`,
-`gc.mem_free()`, whether `Maix.utils.flash_read` exists, the mounted filesystems and the
+(detected like device/detect.py: `maix.KPU` with load_kmodel/run_with_output, or a KPU
+object with load/run/get_outputs, else `import KPU` with load/forward), `utils.heap_free()`
+of `maix` (CanMV) or `Maix` (MaixPy-v1), `gc.mem_free()`, whether `utils.flash_read` exists, the mounted filesystems and the
 free space of /flash. The KPU API names the firmware profile (the kmodel versions it loads).
 """
 import json
@@ -37,15 +37,14 @@ except Exception as _e:
 _r['api'] = None
 try:
     from maix import KPU as _K
-    _k = _K()
-    _d = dir(_k)
-    if 'load' in _d and 'run' in _d and 'get_outputs' in _d:
-        _r['api'] = 'canmv-new'
-    elif 'load_kmodel' in _d and 'run_with_output' in _d:
+    _d = dir(_K)
+    if 'load_kmodel' in _d and 'run_with_output' in _d:
         _r['api'] = 'canmv-old'
-    if 'deinit' in _d:
-        _k.deinit()
-    del _k, _d, _K
+    else:
+        _d = dir(_K())
+        if 'load' in _d and 'run' in _d and 'get_outputs' in _d:
+            _r['api'] = 'canmv-new'
+    del _d, _K
 except ImportError:
     pass
 if _r['api'] is None:
@@ -59,12 +58,14 @@ if _r['api'] is None:
         pass
 _r['heap_free'] = None
 _r['flash_read'] = False
-try:
-    from Maix import utils as _ut
-    _r['heap_free'] = _ut.heap_free()
-    _r['flash_read'] = 'flash_read' in dir(_ut)
-except Exception:
-    pass
+for _m in ('maix', 'Maix'):
+    try:
+        _ut = __import__(_m).utils
+        _r['heap_free'] = _ut.heap_free()
+        _r['flash_read'] = 'flash_read' in dir(_ut)
+        break
+    except Exception:
+        pass
 gc.collect()
 _r['gc_free'] = gc.mem_free()
 print(ujson.dumps(_r))
@@ -116,7 +117,8 @@ def model_needs(kmodel_bytes):
 
 def problem(info, kmodel_bytes):
     """Why the board's firmware cannot load the kmodel (or it does not fit the heap the board
-    reports, or the profile's budget when it reports none); None when it can."""
+    reports; without that report the heap is not judged: the profiles' budgets are
+    estimates); None when it can."""
     if info.get("impl") != "micropython":
         return "the board is not running MicroPython (%s)" % info.get("impl")
     if info.get("api") is None:
@@ -126,8 +128,12 @@ def problem(info, kmodel_bytes):
     profile = firmware.get_profile(info["profile"])
     if info.get("heap_free") is not None:
         profile["heap_budget"] = int(info["heap_free"])
+    else:
+        # the profiles' budgets are estimates: only what the board reports refuses a model
+        profile["heap_budget"] = None
     try:
         firmware.check_loadable(profile, version, size, work)
+        firmware.check_outputs(profile, len(kmodel.parse(kmodel_bytes)["outputs"]))
     except UserError as exc:
         return str(exc)
     return None

@@ -1,6 +1,11 @@
 """The one error type users see: a one-line message saying what is wrong and what to do."""
 
 
+def one_line(exc):
+    """An exception's text on one line (its type name when it has none)."""
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
 class UserError(Exception):
     """A problem the user can fix. Printed as one line without traceback; exit code 2."""
 

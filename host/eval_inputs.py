@@ -15,6 +15,12 @@ board's JPEG decoder may differ by +-1 level in places: the board's input CRC th
 from the host's, which the report flags as a preprocessing difference (use rgb565 to compare
 the model alone).
 
+Payload `rgb565z` (the exact path, compressed): the same RGB565 bytes as rgb565, deflated per
+board chunk when sent (host.rgb565z); the board inflates them into the Image. Images are
+prepared as rgb565; which boards get rgb565z is decided per board from its INFO `formats`
+(`choose_format`): `--payload auto` (the default) and `rgb565z` use it where the board has
+uzlib and fall back to rgb565 elsewhere.
+
 Host CRCs (docs/protocol.md): `pixel_crc` = CRC32 of the big-endian RGB565 bytes, `input_crc` =
 CRC32 of the planar uint8 R, G, B bytes pix_to_ai() makes (the KPU input layout).
 """
@@ -28,7 +34,8 @@ from device import protocol as P
 from host import pixels
 from host.errors import UserError
 
-PAYLOADS = ("rgb565", "jpeg")
+PAYLOADS = ("rgb565", "jpeg")                   # what an EvalImage holds
+CHOICES = ("auto", "rgb565z", "rgb565", "jpeg")  # --payload
 JPEG_QUALITY = 95
 MAX_JPEG = 262144      # device/detect.py MAX_JPEG
 
@@ -100,6 +107,24 @@ def prepare(path, width, height, payload):
         q = pixels.quantize_rgb565(np.asarray(decoded))
     return EvalImage(name, path, source_size, resized, data, P.FMT_JPEG,
                      pixels.expand_rgb565(q), q)
+
+
+def pixel_payload(choice):
+    """The EvalImage payload a --payload choice needs: rgb565z travels as rgb565 bytes."""
+    if choice not in CHOICES:
+        raise UserError("--payload must be one of %s, not %r" % (", ".join(CHOICES), choice))
+    return "jpeg" if choice == "jpeg" else "rgb565"
+
+
+def choose_format(choice, info):
+    """(P.FMT_* for this board's RGB565 images, note or None). rgb565z only to a board whose
+    INFO lists it; otherwise rgb565, with a note saying so."""
+    if choice in ("auto", "rgb565z"):
+        if "rgb565z" in (info.get("formats") or []):
+            return P.FMT_RGB565Z, None
+        return P.FMT_RGB565, ("its INFO formats %s have no rgb565z (no uzlib on this firmware, "
+                              "or older device scripts): sending rgb565" % info.get("formats"))
+    return (P.FMT_JPEG if choice == "jpeg" else P.FMT_RGB565), None
 
 
 def prepare_all(paths, width, height, payload):

@@ -33,6 +33,7 @@ class Board(object):
         self.link = None
         self.session = None
         self.error = None
+        self.fmt = None          # the P.FMT_* this board's images go as (choose_format)
 
 
 def _bring_up(board, manifest, options):
@@ -98,9 +99,10 @@ def stream_all(boards, images, indices, replies, on_result=None, progress=True):
             if i is None:
                 return None
             img = images[i]
-            # raw RGB565: the board must report the CRC of exactly these bytes
+            fmt = board.fmt if img.fmt == P.FMT_RGB565 else img.fmt
+            # RGB565 (raw or deflated): the board must report the CRC of exactly these bytes
             want = img.pixel_crc if img.fmt == P.FMT_RGB565 else None
-            return session.ImageJob(i + 1, img.fmt, P.F_INPUT_CRC, _w(img), _h(img),
+            return session.ImageJob(i + 1, fmt, P.F_INPUT_CRC, _w(img), _h(img),
                                     img.payload, key=i, pixel_crc=want)
 
         def done(job, result, error):
@@ -194,14 +196,15 @@ def run(options):
     specs = transport.parse_ports(options.port)
     width, height = manifest["input"]["width"], manifest["input"]["height"]
     paths = eval_inputs.list_images(options.images, options.limit)
-    images = eval_inputs.prepare_all(paths, width, height, options.payload)
+    pixel_payload = eval_inputs.pixel_payload(options.payload)
+    images = eval_inputs.prepare_all(paths, width, height, pixel_payload)
     resized = sum(1 for i in images if i.resized)
     if resized:
         _say("note: %d of %d image(s) are not %dx%d: resized (bilinear, aspect ratio not kept) "
              "before the board and the host see them" % (resized, len(images), width, height))
 
     params = compare.decoder_params(manifest)
-    log = journal.Journal(options.out, manifest["kmodel"]["sha256"], options.payload, params,
+    log = journal.Journal(options.out, manifest["kmodel"]["sha256"], pixel_payload, params,
                           options.resume)
     try:
         replies, todo = _resumed(log, images, options.resume)
@@ -225,7 +228,7 @@ def run(options):
         records.append(rec)
     summary = compare.summarize(records, names)
     ok, reasons, warnings = compare.verdict(summary, options.min_f1, options.min_cos,
-                                            options.payload)
+                                            pixel_payload)
     report = {
         "tool": "serial_eval", "schema": 1,
         "manifest": os.path.relpath(manifest.path) if not os.path.isabs(options.manifest)
@@ -285,10 +288,14 @@ def _run_boards(specs, manifest, options, images, todo, replies, log):
                 _say("virtual board %s: provisioned /flash with %s"
                      % (b.link.virtual.state_dir, b.link.note))
             info = b.session.info
-            _say("board %s: %s, KPU API %s, kmodel V%s loaded, %d baud, window %d, chunk %d"
-                 % (b.link.name, info.get("firmware"), info.get("api"),
-                    info.get("kmodel_version"), info.get("baud"), info.get("window"),
-                    info.get("chunk")))
+            b.fmt, note = eval_inputs.choose_format(options.payload, info)
+            _say("board %s: %s, KPU API %s, kmodel V%s loaded, %d baud, window %d, chunk %d, "
+                 "payload %s" % (b.link.name, info.get("firmware"), info.get("api"),
+                                 info.get("kmodel_version"), info.get("baud"),
+                                 info.get("window"), info.get("chunk"),
+                                 P.FORMAT_NAMES[b.fmt]))
+            if note:
+                _say("board %s: %s" % (b.link.name, note))
         t0 = time.monotonic()
         try:
             wall = stream_all(boards, images, todo, replies, log.append, options.progress)
@@ -299,6 +306,7 @@ def _run_boards(specs, manifest, options, images, todo, replies, log):
         per_board, link = link_summary(boards, sent, wall)
         board_rows = [{"port": b.link.name, "virtual": b.link.virtual is not None,
                        "path": b.session.path, "serve_line": b.session.serve_line,
+                       "payload": P.FORMAT_NAMES.get(b.fmt),
                        "info": b.session.info, "link": per_board[k],
                        "board_errors": b.session.board_errors[-20:],
                        "logs": b.session.logs[-20:],

@@ -1,11 +1,13 @@
 """Firmware profiles as data: which kmodel versions a K210 firmware loads, its KPU API, how much
 memory is left for a model, and what it prints when loading fails.
 
-Sources are docs/k210-device.md (shared docs) and the public issue trackers named below; nothing
-here was measured on a board. The heap budgets are conservative estimates of the system heap
-free for the model after the firmware image (which runs from the 6 MiB general RAM) and the
-MicroPython GC heap: the whole kmodel is copied into that heap on load, plus the runtime's
-working memory (for V5, nncase's printed TOTAL covers both).
+Two budgets. The GC heap sizes come from the firmware source (below). The C heap budgets
+(`heap_budget`) are estimates from reported figures (the public issue trackers named below),
+not measurements and not derivable from source: the C heap is the 6 MiB general RAM
+(kendryte.ld: ram LENGTH 6 MiB, _heap_end = _ram_end) minus the firmware image (a build
+output), two stacks, the GC heap and the DMA buffers; the whole kmodel is copied into it on
+load, plus the runtime's working memory (for V5, nncase's printed TOTAL covers both). So
+`make kmodel` only warns against them and `make flash` judges the heap the board reports.
 """
 from host.errors import UserError
 
@@ -21,6 +23,14 @@ FLASH_FIRMWARE_END = 0x300000  # firmware images are < 3 MiB; models go above
 FLASH_SPIFFS_START = 0xD00000
 FLASH_SECTOR = 4096
 
+# The MicroPython GC heap, malloc'ed from the C heap at boot (maixpy_main.c: mp_task):
+# CONFIG_MAIXPY_GC_HEAP_SIZE in every projects/*/config_defaults.mk, MaixPy-v1 0x80000,
+# kendryte/canmv (main and feat/kpu) 0xBB9B0. Python objects (images and their KPU buffers,
+# bytes, lists) live there; kmodels and runtime memory are malloc'ed from the C heap
+# (Maix_kpu.c / maix_kpu.c), whose free size is the board's utils.heap_free().
+MAIXPY_GC_HEAP = 0x80000
+CANMV_GC_HEAP = 0xBB9B0
+
 API_LEGACY = "maixpy-kpu"   # `import KPU as kpu`: kpu.load / kpu.forward / kpu.set_outputs
 API_CANMV_OLD = "canmv-old"  # `from maix import KPU`: load_kmodel / run_with_output
 API_CANMV_NEW = "canmv-new"  # `from maix import KPU`: load(path, size=) / run / get_outputs
@@ -35,10 +45,17 @@ _MAIXPY_ERRORS = {
 _MAIXPY_V3_ERRORS = dict(
     _MAIXPY_ERRORS,
     version="[MAIXPY]kpu: load error:2002, ERR_KMODEL_VERSION: only support kmodel V3")
-_CANMV_ERRORS = {
+# kendryte/canmv@feat/kpu Maix/maix_kpu/maix_kpu.c: k210_kpu_load_kmodel
+_CANMV_V5_ERRORS = {
     "version": "OSError: Failed to load model",
     "memory": "MemoryError: Model buffer memory allocation failed "
               "(or 'SYSCALL: Out of memory' then 'OSError: Failed to load model')",
+}
+# kendryte/canmv@main Maix/maix_kpu/Maix_kpu.c: py_kpu_load_kmodel
+_CANMV_ERRORS = {
+    "version": "OSError: Failed to init model",
+    "memory": "MemoryError: model buffer memory allocation failed "
+              "(or 'SYSCALL: Out of memory' then 'OSError: Failed to init model')",
 }
 
 PROFILES = {
@@ -51,8 +68,8 @@ PROFILES = {
         # image. kendryte/canmv#34: a V5 model ran out of memory on a V5 build; maintainers'
         # advice is a minimum-size build. Shrinking the GC heap frees more.
         "heap_budget": 1300000 - 900000,
-        "gc_heap": 750 * 1024,  # CanMV default, k210-device.md
-        "errors": _CANMV_ERRORS,
+        "gc_heap": CANMV_GC_HEAP,
+        "errors": _CANMV_V5_ERRORS,
     },
     "canmv": {
         "description": "CanMV main (releases up to v1.0.5), no V5 runtime",
@@ -61,8 +78,10 @@ PROFILES = {
         # as MaixPy full builds: 1.3-2.0 MB observed free, keep the low end; kendryte/canmv#39
         # shows a ~1 MB model already failing on v1.0.5
         "heap_budget": 1300000,
-        "gc_heap": 750 * 1024,
+        "gc_heap": CANMV_GC_HEAP,
         "errors": _CANMV_ERRORS,
+        # Maix_kpu.c: py_kpu_run_with_output reads kpu_get_output(ctx, 0, ...) only
+        "max_outputs": 1,
     },
     "maixpy-v4": {
         "description": "MaixPy-v1 full builds (maixpy_*.bin) and *kmodel_v4* builds",
@@ -71,7 +90,7 @@ PROFILES = {
         # k210-device.md: full builds have shown only 1.3-2.0 MB free; 2-3 MB models fail with
         # 2006 (MaixPy-v1#426: 2.9 MB; #317: 1.9 MB). Keep the low end.
         "heap_budget": 1300000,
-        "gc_heap": 512 * 1024,
+        "gc_heap": MAIXPY_GC_HEAP,
         "errors": _MAIXPY_ERRORS,
     },
     "maixpy-v3": {
@@ -81,7 +100,7 @@ PROFILES = {
         # k210-device.md: practical model limit about 3.5 MB on minimum builds; MaixPy-v1#180
         # kpu.memtest() showed 3460 KB free system heap. Keep ~100 KB for image buffers.
         "heap_budget": 3400000,
-        "gc_heap": 512 * 1024,
+        "gc_heap": MAIXPY_GC_HEAP,
         "errors": _MAIXPY_V3_ERRORS,
     },
 }
@@ -135,10 +154,21 @@ def check_loadable(profile, version, model_size, working_memory=0):
                         % (name, "/V".join(str(v) for v in profile["kmodel_versions"]), version,
                            profile["errors"]["version"], version_advice(profile, version)))
     needed = model_size + working_memory
-    if needed > profile["heap_budget"]:
+    if profile["heap_budget"] is not None and needed > profile["heap_budget"]:
         raise UserError("the model needs %d bytes of heap (model %d + working memory %d) but "
                         "firmware %s has about %d free (on the board: %s): make the model "
                         "smaller (fewer channels, smaller input), use a smaller firmware build, "
                         "or reduce the MicroPython GC heap (%d KiB)"
                         % (needed, model_size, working_memory, name, profile["heap_budget"],
                            profile["errors"]["memory"], profile["gc_heap"] // 1024))
+
+
+def check_outputs(profile, count):
+    """Raise UserError unless the firmware's KPU API can read `count` outputs."""
+    profile = get_profile(profile)
+    limit = profile.get("max_outputs")
+    if limit is not None and count > limit:
+        raise UserError("firmware %s reads output 0 only (CanMV's run_with_output, "
+                        "kendryte/canmv Maix_kpu.c: py_kpu_run_with_output), this model has %d "
+                        "outputs: export a one-output model (concatenate the heads), or use "
+                        "firmware canmv-v5 or maixpy-v4" % (profile.get("name", "custom"), count))

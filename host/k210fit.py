@@ -94,15 +94,35 @@ def v4_placement(ops):
     return {"kpu": kpu, "cpu": cpu, "cpu_compute": [op for op in cpu if op[0] not in _GLUE_OPS]}
 
 
+# The serve loop's peak in the MicroPython GC heap (device/detect.py): the frame (w*h*2)
+# and its AI buffer (w*h*3), both xalloc'ed from the GC heap (MaixPy-v1 omv/py/py_image.c);
+# the outputs as lists of floats (a boxed mp_obj_float_t takes a 16-byte GC block, its list
+# slot 8 bytes); the RESULT payload (4 bytes a value) sent and RESULT_CACHE cached; the UART
+# ring (m_new in machine_uart.c); the interpreter with the device modules (an estimate). A
+# JPEG adds its bytes twice (the bytearray and the bytes copy from_bytes takes).
+GC_INTERPRETER = 64 * 1024
+GC_PER_OUTPUT_VALUE = 16 + 8 + 4 * 3
+SERVE_READ_BUF = 8192
+
+
+def serve_gc_peak(width, height, output_values, read_buf_len=SERVE_READ_BUF):
+    """Bytes of GC heap the serve loop needs at its peak for a raw RGB565 image (a JPEG
+    needs twice its own size more)."""
+    return (GC_INTERPRETER + read_buf_len + width * height * (2 + 3)
+            + output_values * GC_PER_OUTPUT_VALUE)
+
+
 def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
                flash_address=firmware.FLASH_MODEL_ADDRESS, allow_below_firmware=False,
-               v4_ops=None):
+               v4_ops=None, output_values=0):
     """Everything about whether the compiled model fits. `memory` is compile_kmodel()'s
     "memory" dict, `input_shape` the kmodel input [1, 3, H, W].
 
     Returns (report, warnings): report is JSON-able with keys kpu_ops, cpu_ops,
     cpu_compute_ops (lists of "Op name"), kpu_peak_bytes, kpu_ram_bytes, main_memory_bytes,
-    model_bytes, heap_budget_bytes, fits_heap, firmware, flash {address, end, size, ok};
+    model_bytes, heap_budget_bytes, fits_heap (the C heap: model + runtime), gc_heap_bytes,
+    serve_gc_bytes, fits_gc, jpeg_max_bytes (the GC heap: the serve loop's objects; a JPEG
+    larger than jpeg_max_bytes does not fit), firmware, flash {address, end, size, ok};
     kpu_peak_bytes is None when unknown (V4). `v4_ops`: a V4 kmodel's ops, used without
     dump_dir. warnings is a list of one-line strings.
     """
@@ -141,6 +161,17 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
                         % (needed, memory["model"], needed - memory["model"],
                            profile.get("name", "custom"), profile["heap_budget"],
                            profile["gc_heap"] // 1024))
+    # the second budget: the scripts' objects live in the GC heap, not beside the model
+    gc_need = serve_gc_peak(width, height, output_values)
+    gc_heap = profile["gc_heap"]
+    jpeg_max = max(0, (gc_heap - gc_need) // 2)
+    if gc_need > gc_heap:
+        warnings.append("serving needs about %d bytes of the MicroPython GC heap (image %dx%d, "
+                        "its KPU buffer, %d output values) but firmware %s has %d: use a "
+                        "smaller input or fewer outputs, or raise the GC heap "
+                        "(Maix.utils.gc_heap_size, then reboot)"
+                        % (gc_need, width, height, output_values,
+                           profile.get("name", "custom"), gc_heap))
     flash, problems = flash_placement(flash_address, memory["model"], allow_below_firmware)
     warnings.extend(problems)
     report = {
@@ -153,6 +184,10 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
         "model_bytes": memory["model"],
         "heap_budget_bytes": profile["heap_budget"],
         "fits_heap": fits,
+        "gc_heap_bytes": gc_heap,
+        "serve_gc_bytes": gc_need,
+        "fits_gc": gc_need <= gc_heap,
+        "jpeg_max_bytes": jpeg_max,
         "firmware": profile.get("name", "custom"),
         "flash": flash,
     }

@@ -79,6 +79,7 @@ def build(opts, log):
         frozen = freeze_model(opts)
     log("frozen: %s -> %s (%s)" % (frozen.input_node, ", ".join(frozen.output_nodes),
                                    frozen.source))
+    firmware.check_outputs(profile, len(frozen.output_nodes))
     with timer.stage("batchnorm check"):
         bn = batchnorm_check(frozen, calib_u8, input_scale, opts, warn)
     with timer.stage("tflite"):
@@ -117,7 +118,9 @@ def build(opts, log):
             fit, fit_warnings = k210fit.fit_report(
                 quant["dump_dir"], quant["compile"]["memory"],
                 quant["compile"]["inputs"][0]["shape"], profile, opts.flash_address,
-                v4_ops=info.get("ops"))
+                v4_ops=info.get("ops"),
+                output_values=sum(c * h * w for c, h, w in
+                                  (o["shape_chw"] for o in output_info)))
             for text in fit_warnings:
                 if text not in placement["problems"]:
                     warn(text)

@@ -18,6 +18,8 @@ has no raw-paste mode, so none is attempted.
 """
 import time
 
+from host.errors import one_line
+
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 SLICE = 256
 SLICE_PAUSE = 0.002     # s between slices (on top of the line time the kernel paces)
@@ -48,14 +50,14 @@ class RawRepl(object):
         try:
             self.serial.write(data)
         except Exception as exc:         # pyserial raises SerialException/OSError
-            raise ReplError("writing to %s failed: %s" % (self.name, _one_line(exc)))
+            raise ReplError("writing to %s failed: %s" % (self.name, one_line(exc)))
         self.sent += len(data)
 
     def _read(self, n=1):
         try:
             data = self.serial.read(n)
         except Exception as exc:
-            raise ReplError("reading from %s failed: %s" % (self.name, _one_line(exc)))
+            raise ReplError("reading from %s failed: %s" % (self.name, one_line(exc)))
         if data:
             self.received += data
             del self.received[:-2048]
@@ -81,7 +83,7 @@ class RawRepl(object):
             try:
                 n = self.serial.in_waiting
             except Exception as exc:
-                raise ReplError("reading from %s failed: %s" % (self.name, _one_line(exc)))
+                raise ReplError("reading from %s failed: %s" % (self.name, one_line(exc)))
             if n and self._read(n):
                 last = time.monotonic()
             elif time.monotonic() - last >= quiet:
@@ -162,6 +164,3 @@ class RawRepl(object):
             raise ExecError(err.decode("utf-8", "replace"), out.decode("utf-8", "replace"))
         return out.decode("utf-8", "replace")
 
-
-def _one_line(exc):
-    return " ".join(str(exc).split()) or exc.__class__.__name__

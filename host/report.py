@@ -89,6 +89,11 @@ def convert_summary(result, manifest, out_dir):
                     else "unknown (ncc plans it)", _kb(fit["kpu_ram_bytes"]),
                     _kb(fit["main_memory_bytes"]), _kb(fit["model_bytes"]),
                     _kb(fit["heap_budget_bytes"]), "fits" if fit["fits_heap"] else "DOES NOT FIT"))
+    if "gc_heap_bytes" in fit:
+        lines.append("  GC heap: serving %s of %s: %s (JPEG payloads up to %s)"
+                     % (_kb(fit["serve_gc_bytes"]), _kb(fit["gc_heap_bytes"]),
+                        "fits" if fit["fits_gc"] else "DOES NOT FIT",
+                        _kb(fit["jpeg_max_bytes"])))
     flash = result["flash"]
     lines.append("Flash: model at 0x%06X-0x%06X %s" % (flash["address"], flash["end"],
                                                        "OK" if flash.get("ok", True) else "!"))

@@ -50,9 +50,11 @@ def parser():
                    help="minimum board-vs-host detection F1 (default 0.98)")
     p.add_argument("--min-cos", type=float, default=0.999,
                    help="minimum mean output cosine similarity (default 0.999)")
-    p.add_argument("--payload", default="rgb565", choices=("rgb565", "jpeg"),
-                   help="rgb565: exact pixels (default); jpeg: ~10x fewer bytes, decoded on "
-                   "the board")
+    p.add_argument("--payload", default="auto", choices=("auto", "rgb565z", "rgb565", "jpeg"),
+                   help="auto (default): rgb565z where the board announces it, else rgb565; "
+                   "rgb565z: exact pixels deflated (~1.5-3x fewer bytes, inflated on the "
+                   "board; boards without uzlib get rgb565); rgb565: exact pixels; jpeg: "
+                   "~10x fewer bytes, decoded on the board (not exact)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N images only")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for a silent board (connect, and between frames "

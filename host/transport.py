@@ -25,7 +25,7 @@ import serial
 
 from host import devconfig
 from host.cli import REPO_ROOT
-from host.errors import UserError
+from host.errors import UserError, one_line
 
 VIRTUAL = "virtual"
 DEFAULT_VBOARD_STATE = os.path.join("build", "vboard")
@@ -100,7 +100,7 @@ def open_serial(name, baud=REPL_BAUD, timeout=0.05):
         ser = serial.serial_for_url(name, do_not_open=True)
     except (ValueError, serial.SerialException) as exc:
         raise UserError("port %s: %s: use a device path, socket://host:port, "
-                        "rfc2217://host:port or virtual" % (name, _one_line(exc)))
+                        "rfc2217://host:port or virtual" % (name, one_line(exc)))
     ser.baudrate = baud
     ser.timeout = timeout
     ser.write_timeout = None
@@ -118,12 +118,9 @@ def open_serial(name, baud=REPL_BAUD, timeout=0.05):
     return ser
 
 
-def _one_line(exc):
-    return " ".join(str(exc).split()) or exc.__class__.__name__
-
 
 def _open_error(name, exc, is_url):
-    text = _one_line(exc)
+    text = one_line(exc)
     code = getattr(exc, "errno", None)
     low = text.lower()
     if code == errno.EACCES or "permission denied" in low or "errno 13" in low:
@@ -206,13 +203,13 @@ def start_virtual(state_dir, manifest, baud, profile="canmv-v5", log_rate=0.05, 
     try:
         note = provision_virtual(state_dir, manifest, baud)
     except OSError as exc:
-        raise UserError("cannot prepare the virtual board in %s: %s" % (state_dir, _one_line(exc)))
+        raise UserError("cannot prepare the virtual board in %s: %s" % (state_dir, one_line(exc)))
     try:
         handle = launcher.start_board(state_dir, profile=profile, log_rate=log_rate, seed=seed,
                                       faults=faults)
     except RuntimeError as exc:
         raise UserError("the virtual board in %s did not start: %s"
-                        % (state_dir, _one_line(exc)[:300]))
+                        % (state_dir, one_line(exc)[:300]))
     return handle, note
 
 

@@ -8,7 +8,7 @@ sent again.
 
 Board-side helpers (MicroPython 1.11 dialect) are defined once per REPL session: `_kst(path)`
 -> (size, crc32) or (-1, 0); `_kfl(address, n)` -> crc32 of n bytes of the SPI flash read with
-`Maix.utils.flash_read` (None when the firmware lacks it).
+`utils.flash_read` of `maix` (CanMV) or `Maix` (MaixPy-v1) (None when neither has it).
 """
 import binascii
 import time
@@ -38,10 +38,14 @@ def _kst(p):
     f.close()
     return (n, c & 0xffffffff)
 def _kfl(a, n):
-    try:
-        from Maix import utils
-        rd = utils.flash_read
-    except (ImportError, AttributeError):
+    rd = None
+    for m in ('maix', 'Maix'):
+        try:
+            rd = __import__(m).utils.flash_read
+            break
+        except (ImportError, AttributeError):
+            pass
+    if rd is None:
         return None
     c = 0
     o = 0

@@ -13,6 +13,7 @@ from PIL import Image
 
 from device import decoders
 from device import protocol as P
+from host import rgb565z
 
 YOLO_ANCHORS = [1.08, 1.19, 3.42, 4.41, 6.63, 11.38, 9.42, 5.11, 16.62, 10.52]
 
@@ -100,9 +101,17 @@ class Stream:
 
     def image(self, image_id, fmt, payload, pixels, flags=P.F_INPUT_CRC, width=None,
               height=None):
+        """rgb565z: `payload` is the RGB565 bytes (deflated here, one segment per chunk) or
+        a list of ready segments (to send broken ones)."""
         w = self.cfg["input"]["width"] if width is None else width
         h = self.cfg["input"]["height"] if height is None else height
-        for ftype, body in P.image_frames(image_id, fmt, flags, w, h, payload, self.chunk):
+        if fmt == P.FMT_RGB565Z and not isinstance(payload, list):
+            payload = rgb565z.segments(payload, self.chunk)     # RGB565 bytes: deflate them
+        if fmt == P.FMT_RGB565Z:
+            frames = rgb565z.image_frames(image_id, flags, w, h, payload)
+        else:
+            frames = P.image_frames(image_id, fmt, flags, w, h, payload, self.chunk)
+        for ftype, body in frames:
             self.frame(ftype, body)
         if pixels is not None:
             self.expect[image_id] = (pixels, flags)

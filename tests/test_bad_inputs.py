@@ -6,7 +6,6 @@ half-written in the output directory.
 Cheap by design: most cases fail before TensorFlow loads (host/precheck.py); one tiny real
 build (conftest.tiny_build) serves every case that needs a manifest; the few that need
 TensorFlow, or a virtual board, say so in their name."""
-import fcntl
 import json
 import os
 import shutil

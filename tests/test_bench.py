@@ -194,3 +194,29 @@ def test_render_does_not_modify_results():
     copied = copy.deepcopy(r)
     table.render(r)
     assert r == copied
+
+
+def _photo(payload, baud, per_image, rate, crcs="6/6", extra=None):
+    run = _link("tiny", baud, payload, 0.9, 0.9, 9.0, images=6)
+    run.update({"image_set": "photos", "pixel_crc_equal": crcs, "input_crc_equal": crcs})
+    run["median"].update({"payload_bytes_per_image": per_image, "images_per_second": rate})
+    run.update(extra or {})
+    return run
+
+
+def test_rgb565z_table_ratios_target_and_labels():
+    r = results()
+    z = {"inflate_ms_host": 13.2, "compression_ratio": 1.83}
+    r["link"] += [_photo("rgb565", 1500000, 143360.0, 0.95),
+                  _photo("rgb565z", 1500000, 78300.0, 1.80, extra=z),
+                  _photo("jpeg", 1500000, 19000.0, 3.1)]
+    text = table.render(r)
+    assert "**Exact pixels compressed: rgb565z**" in text
+    row = [l for l in text.splitlines() if l.startswith("| RGB565z (deflate) | 1,500,000 |")]
+    assert row and "| 1.83x |" in row[0] and "| 1.89x |" in row[0] and "| 13.2 |" in row[0]
+    assert "1.89x (deflate ratio 1.83x), CRCs all equal: met." in text
+    # the photo rows stay out of the example-set link table and its same-run ratios
+    assert "tiny kmodel (link only), RGB565, photos" not in text
+    r["link"][-2] = _photo("rgb565z", 1500000, 78300.0, 1.60, crcs="5/6", extra=z)
+    text = table.render(r)
+    assert "CRCs **not all equal**: **not met**." in text

@@ -5,7 +5,7 @@ import os
 import pytest
 from PIL import Image
 
-from conftest import REPO, SEED_PB, assert_nothing_written, assert_one_line_error, run_tool
+from conftest import SEED_PB, assert_nothing_written, assert_one_line_error, run_tool
 from host import manifest as manifest_mod
 
 SEED_ARGS = ["--frozen-pb", SEED_PB, "--input-node", "Input_image", "--output-node",

@@ -73,7 +73,8 @@ def _exec(handle, code):
     with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
         repl = RawRepl(ser)
         repl.enter()
-        return repl.exec_raw(code)
+        # each forward is an `ncc infer` process: allow for a loaded machine (a hang guard)
+        return repl.exec_raw(code, timeout=120)
 
 
 def test_v4_kmodel_is_checked_and_lists_its_ops(v4_model):

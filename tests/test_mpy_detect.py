@@ -13,6 +13,7 @@ from device import decoders
 from device import detect
 from device import float32
 from device import protocol as P
+from host import rgb565z
 import mpy_board as B
 import mpy_harness as H
 
@@ -127,6 +128,36 @@ def test_serve_loop_answers_trouble_and_resends(tmp_path):
     assert ("jpeg", 6) in names
     assert any(e["name"] == "crc" for e in errors), errors
     assert any("Failed loading source image!" in l for l in lines)   # the firmware's print
+
+
+def test_serve_loop_rgb565z_inflates_into_the_image(tmp_path):
+    """rgb565z on the firmware's uzlib: photos-like and noise images (several segments each at
+    read_buf_len 4096) give the RESULT of their pixels; a corrupt or mis-cut deflate stream is
+    ERROR inflate for that image (the host sends it again), never a RESULT, and the images
+    after it are still right. INFO lists rgb565z (the unix port has uzlib)."""
+    rng = np.random.RandomState(8)
+    cfg = B.config(64, 48, "grid", (5, 3, 4), read_buf_len=4096, threshold=0.3)
+
+    def build(stream):
+        px = B.to_rgb565(B.rgb565_image(rng, 64, 48))
+        noise = rng.randint(0, 256, 2 * 64 * 48, dtype=np.uint8).tobytes()
+        stream.image(1, P.FMT_RGB565Z, px, px)
+        stream.image(2, P.FMT_RGB565Z, noise, noise, flags=0)
+        segs = rgb565z.segments(px, stream.chunk)
+        bad = [bytes([segs[0][0] ^ 0xFF]) + segs[0][1:]] + segs[1:]
+        stream.image(3, P.FMT_RGB565Z, bad, None)
+        cut = [segs[0][:-20], segs[0][-20:] + segs[1]] + segs[2:]
+        stream.image(4, P.FMT_RGB565Z, cut, None)
+        stream.image(5, P.FMT_RGB565Z, px[:100], None, width=10, height=5)    # wrong size
+        stream.image(6, P.FMT_RGB565Z, px, px)                  # the Image after failures
+
+    n, diffs, results, errors, frames, out, lines = serve_run(tmp_path, cfg, build)
+    assert n == 3 and not diffs, diffs[:3]
+    assert sorted(results) == [1, 2, 6]
+    names = sorted((e["name"], e["ref"]) for e in errors)
+    assert names == [("inflate", 3), ("inflate", 4), ("size", 5)], errors
+    info = [P.unpack_json(p) for t, _s, p in frames if t == P.T_INFO][0]
+    assert "rgb565z" in info["formats"]
 
 
 def expected_drawing(cfg, seed, frames):

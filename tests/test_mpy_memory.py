@@ -69,7 +69,13 @@ RUNS = [pytest.param("MaixPy", H.MAIXPY_GC_HEAP, 224, 160, (30, 5, 7), P.FMT_RGB
         pytest.param("CanMV", CANMV_GC_HEAP, 320, 224, (30, 7, 10), P.FMT_RGB565,
                      id="CanMV-rgb565"),
         pytest.param("CanMV", CANMV_GC_HEAP, 320, 224, (30, 7, 10), P.FMT_JPEG,
-                     id="CanMV-jpeg", marks=FRAGMENTS)]
+                     id="CanMV-jpeg", marks=FRAGMENTS),
+        # rgb565z: the RGB565 Image plus, per image, a DecompIO, its 16 KiB window and the
+        # segment buffer (device/zinflate.py)
+        pytest.param("MaixPy", H.MAIXPY_GC_HEAP, 224, 160, (30, 5, 7), P.FMT_RGB565Z,
+                     id="MaixPy-rgb565z"),
+        pytest.param("CanMV", CANMV_GC_HEAP, 320, 224, (30, 7, 10), P.FMT_RGB565Z,
+                     id="CanMV-rgb565z")]
 
 
 @pytest.mark.parametrize("firmware,gc_heap,width,height,out_shape,fmt", RUNS)

@@ -817,3 +817,41 @@ def test_malformed_frames_never_crash_the_board_or_grow_its_memory(board):
     assert server.running
     assert grown < 16 * 1024, "the board holds %d more bytes after 5x more bad frames" % grown
     assert len(server.cache) <= 2 and server.parser.buffered() <= server.parser.cap
+
+
+def _send_rgb565z(host, image_id, w, h, raw, chunk, flags=0):
+    from host import rgb565z
+    for t, p in rgb565z.image_frames(image_id, flags, w, h, rgb565z.segments(raw, chunk)):
+        host.send(t, p)
+        host.pump()
+
+
+def test_rgb565z_without_uctypes_goes_through_the_slice_path(board, monkeypatch):
+    """No uctypes view of the Image: each segment is inflated into a bytearray and stored
+    through the slice path, pixel for pixel; the board's uzlib is the vboard's shim."""
+    from device import zinflate
+    from host.vboard.shims import uzlib
+    monkeypatch.setattr(zinflate, "uzlib", uzlib.build(None))
+    host, server, uart = board(serve_cfg(w=16, h=8, rbl=1024))
+    info = host.hello()
+    assert "rgb565z" in info["formats"]
+    raw = bytes(np.random.RandomState(3).randint(0, 4, 256).astype(np.uint8))
+    _send_rgb565z(host, 4, 16, 8, raw, info["chunk"])
+    host.pump(5)
+    results = [P.unpack_result(p) for t, _, p in host.got if t == P.T_RESULT]
+    assert _replies(host) == [("RESULT", 4)]
+    r = results[0]
+    assert bytes(server.img) == raw and r["flags"] & P.R_PIXELS_SLOW
+    assert info["chunk"] < len(raw)     # more than one segment
+
+
+def test_rgb565z_refused_by_a_board_without_uzlib(board, monkeypatch):
+    from device import zinflate
+    monkeypatch.setattr(zinflate, "uzlib", None)
+    host, server, uart = board(serve_cfg(w=16, h=8, rbl=1024))
+    info = host.hello()
+    assert info["formats"] == ["rgb565", "jpeg"]
+    _send_rgb565z(host, 5, 16, 8, bytes(256), info["chunk"])
+    host.pump(5)
+    assert _replies(host) == [("format", 5)]
+    assert server.model.runs == 0

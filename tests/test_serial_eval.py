@@ -176,9 +176,11 @@ def test_virtual_board_end_to_end(request, model, six, tmp_path):
     images = six if model == "seed" else EVAL_DIR
     limit = [] if model == "seed" else ["--limit", "8"]
     out = tmp_path / "eval"
-    proc = _eval(manifest, images, out, "--vboard-state", tmp_path / "vb", *limit)
+    proc = _eval(manifest, images, out, "--vboard-state", tmp_path / "vb", "--payload",
+                 "rgb565", *limit)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = _report(out, 6 if model == "seed" else 8)
+    assert report["boards"][0]["payload"] == "rgb565"
     assert "PASS" in proc.stdout and "Link:" in proc.stdout
     # the board was provisioned from the manifest (no flash step yet) and booted into serve
     assert report["boards"][0]["provisioned"].startswith("boot.py, config.json")
@@ -238,6 +240,42 @@ def test_two_virtual_boards_share_the_images(seed, six, tmp_path):
     assert all(b["link"]["images"] >= 1 for b in boards)
     assert sum(b["link"]["images"] for b in boards) == 6
     assert len(set(r["board_port"] for r in report["images"])) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["seed", "example"])
+def test_rgb565z_by_default_exact_and_smaller(request, model, six, tmp_path):
+    """The default payload (auto) on a virtual board, whose INFO lists rgb565z: deflated
+    RGB565, every pixel and input CRC equal to the host's, fewer bytes than rgb565."""
+    manifest = request.getfixturevalue(model)
+    images = six if model == "seed" else EVAL_DIR
+    n = 6 if model == "seed" else 8
+    out = tmp_path / "eval"
+    proc = _eval(manifest, images, out, "--vboard-state", tmp_path / "vb", "--limit", str(n))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(out, n)
+    assert report["run"]["payload"] == "auto"
+    assert report["boards"][0]["payload"] == "rgb565z"
+    assert "rgb565z" in report["boards"][0]["info"]["formats"]
+    assert "payload rgb565z" in proc.stdout
+    w, h = manifest["input"]["width"], manifest["input"]["height"]
+    assert report["link"]["payload_bytes"] < 0.8 * n * 2 * w * h
+
+
+def test_payload_choice_per_board():
+    with_z = {"formats": ["rgb565", "jpeg", "rgb565z"]}
+    without = {"formats": ["rgb565", "jpeg"]}
+    assert eval_inputs.choose_format("auto", with_z) == (P.FMT_RGB565Z, None)
+    assert eval_inputs.choose_format("rgb565z", with_z) == (P.FMT_RGB565Z, None)
+    for choice in ("auto", "rgb565z"):       # a board without uzlib is never sent rgb565z
+        fmt, note = eval_inputs.choose_format(choice, without)
+        assert fmt == P.FMT_RGB565 and "sending rgb565" in note
+    assert eval_inputs.choose_format("rgb565", with_z) == (P.FMT_RGB565, None)
+    assert eval_inputs.choose_format("jpeg", with_z) == (P.FMT_JPEG, None)
+    assert [eval_inputs.pixel_payload(c) for c in eval_inputs.CHOICES] == \
+        ["rgb565", "rgb565", "rgb565", "jpeg"]
+    with pytest.raises(UserError):
+        eval_inputs.pixel_payload("png")
 
 
 @pytest.mark.slow
@@ -319,7 +357,8 @@ def test_board_reset_or_port_unplugged_mid_run_all_images_complete(seed, six, tm
 @pytest.mark.slow
 def test_live_mode_camera_to_lcd(seed, six, tmp_path):
     """main.py starts live mode: the sensor shim plays the image folder, the KPU runs, boxes
-    and the FPS are drawn, the LCD shim writes each frame as a PNG; Ctrl-C stops it."""
+    and the FPS are drawn, the LCD shim writes each frame as a PNG; Ctrl-C stops it (seen by
+    the live loop, not the firmware, whose Ctrl-C would free the KPU buffers on CanMV)."""
     state = str(tmp_path / "vb")
     transport.provision_virtual(state, seed, 1500000)
     cfg = devconfig.device_config(seed, mode="live", grace_ms=300)
@@ -338,12 +377,12 @@ def test_live_mode_camera_to_lcd(seed, six, tmp_path):
         assert len(frames) >= 4, "live mode showed %d frame(s)" % len(frames)
         import serial
         with serial.Serial(board.port, 115200, timeout=0.2) as ser:
-            ser.write(b"\x03")                    # live mode keeps Ctrl-C enabled
+            ser.write(b"\x03")    # live mode watches for Ctrl-C itself (device/detect.py)
             seen = b""
             end = time.monotonic() + 15
             while b">>> " not in seen and time.monotonic() < end:
                 seen += ser.read(4096)
-        assert b"k210-deploy: interrupted: REPL" in seen and b">>> " in seen
+        assert b"k210-deploy live: Ctrl-C: REPL" in seen and b">>> " in seen
     shots = [np.asarray(Image.open(os.path.join(lcd, n)).convert("RGB")) for n in frames[:4]]
     assert all(s.shape == (240, 320, 3) for s in shots)
     # frames follow the folder (006, 007, 008, 009): all different

@@ -4,6 +4,9 @@ frames, delay spikes, board resets mid-frame, port disconnects) at >= 1 % of fra
 against a fault-free run of the same images on the same tiny real model (nncase simulator
 as the KPU, TensorFlow on the host). No silent corruption: every image is accounted for and
 its record (output tensors bit for bit, CRCs, boxes, metrics) equals the fault-free run's.
+The faulty run sends rgb565z (deflated segments inflated on the board; a 2 KiB UART ring, so
+chunks of 472 bytes and each 16x16 image's 512 bytes in two segments), the fault-free run plain
+rgb565: the same pixels, so the same records.
 
 CI runs >= 2,000 frames (SOAK_FRAMES, default 2000); `make soak` runs 20,000."""
 import json
@@ -25,6 +28,7 @@ BAUD = 3000000
 # each kind stays >= 1 % of the frames of every board (once it has seen 400).
 SPEC = ("flip=0.02,drop=0.02,dup=0.02,reorder=0.02,truncate=0.02,delay=0.02,"
         "reset=0.0125,disconnect=0.0125,period=400,delay_ms=100,disconnect_ms=100")
+ZRING = 2048      # the faulty run's read_buf_len
 # every image costs at least 4 frames (IMAGE_BEGIN, IMAGE_DATA, ACK, RESULT)
 IMAGES = FRAMES // 4 + 10
 # fields that differ between runs by nature: board timings, memory, which board ran it
@@ -36,10 +40,11 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.timeout(max(600, FRAMES // 10), func_only=True)]
 
 
-def _fast_boot_boards(state, manifest, n):
+def _fast_boot_boards(state, manifest, n, read_buf_len=None):
     """Boards flashed with this build and a 100 ms boot grace period (a reset costs a
     reboot: keep it short), serve mode at 3 Mbaud."""
-    cfg = devconfig.device_config(manifest, baud=BAUD, grace_ms=100)
+    ring = {} if read_buf_len is None else {"read_buf_len": read_buf_len}
+    cfg = devconfig.device_config(manifest, baud=BAUD, grace_ms=100, **ring)
     for k in range(n):
         d = transport.vboard_state_dir(state, k)
         transport.provision_virtual(d, manifest, BAUD)
@@ -68,13 +73,18 @@ def test_soak_every_fault_kind_nothing_lost_nothing_wrong(tiny_build, tmp_path):
     images = tiny_model.images(tmp_path / "images", IMAGES, seed=17, smooth=False)
     clean_state = str(tmp_path / "clean")
     _fast_boot_boards(clean_state, tiny_build, BOARDS)
-    clean, _ = _eval(tiny_build, images, tmp_path / "clean-out", clean_state)
+    clean, _ = _eval(tiny_build, images, tmp_path / "clean-out", clean_state,
+                     "--payload", "rgb565")
     assert clean["summary"]["failed"] == 0
 
     state = str(tmp_path / "faulty")
-    _fast_boot_boards(state, tiny_build, BOARDS)
+    _fast_boot_boards(state, tiny_build, BOARDS, read_buf_len=ZRING)
     faulty, proc = _eval(tiny_build, images, tmp_path / "faulty-out", state,
-                         "--vboard-faults", SPEC, "--vboard-seed", "7", "--retries", "20")
+                         "--vboard-faults", SPEC, "--vboard-seed", "7", "--retries", "20",
+                         "--payload", "rgb565z")
+    assert [b["payload"] for b in clean["boards"]] == ["rgb565"] * BOARDS
+    assert [b["payload"] for b in faulty["boards"]] == ["rgb565z"] * BOARDS
+    assert all(b["info"]["chunk"] < 2 * 16 * 16 for b in faulty["boards"])   # 2 segments
 
     # the faults happened, at >= 1 % of all frames for every kind
     counts = [b["faults"] for b in faulty["boards"]]

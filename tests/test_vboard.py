@@ -52,7 +52,8 @@ def test_boots_and_runs_scripts_from_its_flash(tmp_path):
                 == "/flash 42\r\n"
             # uos/os describe the firmware, not the host
             out = repl.exec("import os, sys\nprint(os.uname().machine, sys.implementation.version)")
-            assert out == "Sipeed_M1 with kendryte-k210 (1, 11, 0)\r\n"
+            # (the default profile is CanMV: its board name and its own build version)
+            assert out == "CanMV_Board with kendryte-k210 (1, 0, 5)\r\n"
     with open(os.path.join(state, "flash", "main.txt")) as f:
         assert f.read() == "42"
     assert not os.path.exists(os.path.join(state, "port.json")), "cleaned up on stop"

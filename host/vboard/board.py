@@ -52,6 +52,10 @@ class PowerCycle(BaseException):
     wherever board code is; never caught by board code's `except Exception`."""
 
 
+class Trapped(Exception):
+    """Raised in a thread other than the main one when firmware code it runs traps (halt)."""
+
+
 class ResetRequest(SystemExit):
     """What machine.reset()/soft_reset() raise inside board code (a SystemExit, like the
     firmware); `execute` turns it into SoftReset/HardReset once the script has unwound."""
@@ -69,6 +73,7 @@ class Session:
         self.main = {"__name__": "__main__"}
         self.uarts = {}
         self.models = []           # loaded KPU models (heap accounting, legacy max 5)
+        self.kpus = []             # CanMV KPU objects the firmware lists (free_after_ctrl_c)
         self.sensor = None
         self.lcd = None
 
@@ -104,6 +109,8 @@ class Board:
         self.power = threading.Condition()
         self.reset_held = False
         self.halted = False             # the main thread is held in reset (or deciding)
+        self.trapped = False            # the CPU trapped (halt()): nothing runs until RESET
+        self._kpu_timer = None          # CanMV's KPU free timer after a Ctrl-C (on_ctrl_c)
         self.pending_power = False
         self._next_log = self._schedule_log(time.monotonic())
         self.builtins = self._make_builtins()
@@ -151,13 +158,49 @@ class Board:
         if self.executing and self.interrupt_char == 3:
             self.pending_interrupt = True
             signal.pthread_kill(self.main_thread, signal.SIGUSR1)
+            self._start_kpu_timer()
             return True
         return False
+
+    def _start_kpu_timer(self):
+        """CanMV (kendryte/canmv machine_uart.c: the UART IRQ on the interrupt char) starts
+        a one-shot timer; 400 ms after the last Ctrl-C, maixpy_main.c: deinit_kpu_timer_cb
+        frees every KPU buffer (kpu_api.free_after_ctrl_c)."""
+        if self.profile.api not in ("new", "old"):
+            return
+        from host.vboard.shims import kpu_api
+        if self._kpu_timer is not None:
+            self._kpu_timer.cancel()
+        session = self.session
+        self._kpu_timer = threading.Timer(kpu_api.CTRL_C_FREE_DELAY,
+                                          kpu_api.free_after_ctrl_c, (self, session))
+        self._kpu_timer.daemon = True
+        self._kpu_timer.start()
+
+    def halt(self, why):
+        """The CPU traps (a fault in firmware C code): the trap text, then nothing runs
+        until RESET. The text is the virtual board's; a real trap handler's dump differs."""
+        self.write(("vboard: core 0 trap, %s: halted until reset\r\n" % why).encode())
+        self.trapped = True
+        if threading.get_ident() == self.main_thread:
+            self._trap()
+        signal.pthread_kill(self.main_thread, signal.SIGUSR1)
+        raise Trapped(why)
+
+    def _trap(self):
+        while True:
+            try:
+                time.sleep(3600)
+            except KeyboardInterrupt:    # a trapped CPU ignores Ctrl-C too
+                pass
 
     def _sigusr1(self, signum, frame):
         if self.pending_power:
             self.pending_power = False
+            self.trapped = False
             raise PowerCycle()
+        if self.trapped:
+            self._trap()
         fire = self.pending_interrupt and self.executing
         self.pending_interrupt = False
         if fire:
@@ -417,18 +460,22 @@ class Board:
                 repl.friendly_repl(self)
 
     def banner(self):
+        """The boot log (maixpy_main.c: printk lines of MaixPy-v1 / CanMV); the clock and
+        flash ID values are those of a Maix Dock."""
         p = self.profile
-        return ("\r\n[MAIXPY]Pll0:freq:806000000\r\n[MAIXPY]Pll1:freq:398666666\r\n"
-                "[MAIXPY]Pll2:freq:45066666\r\n[MAIXPY]cpu:freq:403000000\r\n"
-                "[MAIXPY]kpu:freq:398666666\r\n[MAIXPY]Flash:0xc8:0x17\r\n"
-                "open second core...\r\ngc heap=0x80300000-0x%08x(%d)\r\n"
-                "[MaixPy] init end\r\n\r\n"
-                "  vboard: virtual K210, firmware profile %s\r\n\r\n"
-                % (0x80300000 + p.gc_heap_bytes, p.gc_heap_bytes, p.name))
+        tag, gc_tag = p.log_tag, "[%s]" % p.platform
+        return ("\r\n[%s] Pll0:freq:832000000\r\n[%s] Pll1:freq:398666666\r\n"
+                "[%s] Pll2:freq:45066666\r\n[%s] cpu:freq:416000000\r\n"
+                "[%s] kpu:freq:398666666\r\n[%s] Flash:0xc8:0x17\r\n"
+                "%s gc heap=0x80300000-0x%08x(%d)\r\n"
+                % (tag, tag, tag, tag, tag, tag, gc_tag, 0x80300000 + p.gc_heap_bytes,
+                   p.gc_heap_bytes))
 
     def repl_banner(self):
-        return ("MicroPython v%s on 2023-03-22; %s\r\nType \"help()\" for more information.\r\n"
-                % (self.profile.release, self.profile.machine))
+        # MicroPython's pyexec.c friendly REPL banner with the port's board and tag
+        from host.vboard.shims import uos
+        return ("MicroPython v%s on %s; %s\r\nType \"help()\" for more information.\r\n"
+                % (uos.release_string(self.profile), uos.BUILD_DATE, self.profile.machine))
 
     def ticks_ms(self):
         return int((time.monotonic() - self.boot_time) * 1000)

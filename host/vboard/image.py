@@ -65,10 +65,20 @@ class Image:
             w, h = size if size is not None else (320, 240)
             self._set(np.zeros((h, w), dtype=np.uint16), RGB565)
         elif from_bytes:
+            # sipeed/MaixPy-v1 omv/img/imlib.c: imlib_load_image with data_type 2: a JPEG
+            # that fails to decode raises nothing (`if(data_type != 2)`); picojpeg_util.c:
+            # picojpeg_util_read prints its error and the image stays 0x0
             data = bytes(path)
             if not data.startswith(b"\xff\xd8"):
-                raise ValueError("from_bytes only supports JPEG data")
-            self._set_pil(_decode(io.BytesIO(data)))
+                raise ValueError("format not supported")
+            try:
+                pil = _decode(io.BytesIO(data))
+            except OSError:
+                from host.vboard import board as _board
+                _board.current().print("Failed loading source image!")
+                self._set(np.zeros((0, 0), dtype=np.uint16), RGB565)
+                return
+            self._set_pil(pil)
         else:
             real = fs.resolve(path)
             if not real.lower().endswith((".bmp", ".jpg", ".jpeg", ".ppm", ".pgm")):

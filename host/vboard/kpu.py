@@ -235,3 +235,22 @@ def shutdown():
     """Stop the KPU worker (the board is going away; it would also exit on its own when its
     request pipe closes)."""
     ENGINE.stop()
+
+
+def flash_model_size(offset):
+    """(size, version) of a V4 or V5 model at a flash offset, given without size (legacy
+    kpu.load(address), CanMV feat/kpu load(offset)): the headers tell how far it extends.
+    (None, version) otherwise."""
+    head = fs.read_flash(offset, 32)
+    magic, version, header_size, _flags, _align, modules = struct.unpack_from("<4sIIIII", head)
+    if magic != b"LDMK":
+        return None, struct.unpack_from("<I", head)[0]
+    if version == 4:
+        return kmodel.v4_size(lambda o, n: fs.read_flash(offset + o, n)), 4
+    if version != 5:
+        return None, version
+    pos = offset + header_size
+    for _ in range(modules):
+        size = struct.unpack_from("<I", fs.read_flash(pos + 16 + 8, 4))[0]
+        pos += size
+    return pos - offset, 5

@@ -63,6 +63,8 @@ class Line:
         self._prev_host_baud = None
         self._host_changed = 0.0
         self._closed = False
+        self._ahead = b""           # host -> board bytes read ahead (see _from_pty)
+        self._ahead_at = 0.0
         self.port = None            # the UartPort fed by this line (set by attach)
         self.on_reset = None        # callable: the board's RESET pin (fault `reset`)
         self.on_path = None         # callable(path or None): the pty moved (fault `disconnect`)
@@ -178,6 +180,7 @@ class Line:
                     except OSError:
                         pass
             self.master = self.slave = None
+            self._ahead = b""           # bytes in an unplugged bridge are lost
             self._reopen_at = time.monotonic() + seconds
             self._drop_client()
         if self.on_path is not None:
@@ -238,7 +241,7 @@ class Line:
             if self.client is not None:
                 fds.append(self.client)
             try:
-                ready, _, _ = select.select(fds, [], [], BAUD_SAMPLE)
+                ready, _, _ = select.select(fds, [], [], 0 if self._ahead else BAUD_SAMPLE)
             except (OSError, ValueError):
                 if self._closed:
                     raise
@@ -251,6 +254,8 @@ class Line:
                     self._from_tcp(pacer)
                 elif fd == master:
                     self._from_pty(pacer, master)
+            if self._ahead and master is not None and master not in ready:
+                self._from_pty(pacer, master)
             self._tick()
 
     def _accept(self):
@@ -267,15 +272,40 @@ class Line:
         if client is not None:
             client.close()
 
-    def _from_pty(self, pacer, master):
-        baud = self.port.baud
+    def _read_master(self, master, n):
         try:
-            data = os.read(master, chunk_size(baud))
+            return os.read(master, n)
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EIO, errno.EBADF):
-                return
+                return b""
             raise
-        pacer.wait_sent(len(data), baud)
+
+    def _from_pty(self, pacer, master):
+        """One chunk host -> board. While it crosses the line the next chunk is read ahead
+        with the time it was there, so the wire stays busy when the host keeps writing."""
+        baud = self.port.baud
+        step = chunk_size(baud)
+        if self._ahead:
+            data, ready = self._ahead, self._ahead_at
+            self._ahead = b""
+        else:
+            data, ready = self._read_master(master, step), time.monotonic()
+            if not data:
+                return
+
+        def read_ahead(seconds):
+            if self._ahead:
+                time.sleep(seconds)
+                return
+            try:
+                readable = select.select([master], [], [], seconds)[0]
+            except (OSError, ValueError):
+                time.sleep(seconds)
+                return
+            if readable:
+                self._ahead, self._ahead_at = self._read_master(master, step), time.monotonic()
+
+        pacer.wait_sent(len(data), baud, ready, read_ahead)
         if self.baud_ok(baud):           # else: framing errors, the bytes are lost
             self._to_port(data)
 

@@ -2,16 +2,18 @@
 
 `make(name, board)` returns the module a board script gets for `import name`, or None
 when the firmware has no such built-in (then the board's filesystem is searched). The
-u-prefixed MicroPython names and their plain aliases give the same module object.
+u-prefixed MicroPython names and their plain aliases give the same module object. `Maix`
+(MaixPy-v1) and `maix` (CanMV) are different names on different firmwares: no alias.
 """
-from host.vboard.shims import kpu_api, kpu_legacy, lcd, machine, misc, sensor, uos, usys, utime
+from host.vboard.shims import (kpu_api, kpu_legacy, lcd, machine, misc, sensor, uos, usys,
+                               utime, uzlib)
 
 # firmware name -> canonical name
 _ALIASES = {
     "time": "utime", "os": "uos", "binascii": "ubinascii", "struct": "ustruct",
-    "json": "ujson", "hashlib": "uhashlib", "usys": "sys", "Maix": "maix",
+    "json": "ujson", "hashlib": "uhashlib", "usys": "sys",
     "collections": "ucollections", "random": "urandom", "re": "ure", "errno": "uerrno",
-    "io": "uio", "array": "uarray", "heapq": "uheapq",
+    "io": "uio", "array": "uarray", "heapq": "uheapq", "zlib": "uzlib",
 }
 
 # MicroPython built-ins whose CPython counterparts behave alike for device code
@@ -25,7 +27,8 @@ _BUILDERS = {
     "micropython": misc.build_micropython, "gc": misc.build_gc, "utils": misc.build_utils,
     "ubinascii": misc.build_ubinascii, "ustruct": misc.build_ustruct,
     "ujson": misc.build_ujson, "uhashlib": misc.build_uhashlib, "uctypes": misc.build_uctypes,
-    "maix": kpu_api.build_maix, "KPU": kpu_legacy.build_legacy,
+    "maix": kpu_api.build_maix, "Maix": kpu_api.build_Maix, "KPU": kpu_legacy.build_legacy,
+    "uzlib": uzlib.build,
 }
 
 

@@ -8,12 +8,9 @@ live in lib_sipeed_kpu*.a, a binary blob: what they do is taken from the error t
 (get_kpu_err_str, sipeed_kpu.h) and the blob's symbol names, and said so where it matters.
 The model itself runs in host/vboard/kpu.py (V4: ncc infer; V5: nncase's simulator).
 """
-import struct
 
 import numpy as np
 
-from host import kmodel
-from host.vboard import fs
 from host.vboard import kpu as _kpu
 from host.vboard.image import Image
 from host.vboard.shims.base import new_module
@@ -28,24 +25,6 @@ _ERR_TEXT = {  # get_kpu_err_str
 _ERR_OUTPUTS_SET = "ERR_OUTPUTS_SET: need kpu.set_outputs() to set shape"  # ..._OUTPUTS_NODONE
 _MODEL_SUFFIXES = (".kmodel", ".smodel", ".emodel")
 _YOLO_MAX_OBJECTS = 10  # sipeed_yolo2.h obj_info_t.obj[10]
-
-
-def _flash_model_size(offset):
-    """(size, version) of a V4 or V5 model at a flash offset, given without size (legacy
-    kpu.load(address)): the headers tell how far it extends. (None, version) otherwise."""
-    head = fs.read_flash(offset, 32)
-    magic, version, header_size, _flags, _align, modules = struct.unpack_from("<4sIIIII", head)
-    if magic != b"LDMK":
-        return None, struct.unpack_from("<I", head)[0]
-    if version == 4:
-        return kmodel.v4_size(lambda o, n: fs.read_flash(offset + o, n)), 4
-    if version != 5:
-        return None, version
-    pos = offset + header_size
-    for _ in range(modules):
-        size = struct.unpack_from("<I", fs.read_flash(pos + 16 + 8, 4))[0]
-        pos += size
-    return pos - offset, 5
 
 
 def _load_error(code):
@@ -300,7 +279,7 @@ def build_legacy(board):
             raise _load_error(ERR_MODELS_FULL)
         size = None
         if isinstance(source, int):
-            size, version = _flash_model_size(source)
+            size, version = _kpu.flash_model_size(source)
             if size is None and version == 3 and 3 in board.profile.kmodel_versions:
                 raise OSError("vboard: a V3 kmodel (no host runtime) from flash is not emulated")
             if size is None:          # not a kmodel the loader knows: its version check fails

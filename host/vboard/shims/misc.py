@@ -10,6 +10,7 @@ from host.vboard import fs
 from host.vboard import image as _image
 from host.vboard import kpu as _kpu
 from host.vboard import memory as _memory
+from host.vboard.shims import uzlib as _uzlib
 from host.vboard.shims.base import new_module
 
 # Rough GC-heap use of the interpreter itself after boot (MicroPython objects, REPL).
@@ -28,8 +29,13 @@ _FPIOA_FUNCS = (["JTAG_TCLK", "JTAG_TDI", "JTAG_TMS", "JTAG_TDO"]
 
 
 def build_image(board):
-    return new_module("image", Image=_image.Image, RGB565=_image.RGB565,
-                      GRAYSCALE=_image.GRAYSCALE, JPEG=_image.JPEG)
+    """sipeed/MaixPy-v1 omv/py/py_image.c: globals_dict_table: `Image` is a function
+    (py_image_load_image) returning an image object; no pixel format constants (those are
+    sensor's)."""
+    def Image(*args, **kwargs):
+        return _image.Image(*args, **kwargs)
+
+    return new_module("image", Image=Image)
 
 
 class _Fpioa:
@@ -39,6 +45,9 @@ class _Fpioa:
 
 
 class _FpioaManager:
+    """sipeed/MaixPy-v1 components/micropython/port/builtin_py/fpioa_manager.py: `fm`
+    (register / unregister / get_pin_by_function over Maix.FPIOA)."""
+
     def __init__(self):
         self.fpioa = _Fpioa()
         self._pins = {}
@@ -66,6 +75,7 @@ def build_fpioa_manager(board):
 
 
 def build_micropython(board):
+    """py/modmicropython.c: mp_module_micropython_globals_table."""
     def kbd_intr(chr):
         # only lasts for the running program: every execution starts with Ctrl-C enabled
         board.interrupt_char = chr
@@ -81,9 +91,10 @@ def build_micropython(board):
 
 
 def gc_used(board):
-    """Estimate: interpreter baseline + live image buffers + UART receive buffers."""
+    """Estimate: interpreter baseline + live image buffers + UART receive buffers + uzlib
+    decompressor state."""
     images = sum(img.nbytes() for img in list(_image.LIVE))
-    return _GC_BASE + images + board.port.capacity
+    return _GC_BASE + images + board.port.capacity + _uzlib.live_bytes()
 
 
 def gc_free(board):
@@ -91,22 +102,33 @@ def gc_free(board):
 
 
 def build_gc(board):
+    """py/modgc.c: gc_module_globals_table (mem_free/mem_alloc are the vboard's estimate)."""
     return new_module("gc", collect=_gc.collect, mem_free=lambda: gc_free(board),
                       mem_alloc=lambda: gc_used(board), enable=lambda: None,
                       disable=lambda: None, isenabled=lambda: True, threshold=lambda *a: -1)
 
 
 def build_utils(board):
+    """`Maix.utils` / `maix.utils` (sipeed/MaixPy-v1 and kendryte/canmv@main, feat/kpu
+    Maix/Maix_utils.c: locals_dict_table): gc_heap_size, heap_free, flash_read."""
     def flash_read(address, size):
-        # Maix.utils.flash_read (MaixPy docs; assumed alike on CanMV): bytes of the SPI flash
+        # Maix_utils.c: py_flash_read: bytes of the SPI flash
         return fs.read_flash(address, size)
 
+    def gc_heap_size(*size):
+        # Maix_utils.c: py_gc_heap_size: the configured size; with one argument it stores
+        # the size for the next boot and returns None (the running heap keeps its size)
+        if len(size) > 1:
+            raise OSError(22)                        # MP_EINVAL
+        return None if size else board.profile.gc_heap_bytes
+
+    # Maix_utils.c: py_heap_free: the C heap's free bytes (get_free_heap_size2)
     return new_module("utils", heap_free=lambda: _kpu.heap_free(board),
-                      gc_heap_size=lambda *a: board.profile.gc_heap_bytes,
-                      flash_read=flash_read)
+                      gc_heap_size=gc_heap_size, flash_read=flash_read)
 
 
 def build_ubinascii(board):
+    """extmod/modubinascii.c: mp_module_binascii_globals_table (crc32 over any buffer)."""
     def hexlify(data, sep=None):
         if not sep:
             return _binascii.hexlify(bytes(data))
@@ -125,12 +147,14 @@ def build_ubinascii(board):
 
 
 def build_ustruct(board):
+    """py/modstruct.c: mp_module_struct_globals_table (CPython's struct: same formats)."""
     return new_module("ustruct", pack=_struct.pack, unpack=_struct.unpack,
                       calcsize=_struct.calcsize, pack_into=_struct.pack_into,
                       unpack_from=_struct.unpack_from)
 
 
 def build_ujson(board):
+    """extmod/modujson.c: mp_module_ujson_globals_table (CPython's json)."""
     return new_module("ujson", dumps=_json.dumps, loads=_json.loads, dump=_json.dump,
                       load=_json.load)
 
@@ -148,5 +172,7 @@ def build_uctypes(board):
 
 
 def build_uhashlib(board):
+    """sipeed/MaixPy-v1 components/micropython/port/src/moduhashlib_maixpy.c (hardware
+    SHA256)."""
     # the hardware SHA's one-call-only limit (k210-device.md) is not emulated
     return new_module("uhashlib", sha256=lambda data=b"": _hashlib.sha256(bytes(data)))

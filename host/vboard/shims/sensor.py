@@ -16,7 +16,8 @@ from host.vboard.shims.base import new_module
 FRAMESIZES = {"QQVGA": (160, 120), "QVGA": (320, 240), "VGA": (640, 480),
               "B64X64": (64, 64), "B128X128": (128, 128), "B240X240": (240, 240),
               "B320X320": (320, 320), "CIF": (352, 288), "QCIF": (176, 144)}
-RGB565, GRAYSCALE = 2, 1
+# sipeed/MaixPy-v1 omv/include/sensor.h: pixformat_t (py_sensor.c exports these)
+RGB565, YUV422, GRAYSCALE, JPEG = 2, 3, 4, 5
 _EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
 
 
@@ -71,56 +72,77 @@ def _test_pattern(w, h):
 
 
 def build(board):
+    """sipeed/MaixPy-v1 (and kendryte/canmv) components/micropython/port/src/omv/py/
+    py_sensor.c: globals_dict_table; each function names its C function."""
     def camera():
         if board.session.sensor is None:
             raise RuntimeError("Sensor Timeout! (call sensor.reset() first)")
         return board.session.sensor
 
     def reset(*args, **kwargs):
+        # py_sensor.c: py_sensor_reset (the probe's find line is omv/sensor.c's)
         board.session.sensor = _Camera(board)
         board.write(b"[MAIXPY]: find ov2640\r\n")
 
     def set_pixformat(fmt):
+        # py_sensor.c: py_sensor_set_pixformat
         camera().pixformat = fmt
 
     def set_framesize(size):
+        # py_sensor.c: py_sensor_set_framesize (the vboard's frame sizes are (w, h) tuples,
+        # the firmware's are framesize_t numbers)
         cam = camera()
         cam.framesize = size
         cam.window = None
 
     def set_windowing(roi):
+        # sipeed/MaixPy-v1 omv/py/py_sensor.c: py_sensor_set_windowing -> True
         cam = camera()
         fw, fh = cam.framesize
-        if len(roi) == 2:
-            w, h = roi
-            roi = ((fw - w) // 2, (fh - h) // 2, w, h)
-        x, y, w, h = roi
-        if w > fw or h > fh or x < 0 or y < 0 or x + w > fw or y + h > fh:
-            raise ValueError("window out of the frame")
-        cam.window = tuple(roi)
+        if len(roi) == 4:
+            x, y, w, h = (int(v) for v in roi)
+        elif len(roi) == 2:
+            w, h = (int(v) for v in roi)
+            x, y = fw // 2 - w // 2, fh // 2 - h // 2
+        else:
+            raise ValueError("The tuple/list must either be (x, y, w, h) or (w, h)")
+        if w < 8 or h < 8:
+            raise ValueError("The selected window is too small")
+        if x < 0 or x + w > fw or y < 0 or y + h > fh:
+            raise ValueError("The selected window is outside the bounds of the frame")
+        if w % 8 or h % 8:
+            raise ValueError("value must be multiple of 8")
+        cam.window = (x, y, w, h)
+        return True
 
     def snapshot():
+        # py_sensor.c: py_sensor_snapshot (RGB565 and its AI buffer, as the DVP fills both)
         img = camera().capture()
-        if camera().pixformat == GRAYSCALE:
-            raise ValueError("vboard: GRAYSCALE camera frames are not emulated")
+        if camera().pixformat != RGB565:
+            raise ValueError("vboard: only RGB565 camera frames are emulated")
         return img
 
     def skip_frames(n=10, time=None):
+        # py_sensor.c: py_sensor_skip_frames
         camera()
 
     def set_hmirror(on):
+        # py_sensor.c: py_sensor_set_hmirror
         camera().hmirror = bool(on)
 
     def set_vflip(on):
+        # py_sensor.c: py_sensor_set_vflip
         camera().vflip = bool(on)
 
     def width():
+        # py_sensor.c: py_sensor_width / py_sensor_height
         return camera().size()[0]
 
     def height():
         return camera().size()[1]
 
     def noop(*args, **kwargs):
+        # py_sensor.c: the image-quality setters (no effect on the virtual camera)
         camera()
 
     m = new_module("sensor", reset=reset, set_pixformat=set_pixformat,
@@ -129,6 +151,7 @@ def build(board):
                    set_vflip=set_vflip, width=width, height=height, run=noop,
                    set_brightness=noop, set_contrast=noop, set_saturation=noop,
                    set_auto_gain=noop, set_auto_whitebal=noop, set_auto_exposure=noop,
-                   get_id=lambda: 0x2642, RGB565=RGB565, GRAYSCALE=GRAYSCALE)
+                   get_id=lambda: 0x2642, RGB565=RGB565, YUV422=YUV422,
+                   GRAYSCALE=GRAYSCALE, JPEG=JPEG)
     m.__dict__.update(FRAMESIZES)
     return m

@@ -1,9 +1,12 @@
-"""`sys` as MicroPython 1.11 on the K210 has it; stdin/stdout/stderr are the REPL UART."""
+"""`sys` as MicroPython 1.11 on the K210 has it (py/modsys.c: mp_module_sys_globals_table
+with the port's mpconfigport.h); stdin/stdout/stderr are the REPL UART."""
 import collections
 
 from host.vboard.shims.base import new_module
 
-Implementation = collections.namedtuple("implementation", ["name", "version", "mpy"])
+# MicroPython 1.11 py/modsys.c on these ports: (name, version), version being the firmware's
+# build version (mpconfigport.h redefines MICROPY_VERSION_*)
+Implementation = collections.namedtuple("implementation", ["name", "version"])
 
 
 class _Stdio:
@@ -36,12 +39,12 @@ class _Stdio:
 def build(board):
     """A fresh `sys` module for one boot."""
     m = new_module("sys")
-    m.implementation = Implementation("micropython", (1, 11, 0), 4)
+    m.implementation = Implementation("micropython", tuple(board.profile.release))
     m.version = "3.4.0"
     m.version_info = (3, 4, 0)
-    m.platform = "MaixPy"
+    m.platform = board.profile.platform       # MICROPY_PY_SYS_PLATFORM
     m.byteorder = "little"
-    m.maxsize = 2 ** 31 - 1
+    m.maxsize = 2 ** 63 - 1                   # 64-bit RISC-V: mp_int_t is 64 bits
     m.argv = []
     m.path = board.default_sys_path()
     m.modules = board.session.modules
@@ -49,9 +52,11 @@ def build(board):
     m.stdout = m.stderr = m.stdin = stdio
 
     def exit(code=0):
+        # py/modsys.c: mp_sys_exit
         raise SystemExit(code)
 
     def print_exception(exc, file=None):
+        # py/modsys.c: mp_sys_print_exception
         text = board.format_exception(exc)
         (file or stdio).write(text if file is None else text.replace("\r\n", "\n"))
 

@@ -1,14 +1,20 @@
-"""`utime` / `time`: ticks since boot (30-bit wrap, as MicroPython), sleeps, `clock()`."""
+"""`utime` / `time`: ticks since boot, sleeps, `clock()`.
+
+sipeed/MaixPy-v1 components/micropython/port/src/standard_lib/utime/modutime.c (the same file
+in kendryte/canmv): MicroPython's extmod/utime_mphal.c ticks and sleeps plus MaixPy's clock.
+"""
 import time as _time
 
 from host.vboard.shims.base import new_module
 
-TICKS_PERIOD = 1 << 30
+# extmod/utime_mphal.h: MICROPY_PY_UTIME_TICKS_PERIOD = MP_SMALL_INT_POSITIVE_MASK + 1, and
+# a small int has 63 bits on the K210's 64-bit RISC-V: ticks wrap at 2**62
+TICKS_PERIOD = 1 << 62
 _EPOCH_2000 = 946684800     # MicroPython's time() counts from 2000-01-01
 
 
 class _Clock:
-    """MaixPy's time.clock(): tick()/fps()/avg() frame timing."""
+    """modutime.c: py_time_clock (tick / fps / avg / reset frame timing)."""
 
     def __init__(self):
         self._t0 = _time.monotonic()
@@ -30,6 +36,7 @@ def build(board):
     def since_boot():
         return _time.monotonic() - board.boot_time
 
+    # extmod/utime_mphal.c: time_ticks_ms / ticks_us / ticks_diff / ticks_add / sleep*
     def ticks_ms():
         return int(since_boot() * 1000) % TICKS_PERIOD
 
@@ -53,9 +60,11 @@ def build(board):
         _time.sleep(us / 1000000.0)
 
     def now():
+        # modutime.c: time_time (seconds since 2000-01-01; the board's RTC)
         return int(_time.time()) - _EPOCH_2000
 
     def localtime(secs=None):
+        # modutime.c: time_localtime
         t = _time.gmtime((now() if secs is None else secs) + _EPOCH_2000)
         return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, t.tm_wday,
                 t.tm_yday)
