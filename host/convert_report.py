@@ -47,10 +47,13 @@ def _verdicts(bn, q, fit, result):
         items.append(("Quantisation", q["mean_cos"] >= GOOD_COS,
                       "mean cos %.5f, l2r %.4f on %d held-out images"
                       % (q["mean_cos"], q["mean_l2r"], q["holdout_images"])))
-    items.append(("K210 fit", fit["fits_heap"] and not fit["cpu_compute_ops"],
-                  "%d KPU op(s), %d CPU compute op(s), main RAM %s"
+    fits_gc = fit.get("fits_gc", True)
+    items.append(("K210 fit", fit["fits_heap"] and fits_gc and not fit["cpu_compute_ops"],
+                  "%d KPU op(s), %d CPU compute op(s), main RAM %s%s"
                   % (len(fit["kpu_ops"]), len(fit["cpu_compute_ops"]),
-                     "fits" if fit["fits_heap"] else "DOES NOT FIT")))
+                     "fits" if fit["fits_heap"] else "DOES NOT FIT",
+                     "" if "fits_gc" not in fit else ", GC heap " +
+                     ("fits" if fits_gc else "DOES NOT FIT"))))
     layers = result.get("layer_error")
     if layers:
         w = min(layers["layers"], key=lambda row: row["cos"])
@@ -110,6 +113,9 @@ def _fit(fit, manifest):
              fit["heap_budget_bytes"])]
     if fit["kpu_peak_bytes"]:
         bars.insert(0, ("KPU RAM peak", fit["kpu_peak_bytes"], fit["kpu_ram_bytes"]))
+    if "gc_heap_bytes" in fit:
+        bars.append(("MicroPython GC heap (serve loop peak)", fit["serve_gc_bytes"],
+                     fit["gc_heap_bytes"]))
     ops = [[op, "KPU"] for op in fit["kpu_ops"]] + \
         [[op, "CPU (compute)" if op in fit["cpu_compute_ops"] else "CPU (glue)"]
          for op in fit["cpu_ops"]]
