@@ -244,7 +244,7 @@ def jpeg_table(runs):
 
 
 STAGE_ORDER = ("load images", "freeze", "batchnorm check", "tflite", "float reference",
-               "nncase compile", "report")
+               "nncase compile", "per-layer error", "report")
 
 
 def kmodel_table(k):

@@ -70,6 +70,13 @@ def parser():
     q.add_argument("--ncc", help="path to an ncc v0.1 (kmodel V3) or v0.2 (V4) binary instead "
                    "of the pip nncase (V5); a --firmware that cannot load V5 uses "
                    ".venv/bin/ncc (`make ncc`) without it")
+    q.add_argument("--no-layer-error", dest="layer_error", action="store_false",
+                   help="skip the per-layer quantisation error (a second, diagnostic compile "
+                        "and simulation: about the time of the first)")
+    q.add_argument("--ncc-layer-error", action="store_true",
+                   help="with an ncc build (V4): measure the per-layer error too (ncc v0.2 "
+                        "crashes on a model with several outputs, so this is one ncc compile "
+                        "per layer)")
     d = p.add_argument_group("decoding")
     d.add_argument("--decoder", default="raw", choices=("yolo2", "grid", "raw"))
     d.add_argument("--anchors", help="yolo2 anchors w0,h0,w1,h1,... in grid cells, or a JSON "

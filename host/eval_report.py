@@ -1,15 +1,19 @@
 """serial_eval's outputs: the terminal summary, report.json, per-image overlay PNGs and
-report.html (plain HTML, no external assets). Everything is built in a staging directory
-inside --out and moved in only when complete (host.atomic.staged_dir).
+report.html (verdict and key numbers on top, the disagreeing images as inline overlays worst
+first, charts, the sortable per-image table; one file with no external assets). Everything is
+built in a staging directory inside --out and moved in only when complete
+(host.atomic.staged_dir).
 """
+import base64
 import html
 import json
 import os
 
 from PIL import Image, ImageDraw
 
-from host import atomic
+from host import atomic, charts
 from host.report import tensor_table
+from host.report_html import CSS, SORT_SCRIPT, table
 
 HOST_COLOR = (0, 200, 0)        # host TensorFlow boxes
 BOARD_COLOR = (255, 0, 200)     # board boxes
@@ -152,53 +156,136 @@ def overlay_name(index, record):
 
 
 # ------------------------------------------------------------------ html
-_CSS = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-        "td.l,th.l{text-align:left}.bad{background:#fdd}.ok{color:#070}.fail{color:#b00}"
-        "pre{background:#f6f6f6;padding:8px}.h{color:rgb%s}.b{color:rgb%s}"
-        % (HOST_COLOR, BOARD_COLOR))
+MAX_THUMBNAILS = 30             # inline overlays of the worst images (the rest: overlays/)
+_CRC = {True: "equal", False: "DIFFERS", None: "-"}
 
 
 def _e(text):
     return html.escape(str(text))
 
 
-def html_page(report, overlay_names):
+def disagreement_order(report):
+    """Indexes of the images where board and host disagree, worst first: failed images, then
+    input CRC differences, then most unmatched boxes, then lowest output cos."""
+    min_cos = report["thresholds"]["min_cos"]
+    keyed = []
+    for i, rec in enumerate(report["images"]):
+        if rec["status"] != "ok":
+            keyed.append(((0, 0, 0.0), i))
+            continue
+        crc_differs = rec["crc"]["input_equal"] is False
+        unmatched = rec["detections"]["unmatched"]
+        cos = min(t["cos"] for t in rec["tensors"])
+        if crc_differs or unmatched or cos < min_cos:
+            keyed.append(((1 if crc_differs else 2, -unmatched, cos), i))
+    return [i for _, i in sorted(keyed)]
+
+
+def _why(rec):
+    if rec["status"] != "ok":
+        return "FAILED %s: %s" % (rec["error"].get("name"), rec["error"].get("reason", "")[:80])
+    parts = ["cos %.5f" % min(t["cos"] for t in rec["tensors"])]
+    if rec["detections"]["unmatched"]:
+        parts.insert(0, "%d unmatched box(es)" % rec["detections"]["unmatched"])
+    if rec["crc"]["input_equal"] is False:
+        parts.insert(0, "input CRC DIFFERS")
+    return ", ".join(parts)
+
+
+def _key_numbers(report):
+    s = report["summary"]
+    items = [("images", "%d%s" % (s["images"], " of %d" % report["run"]["images_total"]
+                                  if report["run"]["partial"] else ""))]
+    if s["compared"]:
+        items += [("detection F1", "%.4f" % s["detections"]["f1"]),
+                  ("mean cos", "%.5f" % s["mean_cos"]),
+                  ("input CRC equal", "%d / %d" % (s["input_crc"]["equal"], s["compared"])),
+                  ("KPU ms / image", _f(s["kpu_ms"]["mean"], "%.1f"))]
+    items.append(("failed", str(len(s["failures"]))))
+    return "<table>%s</table>" % "".join(
+        "<tr><th class='l'>%s</th><td>%s</td></tr>" % (_e(k), _e(v)) for k, v in items)
+
+
+def _charts(report):
+    ok = [r for r in report["images"] if r["status"] == "ok"]
+    if not ok:
+        return ""
+    matches = [m for r in ok for m in r.get("matches", [])]
+    return "<h2>Charts</h2><div class='charts'>%s</div>" % "".join([
+        charts.series([min(t["cos"] for t in r["tensors"]) for r in ok],
+                      "output cos per image, board vs host", "cos"),
+        charts.histogram([m["score_delta"] for m in matches],
+                         "score delta of matched boxes", "|board - host| score"),
+        charts.histogram([m["box_delta_px"] for m in matches],
+                         "box delta of matched boxes", "max corner delta (px)"),
+        charts.series([r["board"]["kpu_ms"] for r in ok], "KPU time per image", "ms")])
+
+
+def _thumbnails(report, thumbnails):
+    order = disagreement_order(report)
+    if not order:
+        return "<h2>Disagreements</h2><p class='ok'>None: every image agrees.</p>"
+    shown = order[:MAX_THUMBNAILS]
+    out = ["<h2>Disagreements (%d image(s), worst first%s)</h2>"
+           % (len(order), ", first %d shown" % len(shown) if len(shown) < len(order) else ""),
+           "<p>Overlays: <span class='h'>&#9632; host TensorFlow boxes</span>, "
+           "<span class='b'>&#9632; board boxes</span>, on the pixels the KPU received.</p>",
+           "<div class='thumbs'>"]
+    for i in shown:
+        rec = report["images"][i]
+        out.append("<figure><a href='%s'><img alt='%s' src='data:image/png;base64,%s'></a>"
+                   "<figcaption>%s: %s</figcaption></figure>"
+                   % (_e(rec["overlay"]), _e(rec["name"]),
+                      base64.b64encode(thumbnails[i]).decode("ascii"), _e(rec["name"]),
+                      _e(_why(rec))))
+    out.append("</div>")
+    return "\n".join(out)
+
+
+def _image_table(report):
+    rows, classes = [], []
+    for rec in report["images"]:
+        link = "<a href='%s'>%s</a>" % (_e(rec["overlay"]), _e(rec["name"]))
+        if rec["status"] == "ok":
+            cells = ["ok", len(rec["host_boxes"]), len(rec["board_boxes"]),
+                     rec["detections"]["unmatched"], "%.3f" % rec["detections"]["f1"],
+                     "%.5f" % rec["tensors"][0]["cos"], "%.4f" % rec["tensors"][0]["max_abs"],
+                     _CRC[rec["crc"]["input_equal"]], "%.0f" % rec["board"]["kpu_ms"]]
+            bad = rec["detections"]["unmatched"] or rec["crc"]["input_equal"] is False
+        else:
+            cells = ["%s: %s" % (rec["error"].get("name"), rec["error"].get("reason", "")),
+                     len(rec["host_boxes"])] + ["-"] * 7
+            bad = True
+        rows.append([link] + [_e(c) for c in cells] + [_e(rec.get("board_port", ""))])
+        classes.append("bad" if bad else "")
+    return ("<h2>All images</h2><p>Click a column header to sort.</p>"
+            + table(["image", "status", "host boxes", "board boxes", "unmatched", "F1", "cos",
+                     "max abs", "input CRC", "KPU ms", "board"], rows, sortable=True,
+                    left_columns=2, row_classes=classes, escaped=True))
+
+
+def html_page(report, thumbnails):
+    """thumbnails: {image index: overlay PNG bytes} for the disagreeing images."""
     v = report["verdict"]
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>serial_eval report</title>",
-           "<style>%s</style></head><body>" % _CSS,
+           "<style>%s.h{color:rgb%s}.b{color:rgb%s}</style></head><body>"
+           % (CSS, HOST_COLOR, BOARD_COLOR),
            "<h1>serial_eval: board vs host TensorFlow</h1>",
-           "<p class='fail'><b>PARTIAL</b>: interrupted after %d of %d image(s)</p>"
-           % (len(report["images"]), report["run"]["images_total"])
+           "<p class='verdict fail'><b>PARTIAL</b>: interrupted after %d of %d image(s); the "
+           "verdict covers only those</p>" % (len(report["images"]),
+                                             report["run"]["images_total"])
            if report["run"]["partial"] else "",
-           "<p class='%s'><b>%s</b>%s</p>" % (
+           "<p class='verdict %s'><b>%s</b>%s</p>" % (
                "ok" if v["ok"] else "fail", "PASS" if v["ok"] else "FAIL",
                "" if v["ok"] else ": " + _e("; ".join(v["reasons"]))),
            "".join("<p class='fail'>WARNING: %s</p>" % _e(w) for w in v["warnings"]),
-           "<pre>%s</pre>" % _e("\n".join(summary_lines(report))),
-           "<p>Overlays: <span class='h'>&#9632; host TensorFlow boxes</span>, "
-           "<span class='b'>&#9632; board boxes</span>, on the pixels the KPU received.</p>",
-           "<table><tr><th class='l'>image</th><th>status</th><th>host boxes</th>"
-           "<th>board boxes</th><th>F1</th><th>cos</th><th>max abs</th><th>input CRC</th>"
-           "<th>KPU ms</th><th class='l'>board</th></tr>"]
-    for rec, name in zip(report["images"], overlay_names):
-        bad = rec["status"] != "ok" or rec["detections"]["f1"] < 1.0 or \
-            rec["crc"]["input_equal"] is False
-        link = "<a href='overlays/%s'>%s</a>" % (_e(name), _e(rec["name"]))
-        if rec["status"] == "ok":
-            cells = [str(len(rec["host_boxes"])), str(len(rec["board_boxes"])),
-                     "%.3f" % rec["detections"]["f1"], "%.5f" % rec["tensors"][0]["cos"],
-                     "%.4f" % rec["tensors"][0]["max_abs"],
-                     {True: "equal", False: "DIFFERS", None: "-"}[rec["crc"]["input_equal"]],
-                     "%.0f" % rec["board"]["kpu_ms"]]
-            status = "ok"
-        else:
-            cells = [str(len(rec["host_boxes"])), "-", "-", "-", "-", "-", "-"]
-            status = _e("%s: %s" % (rec["error"].get("name"), rec["error"].get("reason", "")))
-        out.append("<tr%s><td class='l'>%s</td><td class='l'>%s</td>%s<td class='l'>%s</td></tr>"
-                   % (" class='bad'" if bad else "", link, status,
-                      "".join("<td>%s</td>" % c for c in cells), _e(rec.get("board_port", ""))))
-    out.append("</table><p>Full record: <a href='report.json'>report.json</a></p></body></html>")
+           _key_numbers(report),
+           _thumbnails(report, thumbnails),
+           _charts(report),
+           "<h2>Summary</h2><pre>%s</pre>" % _e("\n".join(summary_lines(report))),
+           _image_table(report),
+           "<p>Full record: <a href='report.json'>report.json</a></p>",
+           "<script>%s</script></body></html>" % SORT_SCRIPT]
     return "\n".join(out) + "\n"
 
 
@@ -208,14 +295,16 @@ def write(out_dir, report, images):
     with atomic.staged_dir(out_dir) as stage:
         odir = os.path.join(stage, "overlays")
         os.makedirs(odir)
-        names = []
         for i, (rec, img) in enumerate(zip(report["images"], images)):
             name = overlay_name(i, rec)
             overlay(img.pixels, rec).save(os.path.join(odir, name), "PNG")
             rec["overlay"] = "overlays/" + name
-            names.append(name)
+        thumbnails = {}
+        for i in disagreement_order(report)[:MAX_THUMBNAILS]:
+            with open(os.path.join(stage, report["images"][i]["overlay"]), "rb") as f:
+                thumbnails[i] = f.read()
         with open(os.path.join(stage, "report.json"), "w") as f:
             json.dump(report, f, indent=1)
             f.write("\n")
         with open(os.path.join(stage, "report.html"), "w", encoding="utf-8") as f:
-            f.write(html_page(report, names))
+            f.write(html_page(report, thumbnails))

@@ -1,4 +1,5 @@
-"""`make kmodel`: freeze -> BatchNorm check -> tflite -> nncase kmodel -> report -> manifest.
+"""`make kmodel`: freeze -> BatchNorm check -> tflite -> nncase kmodel -> per-layer error ->
+report -> manifest.
 
 This process runs TensorFlow; nncase runs in its own process (host.quantize spawns it).
 All artifacts are staged and moved into --out only when every step succeeded.
@@ -9,8 +10,8 @@ import time
 
 import numpy as np
 
-from host import atomic, bncheck, firmware, freeze, k210fit, kmodel, manifest, metrics, ncc
-from host import pixels, quantize, report, tflite
+from host import advice, atomic, bncheck, convert_report, firmware, freeze, k210fit, kmodel
+from host import layer_error, manifest, metrics, ncc, pixels, quantize, report, tflite
 from host.errors import UserError
 from host.tf_infer import FrozenRunner
 
@@ -69,6 +70,10 @@ def build(opts, log):
     profile = firmware.get_profile(opts.firmware)
     # nncase 1.9 writes V5; a firmware without V5 needs ncc: refused before compiling if absent
     ncc_binary = ncc.for_firmware(profile, opts.ncc, opts.calibrate_method, input_scale)
+    if opts.ncc_layer_error and not ncc_binary:
+        raise UserError("--ncc-layer-error measures kmodels built with ncc (--ncc, or a "
+                        "--firmware that cannot load V5); for nncase's V5 the per-layer error "
+                        "is on by default (--no-layer-error turns it off)")
 
     with timer.stage("freeze"):
         frozen = freeze_model(opts)
@@ -99,6 +104,12 @@ def build(opts, log):
             quant = _quantize(opts.calibrate_method, ncc_binary, tflite_path, kmodel_path,
                               calib_u8, holdout_u8, input_scale, float_outputs, decoder, stage,
                               log)
+        layers = None
+        if opts.layer_error and (opts.ncc_layer_error or not ncc_binary) \
+                and quant["report"]["holdout_images"]:
+            with timer.stage("per-layer error"):
+                layers = _layer_error(opts, ncc_binary, frozen, input_scale, calib_u8,
+                                      holdout_u8, quant, warn)
         with timer.stage("report"):
             info = kmodel.read(kmodel_path)
             size = info["size"]
@@ -117,16 +128,32 @@ def build(opts, log):
             "source": frozen.source, "input": {"node": frozen.input_node, "height": h,
                                                "width": w, **input_scale},
             "batchnorm": bn, "quantization": quant["report"], "k210_fit": fit,
-            "flash": placement, "warnings": warnings,
+            "flash": placement, "warnings": warnings, "layer_error": layers,
+            "suggestions": advice.suggestions(layers, quant["report"]["calibrate_method"],
+                                              len(calib_u8)),
         }
         manifest_data = _manifest(opts, frozen, output_info, decoder, kmodel_path, size, info,
                                   pb_path, tflite_path, input_scale, quant)
         result["timings"] = dict(timer.stages)
         atomic.write_json(os.path.join(stage, "convert_report.json"), result)
         manifest.write(os.path.join(stage, "manifest.json"), manifest_data)
+        convert_report.write(os.path.join(stage, "convert_report.html"), result, manifest_data)
         shutil.rmtree(quant["dump_root"], ignore_errors=True)
     log(report.convert_summary(result, manifest_data, opts.out))
     return result
+
+
+def _layer_error(opts, ncc_binary, frozen, input_scale, calib_u8, holdout_u8, quant, warn):
+    """Per-layer table (host.layer_error), or None with a warning: it is a diagnosis, so its
+    failure does not cost the user the kmodel."""
+    try:
+        return layer_error.measure(
+            frozen.graph_def, frozen.input_node, frozen.output_nodes, opts.input_hw, input_scale,
+            calib_u8, holdout_u8, quant["report"]["calibrate_method"],
+            os.path.join(quant["dump_root"], "layers"), ncc_binary)
+    except UserError as exc:
+        warn("per-layer error not measured (the kmodel is fine): %s" % exc)
+        return None
 
 
 def _refuse_flash_problems(address, size):

@@ -22,11 +22,29 @@ def _prf(d):
     return "P %.3f R %.3f F1 %.3f" % (d["precision"], d["recall"], d["f1"])
 
 
+def layer_lines(layer_report, count=3):
+    """The `count` worst layers of the per-layer table (host.layer_error), worst first."""
+    if not layer_report:
+        return []
+    rows = sorted(layer_report["layers"], key=lambda row: row["cos"])[:count]
+    lines = ["Per-layer error (%s, %s; accumulated from the input, %d held-out images; all %d "
+             "layers in convert_report.html), worst %d:"
+             % (layer_report["compiler"], layer_report["how"], layer_report["holdout_images"],
+                len(layer_report["layers"]), len(rows))]
+    width = max(len(row["node"]) for row in rows)
+    for row in rows:
+        lines.append("  %-*s  %-14s cos %.5f  l2r %.4f  float range %.3g..%.3g"
+                     % (width, row["node"], row["op"], row["cos"], row["l2r"],
+                        row["float_min"], row["float_max"]))
+    return lines
+
+
 def convert_summary(result, manifest, out_dir):
     km = manifest["kmodel"]
     lines = ["", "kmodel V%d written to %s/%s (%d bytes, sha256 %s..., %s)"
              % (km["version"], out_dir, km["path"], km["size"], km["sha256"][:12],
-                km.get("compiler", ""))]
+                km.get("compiler", "")),
+             "Report: %s/convert_report.html (convert_report.json: the full record)" % out_dir]
     bn = result["batchnorm"]
     s = bn["summary"]
     text = "BatchNorm: %s" % bn["verdict"].upper()
@@ -59,6 +77,9 @@ def convert_summary(result, manifest, out_dir):
         d = q["detection"]
         lines.append("  detections kmodel vs float: %s (%d float boxes, %d kmodel boxes)"
                      % (_prf(d), d["float_boxes"], d["kmodel_boxes"]))
+    lines += layer_lines(result.get("layer_error"))
+    for text in result.get("suggestions", []):
+        lines.append("Suggestion: " + text)
     fit = result["k210_fit"]
     lines.append("K210 fit (%s): %d KPU op(s), %d CPU compute op(s)%s; KPU RAM peak %s of %s; "
                  "main RAM %s (model %s) of ~%s free: %s"

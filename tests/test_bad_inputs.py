@@ -219,6 +219,7 @@ def test_convert_bad_calibration_dir(tmp_path, case):
     (["--flash-address", "0xD00000"], "0xD00000 is inside the /flash file system"),
     (["--firmware", "maixpy-v4", "--ncc", "/nonexistent/ncc"],
      "--ncc /nonexistent/ncc does not exist"),
+    (["--ncc-layer-error"], "--ncc-layer-error measures kmodels built with ncc"),
     (["--decoder", "ssd"], "argument --decoder: invalid choice: 'ssd'"),
     (["--min-calib", "many"], "argument --min-calib: invalid int value"),
 ])

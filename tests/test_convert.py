@@ -29,8 +29,17 @@ def test_seed_model_converts_with_high_fidelity(seed_build):
     assert report["batchnorm"]["verdict"] == "ok"
     assert report["batchnorm"]["summary"]["fused_batch_norm_inference"] == 6
     assert report["k210_fit"]["cpu_compute_ops"] == []
-    for text in ("BatchNorm: OK", "cos", "K210 fit", "kmodel V5"):
+    for text in ("BatchNorm: OK", "cos", "K210 fit", "kmodel V5", "Per-layer error"):
         assert text in proc.stdout
+    # per-layer error: one row per conv block (the pooled output, the last block's activation)
+    # and the output, whose diagnostic value matches the real kmodel's
+    layers = report["layer_error"]["layers"]
+    assert [r["op"] for r in layers] == ["MaxPool"] * 5 + ["Maximum", "BiasAdd"]
+    assert [r["output"] for r in layers] == [False] * 6 + [True]
+    assert abs(layers[-1]["cos"] - report["quantization"]["outputs"][0]["cos"]) < 0.001
+    assert all(0.99 < r["cos"] <= 1.0 and r["float_min"] < r["p001"] < r["p999"]
+               < r["float_max"] for r in layers)
+    assert (out / "convert_report.html").is_file()
 
 
 def test_seed_manifest_is_complete_and_verified(seed_build):
@@ -141,5 +150,6 @@ def test_calibrate_method_auto_keeps_the_lowest_l2r(tmp_path):
     methods = {c["calibrate_method"]: c["mean_l2r"] for c in q["candidates"]}
     assert set(methods) == {"no_clip", "l2", "kld_m2", "cdf"}
     assert q["calibrate_method"] == min(methods, key=methods.get)
-    assert sorted(os.listdir(str(out))) == ["convert_report.json", "manifest.json",
+    assert sorted(os.listdir(str(out))) == ["convert_report.html", "convert_report.json",
+                                            "manifest.json",
                                             "model.kmodel", "model.pb", "model.tflite"]

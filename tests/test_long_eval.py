@@ -219,6 +219,8 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tiny_build, eval_i
             lines[-1], err
         partial = _report(out)
         assert partial["run"]["partial"] and partial["run"]["images_total"] == N_IMAGES
+        with open(os.path.join(str(out), "report.html")) as f:
+            assert "PARTIAL</b>: interrupted after %d of %d" % (done, N_IMAGES) in f.read()
         n = partial["summary"]["images"]
         assert n == done and partial["summary"]["failed"] == 0
         by_name = {r["name"]: r for r in reference["images"]}
@@ -231,6 +233,9 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tiny_build, eval_i
         assert "a torn last line was dropped" in proc.stdout
     final = _report(out)
     assert final["run"]["resumed"] == done and not final["run"]["partial"]
+    with open(os.path.join(str(out), "report.html")) as f:
+        page = f.read()
+    assert "Resumed: %d image(s)" % done in page and "PARTIAL" not in page
     assert _journal_lines(out) == N_IMAGES
     assert [_strip(r) for r in final["images"]] == [_strip(r) for r in reference["images"]]
     assert _strip(final["summary"]) == _strip(reference["summary"])

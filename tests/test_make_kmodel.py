@@ -18,7 +18,8 @@ def test_make_kmodel_builds_the_example(tmp_path):
                           env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(os.listdir(str(build))) == ["convert_report.json", "manifest.json",
+    assert sorted(os.listdir(str(build))) == ["convert_report.html", "convert_report.json",
+                                              "manifest.json",
                                               "model.kmodel", "model.pb", "model.tflite"]
     m = manifest_mod.load(str(build / "manifest.json"))
     assert m["kmodel"]["version"] == 5
@@ -33,8 +34,12 @@ def test_make_kmodel_builds_the_example(tmp_path):
     assert report["quantization"]["mean_cos"] >= 0.999
     assert report["quantization"]["detection"]["f1"] >= 0.95
     assert report["k210_fit"]["fits_heap"] and report["k210_fit"]["cpu_compute_ops"] == []
-    for text in ("BatchNorm: OK", "yolo/output", "K210 fit (canmv-v5)", "kmodel V5 written"):
+    for text in ("BatchNorm: OK", "yolo/output", "K210 fit (canmv-v5)", "kmodel V5 written",
+                 "Per-layer error"):
         assert text in proc.stdout
+    layers = report["layer_error"]["layers"]
+    assert len(layers) == 7 and layers[-1]["node"] == "yolo/output" and layers[-1]["output"]
+    assert all(r["cos"] > 0.99 for r in layers)
 
     # The same training run frozen from its meta graph (training_control bound to False)
     # must compute the same inference graph (nncase itself is not bit-deterministic, so the

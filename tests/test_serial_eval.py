@@ -3,6 +3,7 @@ real pty or TCP, the repo's unmodified device/ scripts, nncase's simulator as th
 real TensorFlow on the host. Kmodels are built by host/convert.py first."""
 import json
 import os
+import re
 import shutil
 import time
 
@@ -87,7 +88,8 @@ def test_verdict_separates_model_and_preprocessing_problems():
 
 # ------------------------------------------------------------------ builds
 def _convert(out, *args):
-    proc = run_tool("host/convert.py", *(list(args) + ["--out", out]))
+    # the per-layer table is not what these tests check (tests/test_convert.py does)
+    proc = run_tool("host/convert.py", *(list(args) + ["--no-layer-error", "--out", out]))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return manifest_mod.load(os.path.join(str(out), "manifest.json"))
 
@@ -153,7 +155,7 @@ def _report(out, n, min_boxes=1):
     with open(os.path.join(str(out), "report.html")) as f:
         page = f.read()
     assert all("overlays/%s" % o in page for o in overlays)
-    assert "http" not in page, "no external assets"
+    assert not re.search(r"(src|href)=['\"](https?:)?//", page), "no external assets"
     assert not [x for x in os.listdir(str(out)) if x.startswith(".")], "staging removed"
     return report
 
