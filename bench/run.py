@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """`make bench`: link efficiency, conversion overhead, fidelity and flashing, measured side by
 side on this machine (issue 6). Writes bench/results.json and regenerates the performance
-table in README.md (between `<!-- bench:start -->` and `<!-- bench:end -->`).
+table in docs/bench.md (between `<!-- bench:start -->` and `<!-- bench:end -->`).
 
   python bench/run.py            # full: <= 15 min on 2 cores
   python bench/run.py --quick    # fewer repeats, methods and images: <= 3 min; writes
-                                 # bench/tmp/results-quick.json and leaves README.md alone
+                                 # bench/tmp/results-quick.json and leaves docs/bench.md alone
 
 This process imports neither TensorFlow nor nncase: every measurement runs in its own
 process (bench/link.py, bench/chain.py, bench/fidelity.py, `make kmodel`, host/flash.py), as
@@ -370,7 +370,7 @@ def main(argv):
                     help="results file (default bench/results.json; quick: "
                     "bench/tmp/results-quick.json)")
     ap.add_argument("--readme", default=None,
-                    help="README to update (default README.md; quick: none)")
+                    help="page to update (default docs/bench.md; quick: none)")
     ap.add_argument("--seed-pb", default=SEED_PB,
                     help="the original user's frozen model (skipped when missing)")
     opts = ap.parse_args(argv)
@@ -378,7 +378,7 @@ def main(argv):
     out = opts.out or os.path.join(BENCH, "tmp" if quick else "", "results-quick.json"
                                    if quick else "results.json")
     readme = opts.readme if opts.readme is not None else \
-        ("" if quick else os.path.join(REPO, "README.md"))
+        ("" if quick else os.path.join(REPO, "docs", "bench.md"))
     os.makedirs(TMP, exist_ok=True)
     t0 = time.perf_counter()
     results = {"schema": 1, "quick": quick, "machine": machine(), "sections": {},
@@ -438,7 +438,7 @@ def main(argv):
     text = table.render(results)
     if readme:
         table.update_readme(readme, text)
-        say("README table updated: %s" % os.path.relpath(readme, REPO))
+        say("bench table updated: %s" % os.path.relpath(readme, REPO))
     else:
         sys.stdout.write(text + "\n")
     say("done in %.1f min: %s" % (results["duration_seconds"] / 60.0, os.path.relpath(out, REPO)))

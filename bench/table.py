@@ -1,6 +1,6 @@
-"""bench/results.json -> the README's performance section (Markdown), and the README rewrite.
+"""bench/results.json -> the performance section of docs/bench.md (Markdown), and its rewrite.
 
-  python bench/table.py [bench/results.json] [README.md]   # regenerate without re-measuring
+  python bench/table.py [bench/results.json] [docs/bench.md]   # regenerate without re-measuring
 
 `render(results)` is a pure function of the results dict (missing sections are left out, so a
 quick or partial run renders too). `update_readme(path, text)` replaces what lies between
@@ -418,7 +418,7 @@ def update_readme(path, text):
 def main(argv):
     here = os.path.dirname(os.path.abspath(__file__))
     results_path = argv[0] if argv else os.path.join(here, "results.json")
-    readme = argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(here), "README.md")
+    readme = argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(here), "docs", "bench.md")
     with open(results_path) as f:
         results = json.load(f)
     update_readme(readme, render(results))

@@ -1,4 +1,4 @@
-"""bench/table.py: the README performance section generated from bench/results.json (the
+"""bench/table.py: the docs/bench.md performance section generated from bench/results.json (the
 generator only: no timing is measured here)."""
 import copy
 import json

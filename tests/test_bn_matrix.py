@@ -1,4 +1,4 @@
-"""The matrix of TF1 BatchNorm APIs x training recipes x model sources (README "BatchNorm").
+"""The matrix of TF1 BatchNorm APIs x training recipes x model sources (docs/convert.md "BatchNorm").
 
 Every cell is a real network (tests/bn_apis.py: 8x8 input, two conv+BN layers) trained for a
 few steps in this process, then frozen and judged by the code `host/convert.py` runs before

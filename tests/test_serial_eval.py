@@ -96,7 +96,7 @@ def _convert(out, *args):
 
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory):
-    """The original user's model as in the README: grid decoder, threshold 0.7."""
+    """The original user's model as in docs/convert.md: grid decoder, threshold 0.7."""
     return _convert(tmp_path_factory.mktemp("seed"), "--frozen-pb", SEED_PB,
                     "--input-size", "240x320", "--decoder", "grid", "--threshold", "0.7")
 

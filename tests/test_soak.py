@@ -112,7 +112,7 @@ def test_soak_every_fault_kind_nothing_lost_nothing_wrong(tiny_build, tmp_path):
     assert _strip(faulty["summary"]) == _strip(clean["summary"])
     assert faulty["verdict"] == clean["verdict"]
 
-    # the figures, for the README ("What happens when things go wrong")
+    # the figures, for docs/reliability.md ("What happens when things go wrong")
     figures = {"frames": frames, "faults": per_kind, "images": IMAGES, "boards": BOARDS,
                "recovery": recovery, "spec": SPEC,
                "wall_seconds": faulty["link"]["wall_seconds"],
