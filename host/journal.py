@@ -10,21 +10,13 @@ recomputed (deterministic) when the report is made.
 A SIGKILL or power loss can tear at most the last line (it is written last, in one call):
 on resume that line is dropped and the file cut back to the last whole line.
 """
-import hashlib
 import json
 import os
 
 from host.errors import UserError
+from host.manifest import sha256_file
 
 NAME = "journal.jsonl"
-
-
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Journal(object):
@@ -85,12 +77,12 @@ class Journal(object):
         entry = self.resumable.get(image.name)
         if entry is None or entry.get("payload") != self.payload or \
                 entry.get("decoder") != self.decoder or \
-                entry.get("image_sha256") != file_sha256(image.path):
+                entry.get("image_sha256") != sha256_file(image.path):
             return None
         return entry["board_port"], _from_json(entry["result"])
 
     def append(self, image, board_port, result):
-        line = json.dumps({"image": image.name, "image_sha256": file_sha256(image.path),
+        line = json.dumps({"image": image.name, "image_sha256": sha256_file(image.path),
                            "kmodel_sha256": self.kmodel_sha256, "payload": self.payload,
                            "decoder": self.decoder, "board_port": board_port,
                            "result": result}, separators=(",", ":")) + "\n"

@@ -55,3 +55,31 @@ def tiny_build(tmp_path_factory):
     from host import manifest as manifest_mod
     path = tiny_model.build(tmp_path_factory.mktemp("tiny"), REPO, tool_env())
     return manifest_mod.load(path)
+
+
+# fields of serial_eval's per-image records that differ between runs by nature: board
+# timings, memory, which board ran it
+VOLATILE = {"board_port", "kpu_ms", "prep_ms", "decode_ms", "mem_free"}
+
+
+def strip_volatile(obj):
+    """A report (or part of one) without the VOLATILE fields, for run-to-run comparison."""
+    if isinstance(obj, dict):
+        return {k: strip_volatile(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [strip_volatile(v) for v in obj]
+    return obj
+
+
+def provision_flashed_boards(state, manifest, n, baud, by, **config):
+    """n virtual boards (state dirs as serial_eval's virtual:n names them) flashed with this
+    build, serving at `baud`, with a 100 ms boot grace period (a reset costs a reboot);
+    `config`: more devconfig.device_config settings (e.g. read_buf_len)."""
+    from host import devconfig, transport
+    from host.vboard import launcher
+    cfg = devconfig.device_config(manifest, baud=baud, grace_ms=100, **config)
+    for k in range(n):
+        d = transport.vboard_state_dir(state, k)
+        transport.provision_virtual(d, manifest, baud)
+        launcher.provision(d, files={"config.json": devconfig.to_json(cfg).encode()})
+        launcher.mark_flashed(d, {"by": by})

@@ -15,23 +15,13 @@ import time
 import pytest
 
 import tiny_model
-from conftest import REPO, assert_one_line_error, run_tool, tool_env
-from host import devconfig, eval_inputs, journal, transport
+from conftest import (REPO, assert_one_line_error, provision_flashed_boards, run_tool,
+                      strip_volatile, tool_env)
+from host import eval_inputs, journal
 from host.errors import UserError
-from host.vboard import launcher
 
 N_IMAGES = 40
 BAUD = 1500000
-# fields that differ between runs by nature: board timings, memory, which board ran it
-VOLATILE = {"board_port", "kpu_ms", "prep_ms", "decode_ms", "mem_free"}
-
-
-def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
 
 
 # ------------------------------------------------------------------ the journal itself
@@ -80,16 +70,6 @@ def test_journal_drops_a_torn_last_line_and_refuses_another_kmodel(tmp_path):
 
 
 # ------------------------------------------------------------------ serial_eval, interrupted
-def _boards(state, manifest, n):
-    """Boards flashed with this build (short boot grace), serve mode at BAUD."""
-    cfg = devconfig.device_config(manifest, baud=BAUD, grace_ms=100)
-    for k in range(n):
-        d = transport.vboard_state_dir(state, k)
-        transport.provision_virtual(d, manifest, BAUD)
-        launcher.provision(d, files={"config.json": devconfig.to_json(cfg).encode()})
-        launcher.mark_flashed(d, {"by": "tests/test_long_eval.py"})
-
-
 def _argv(manifest, images, out, state, n_boards, *extra):
     return [sys.executable, os.path.join(REPO, "host", "serial_eval.py"),
             "--manifest", manifest.path, "--images", images, "--out", str(out),
@@ -178,7 +158,7 @@ def eval_images(tmp_path_factory):
 def reference(tiny_build, eval_images, tmp_path_factory):
     """The same images, uninterrupted, on one board."""
     d = tmp_path_factory.mktemp("reference")
-    _boards(str(d / "vb"), tiny_build, 1)
+    provision_flashed_boards(str(d / "vb"), tiny_build, 1, BAUD, "tests/test_long_eval.py")
     proc = subprocess.run(_argv(tiny_build, eval_images, d / "out", str(d / "vb"), 1),
                           cwd=REPO, env=tool_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
@@ -198,7 +178,7 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tiny_build, eval_i
                                                               n_boards, seed):
     after = random.Random(seed).randint(2, N_IMAGES - 10)
     state, out = str(tmp_path / "vb"), tmp_path / "out"
-    _boards(state, tiny_build, n_boards)
+    provision_flashed_boards(state, tiny_build, n_boards, BAUD, "tests/test_long_eval.py")
     argv = _argv(tiny_build, eval_images, out, state, n_boards)
     code, err, started = _interrupt(argv, out, how, after)
 
@@ -224,7 +204,8 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tiny_build, eval_i
         n = partial["summary"]["images"]
         assert n == done and partial["summary"]["failed"] == 0
         by_name = {r["name"]: r for r in reference["images"]}
-        assert all(_strip(r) == _strip(by_name[r["name"]]) for r in partial["images"])
+        assert all(strip_volatile(r) == strip_volatile(by_name[r["name"]])
+                   for r in partial["images"])
 
     proc = run_tool("host/serial_eval.py", *argv[2:] + ["--resume"], timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -237,8 +218,8 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tiny_build, eval_i
         page = f.read()
     assert "Resumed: %d image(s)" % done in page and "PARTIAL" not in page
     assert _journal_lines(out) == N_IMAGES
-    assert [_strip(r) for r in final["images"]] == [_strip(r) for r in reference["images"]]
-    assert _strip(final["summary"]) == _strip(reference["summary"])
+    assert strip_volatile(final["images"]) == strip_volatile(reference["images"])
+    assert strip_volatile(final["summary"]) == strip_volatile(reference["summary"])
 
 
 @pytest.mark.slow

@@ -16,9 +16,8 @@ import shutil
 import pytest
 
 import tiny_model
-from conftest import run_tool
-from host import devconfig, transport
-from host.vboard import faults as faults_mod, launcher
+from conftest import provision_flashed_boards, run_tool, strip_volatile
+from host.vboard import faults as faults_mod
 
 FRAMES = int(os.environ.get("SOAK_FRAMES", "2000"))
 BOARDS = 2
@@ -31,33 +30,11 @@ SPEC = ("flip=0.02,drop=0.02,dup=0.02,reorder=0.02,truncate=0.02,delay=0.02,"
 ZRING = 2048      # the faulty run's read_buf_len
 # every image costs at least 4 frames (IMAGE_BEGIN, IMAGE_DATA, ACK, RESULT)
 IMAGES = FRAMES // 4 + 10
-# fields that differ between runs by nature: board timings, memory, which board ran it
-VOLATILE = {"board_port", "kpu_ms", "prep_ms", "decode_ms", "mem_free"}
 
 # a guard against a hang, not a speed check (the CI soak takes ~1-2 min on an idle 2-core
 # machine, several times that on a loaded one); make soak in proportion
 pytestmark = [pytest.mark.slow,
               pytest.mark.timeout(max(600, FRAMES // 10), func_only=True)]
-
-
-def _fast_boot_boards(state, manifest, n, read_buf_len=None):
-    """Boards flashed with this build and a 100 ms boot grace period (a reset costs a
-    reboot: keep it short), serve mode at 3 Mbaud."""
-    ring = {} if read_buf_len is None else {"read_buf_len": read_buf_len}
-    cfg = devconfig.device_config(manifest, baud=BAUD, grace_ms=100, **ring)
-    for k in range(n):
-        d = transport.vboard_state_dir(state, k)
-        transport.provision_virtual(d, manifest, BAUD)
-        launcher.provision(d, files={"config.json": devconfig.to_json(cfg).encode()})
-        launcher.mark_flashed(d, {"by": "tests/test_soak.py"})
-
-
-def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
 
 
 def _eval(manifest, images, out, state, *extra):
@@ -72,13 +49,14 @@ def _eval(manifest, images, out, state, *extra):
 def test_soak_every_fault_kind_nothing_lost_nothing_wrong(tiny_build, tmp_path):
     images = tiny_model.images(tmp_path / "images", IMAGES, seed=17, smooth=False)
     clean_state = str(tmp_path / "clean")
-    _fast_boot_boards(clean_state, tiny_build, BOARDS)
+    provision_flashed_boards(clean_state, tiny_build, BOARDS, BAUD, "tests/test_soak.py")
     clean, _ = _eval(tiny_build, images, tmp_path / "clean-out", clean_state,
                      "--payload", "rgb565")
     assert clean["summary"]["failed"] == 0
 
     state = str(tmp_path / "faulty")
-    _fast_boot_boards(state, tiny_build, BOARDS, read_buf_len=ZRING)
+    provision_flashed_boards(state, tiny_build, BOARDS, BAUD, "tests/test_soak.py",
+                             read_buf_len=ZRING)
     faulty, proc = _eval(tiny_build, images, tmp_path / "faulty-out", state,
                          "--vboard-faults", SPEC, "--vboard-seed", "7", "--retries", "20",
                          "--payload", "rgb565z")
@@ -105,11 +83,11 @@ def test_soak_every_fault_kind_nothing_lost_nothing_wrong(tiny_build, tmp_path):
     assert [r["name"] for r in faulty["images"]] == [r["name"] for r in clean["images"]]
     assert faulty["summary"]["failed"] == 0, faulty["summary"]["failures"][:3]
     differ = [c["name"] for c, f in zip(clean["images"], faulty["images"])
-              if _strip(c) != _strip(f)]
+              if strip_volatile(c) != strip_volatile(f)]
     assert differ == [], "records differ from the fault-free run: %s" % differ[:5]
     for rec in faulty["images"]:
         assert rec["crc"]["pixel_equal"] and rec["crc"]["input_equal"]
-    assert _strip(faulty["summary"]) == _strip(clean["summary"])
+    assert strip_volatile(faulty["summary"]) == strip_volatile(clean["summary"])
     assert faulty["verdict"] == clean["verdict"]
 
     # the figures, for docs/reliability.md ("What happens when things go wrong")
@@ -132,7 +110,7 @@ def test_faults_during_bring_up(tiny_build, tmp_path, fault):
     (then both): serial_eval still reaches serve mode and verifies every image."""
     images = tiny_model.images(tmp_path / "images", 6, seed=5, smooth=False)
     state = str(tmp_path / "vb")
-    _fast_boot_boards(state, tiny_build, 1)
+    provision_flashed_boards(state, tiny_build, 1, BAUD, "tests/test_soak.py")
     proc = run_tool("host/serial_eval.py", "--manifest", tiny_build.path, "--images", images,
                     "--out", tmp_path / "out", "--vboard-state", state, "--baud", BAUD,
                     "--no-progress", "--min-f1", "0", "--min-cos", "0",
