@@ -433,6 +433,8 @@ class Server:
         self.img = None
         self.view = None
         self.jimg = None         # the last decoded JPEG's Image, kept until the next decode
+        self.jpeg_room = None    # holds the JPEG buffer's place between images (keep_jpeg_room)
+        self.jpeg_room_size = 0  # the largest JPEG so far: the size of that room
         self.cur = None
         self.dead = None
         self.running = True
@@ -614,6 +616,7 @@ class Server:
                 t.fail = (P.E_SIZE, "JPEG of %d bytes (max %d)" % (total, MAX_JPEG))
             else:
                 try:
+                    self.jpeg_room = None       # this JPEG's buffer takes the room's place
                     gc.collect()
                     self.jpeg_buffer(t)
                 except MemoryError:
@@ -667,6 +670,21 @@ class Server:
             t.buf = bytearray(t.total)
             t.wbuf = t.buf
 
+    def keep_jpeg_room(self, n):
+        """Hold the place the JPEG buffer just left (n bytes, or the largest JPEG so far)
+        until the next JPEG's buffer takes it (on_begin). The GC heap is first-fit: left free,
+        that place is taken by the KPU outputs, the RESULT kept for RESEND and the float
+        garbage, the next JPEG finds no hole beside the kept Image, and the fallback
+        (drop_raw) puts it where the Image was, leaving the next Image's planes no room
+        (tests/test_mpy_memory.py, MaixPy 224x160 JPEG)."""
+        gc.collect()
+        if n > self.jpeg_room_size:
+            self.jpeg_room_size = n
+        try:
+            self.jpeg_room = bytearray(self.jpeg_room_size)
+        except MemoryError:
+            self.jpeg_room = None
+
     def raw_image(self):
         if self.img is None:
             import image
@@ -683,6 +701,7 @@ class Server:
         self.img = None
         self.view = None
         self.jimg = None
+        self.jpeg_room = None
         gc.collect()
 
     def on_data(self, payload):
@@ -759,6 +778,7 @@ class Server:
                 self.error(P.E_JPEG, t.id, "JPEG decode failed: " + _err_text(e))
                 return
             data = None
+            self.keep_jpeg_room(t.total)
             if img.width() == 0 or img.height() == 0:
                 # the firmware swallows decode errors: "Failed loading source image!" and
                 # a 0x0 image (MaixPy-v1 omv/img/imlib.c: imlib_load_image)

@@ -60,8 +60,9 @@ def run_mode(tmp_path, fmt, width, height, out_shape, heap):
 # mode; the example model (320x224: RGB565 image 143,360 B + pix_ai planes 215,040 B, both
 # xalloc'ed in the GC heap, + 2,100 output float objects) needs CanMV's 750 KiB.
 FRAGMENTS = pytest.mark.xfail(strict=True, reason=(
-    "open: in CanMV's heap a 320x224 JPEG serve fails after ~23 images: each JPEG's decoded "
-    "Image and pix_ai planes (143,360 + 215,040 B) are new GC blocks and the heap fragments"))
+    "open: in CanMV's heap a 320x224 JPEG serve fails within a few images: each JPEG's decoded "
+    "Image and pix_ai planes (143,360 + 215,040 B) are new GC blocks and the heap fragments "
+    "(docs/design.md, Board memory)"))
 RUNS = [pytest.param("MaixPy", H.MAIXPY_GC_HEAP, 224, 160, (30, 5, 7), P.FMT_RGB565,
                      id="MaixPy-rgb565"),
         pytest.param("MaixPy", H.MAIXPY_GC_HEAP, 224, 160, (30, 5, 7), P.FMT_JPEG,
