@@ -206,8 +206,12 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
                 ser.write(P.encode(ftype, seq[0], payload))
                 seq[0] += 1
 
-            def wait_for(ftype, timeout=10.0):
+            def wait_for(ftype, timeout=20.0, ask_again=None):
+                """The next frame of `ftype`; ask_again() after each second of silence:
+                a firmware print between a frame's writes corrupts that frame on a real
+                board too, and the protocol's answer is to ask again (RESEND)."""
                 deadline = time.monotonic() + timeout
+                quiet_since = time.monotonic()
                 while time.monotonic() < deadline:
                     parser.feed(ser.read(4096))
                     f = parser.next()
@@ -216,17 +220,22 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
                             return bytes(f[2])
                         assert f[0] in (P.T_ACK, P.T_LOG), f
                         f = parser.next()
-                    if ftype == P.T_INFO:
-                        send(P.T_HELLO, P.pack_json({"proto": 1}))
+                    if ask_again is not None and time.monotonic() - quiet_since > 1.0:
+                        ask_again()
+                        quiet_since = time.monotonic()
                 raise AssertionError("no frame of type %d" % ftype)
 
-            send(P.T_HELLO, P.pack_json({"proto": 1}))
-            info = P.unpack_json(wait_for(P.T_INFO))
+            def hello():
+                send(P.T_HELLO, P.pack_json({"proto": 1}))
+
+            hello()
+            info = P.unpack_json(wait_for(P.T_INFO, ask_again=hello))
             assert info["model_loaded"] and info["api"] == "canmv-new"
             for ftype, payload in P.image_frames(7, P.FMT_RGB565, P.F_INPUT_CRC, W, H, pixels,
                                                  chunk=info["chunk"]):
                 send(ftype, payload)
-            result = P.unpack_result(wait_for(P.T_RESULT))
+            result = P.unpack_result(wait_for(
+                P.T_RESULT, ask_again=lambda: send(P.T_RESEND, P.pack_resend(7))))
             assert result["image_id"] == 7
             assert result["pixel_crc"] == P.crc32(pixels)
             assert result["crc_source"] == P.CRC_PIX_AI     # the firmware's own KPU input
