@@ -93,8 +93,8 @@ def test_make_ncc_does_nothing_when_the_binary_is_there(tmp_path):
 
 @needs_ncc
 def test_make_ncc_from_a_source_folder_runs_its_build_script(tmp_path):
-    """NCC_SRC=DIR: DIR/build.sh OUT_DIR is the interface (../shared/tools/ncc-v0.2 builds
-    from source there; this folder's script hands over the binary built before)."""
+    """NCC_SRC=DIR: DIR/build.sh OUT_DIR is the interface (CI's source bundle, see .ci/run,
+    builds from source there; this folder's script hands over the binary built before)."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "build.sh").write_text('#!/bin/sh\nmkdir -p "$1" && cp "%s" "$1/ncc"\n' % NCC)
