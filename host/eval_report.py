@@ -295,8 +295,8 @@ def write(out_dir, report, images):
     with atomic.staged_dir(out_dir) as stage:
         odir = os.path.join(stage, "overlays")
         os.makedirs(odir)
-        for i, (rec, img) in enumerate(zip(report["images"], images)):
-            name = overlay_name(i, rec)
+        for rec, img in zip(report["images"], images):
+            name = overlay_name(rec["index"], rec)
             overlay(img.pixels, rec).save(os.path.join(odir, name), "PNG")
             rec["overlay"] = "overlays/" + name
         thumbnails = {}

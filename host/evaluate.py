@@ -225,6 +225,7 @@ def run(options):
         rec = compare.compare_image(images[i], host, shapes, params, result, error,
                                     width, height)
         rec["board_port"] = port
+        rec["index"] = i            # its place in --images: overlays keep it in partial runs
         records.append(rec)
     summary = compare.summarize(records, names)
     ok, reasons, warnings = compare.verdict(summary, options.min_f1, options.min_cos,

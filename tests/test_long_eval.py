@@ -125,9 +125,12 @@ def _descendants(pid):
 def _interrupt(argv, out, how, after):
     """Start serial_eval, send `how` once `after` results are journalled; -> (returncode,
     stderr, pids of every process it had started)."""
+    # as from a terminal: a job started in the background (e.g. `make test &`) inherits
+    # SIGINT ignored, and Python then leaves it ignored
     proc = subprocess.Popen(argv, cwd=REPO, env=tool_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True)
+                            universal_newlines=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     kids = []
     while _journal_lines(out) < after:
