@@ -83,3 +83,26 @@ def provision_flashed_boards(state, manifest, n, baud, by, **config):
         transport.provision_virtual(d, manifest, baud)
         launcher.provision(d, files={"config.json": devconfig.to_json(cfg).encode()})
         launcher.mark_flashed(d, {"by": by})
+
+
+def serve_mode_board(tmp_path, data, width, height, output_shapes, firmware):
+    """A board state with the repo's device/ scripts in serve mode (300 ms grace) and the
+    kmodel `data` as a file: returns (state dir, the board's config, a raw RGB565 test image
+    of width x height). `output_shapes`: the kmodel's outputs as [C, H, W] lists."""
+    import hashlib
+    import numpy as np
+    from host import devconfig
+    from host.vboard.launcher import provision
+    manifest = {"kmodel": {"path": "m.kmodel", "size": len(data), "version": 5,
+                           "sha256": hashlib.sha256(data).hexdigest()},
+                "flash": {"address": 0x300000},
+                "input": {"width": width, "height": height, "channels": 3},
+                "outputs": [{"node": "out%d" % k, "shape_chw": list(shape)}
+                            for k, shape in enumerate(output_shapes)],
+                "decoder": {"type": "raw"}, "firmware": firmware}
+    cfg = devconfig.device_config(manifest, model_source="file", grace_ms=300)
+    state = str(tmp_path / "state")
+    provision(state, os.path.join(REPO, "device"),
+              {"config.json": devconfig.to_json(cfg).encode(), "m.kmodel": data})
+    pixels = ((np.arange(height * width, dtype=np.uint32) * 257) & 0xFFFF).astype(">u2")
+    return state, cfg, pixels.tobytes()

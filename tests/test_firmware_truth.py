@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import serial
 
+from conftest import serve_mode_board
 from device import protocol as P
 from host import board_probe, firmware, quantize
 from host.errors import UserError
@@ -295,20 +296,9 @@ def test_a_corrupt_jpeg_in_serve_mode_is_E_JPEG_and_the_session_goes_on(tmp_path
     loader's lines before the serve banner): a corrupt JPEG makes the firmware print
     "Failed loading source image!" between frames at the serve baud; the host's session
     gets E_JPEG for it and the next image's RESULT."""
-    from host import devconfig
     from host.session import ImageJob, Session
     data, refs = models["one"]
-    manifest = {"kmodel": {"path": "m.kmodel", "size": len(data), "version": 5,
-                           "sha256": hashlib.sha256(data).hexdigest()},
-                "flash": {"address": 0x300000},
-                "input": {"width": W, "height": H, "channels": 3},
-                "outputs": [{"node": "out0", "shape_chw": [C0, H, W]}],
-                "decoder": {"type": "raw"}, "firmware": "canmv"}
-    cfg = devconfig.device_config(manifest, model_source="file", grace_ms=300)
-    state = str(tmp_path / "state")
-    provision(state, os.path.join(REPO, "device"),
-              {"config.json": devconfig.to_json(cfg).encode(), "m.kmodel": data})
-    pixels = ((np.arange(H * W, dtype=np.uint32) * 257) & 0xFFFF).astype(">u2").tobytes()
+    state, cfg, pixels = serve_mode_board(tmp_path, data, W, H, [[C0, H, W]], "canmv")
     with start_board(state, profile=_v5_build("canmv"), log_rate=0) as handle:
         with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
             s = Session(ser, handle.port, cfg["baud"], timeout=30.0, booting=True,

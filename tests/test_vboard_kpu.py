@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import serial
 
+from conftest import serve_mode_board
 from host import quantize
 from host.pixels import expand_rgb565
 from host.rawrepl import RawRepl
@@ -164,26 +165,6 @@ def test_model_larger_than_the_heap_budget_is_rejected(tmp_path, kmodel):
             assert int(before) - int(after) > len(data)
 
 
-def _serve_mode_board(tmp_path, data):
-    """A board state with the repo's device/ scripts in serve mode and the kmodel as a file;
-    returns (state dir, the board's config, the raw RGB565 test image)."""
-    import hashlib
-    from host import devconfig
-    manifest = {"kmodel": {"path": "m.kmodel", "size": len(data), "version": 5,
-                           "sha256": hashlib.sha256(data).hexdigest()},
-                "flash": {"address": 0x300000},
-                "input": {"width": W, "height": H, "channels": 3},
-                "outputs": [{"node": "out", "shape_chw": [C, H, W]}],
-                "decoder": {"type": "raw"}, "firmware": "canmv-v5"}
-    cfg = devconfig.device_config(manifest, model_source="file", grace_ms=300)
-    state = str(tmp_path / "state")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    provision(state, os.path.join(repo, "device"),
-              {"config.json": devconfig.to_json(cfg).encode(), "m.kmodel": data})
-    pixels = ((np.arange(H * W, dtype=np.uint32) * 257) & 0xFFFF).astype(">u2").tobytes()
-    return state, cfg, pixels
-
-
 def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
     """The repo's unmodified device/ scripts on the virtual board: boot, serve mode at
     1.5 Mbaud with firmware log lines on the line, one raw RGB565 image, EXIT."""
@@ -191,7 +172,7 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
     from device import protocol as P
 
     data, reference = kmodel
-    state, cfg, pixels = _serve_mode_board(tmp_path, data)
+    state, cfg, pixels = serve_mode_board(tmp_path, data, W, H, [[C, H, W]], "canmv-v5")
 
     with start_board(state, profile="canmv-v5", log_rate=5.0) as handle:
         with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
@@ -261,7 +242,7 @@ def test_serve_mode_answers_malformed_frames_and_keeps_serving(tmp_path, kmodel)
     from device import protocol as P
 
     data, reference = kmodel
-    state, cfg, pixels = _serve_mode_board(tmp_path, data)
+    state, cfg, pixels = serve_mode_board(tmp_path, data, W, H, [[C, H, W]], "canmv-v5")
     rnd = random.Random(3)
 
     with start_board(state, profile="canmv-v5", log_rate=0) as handle:
