@@ -858,22 +858,30 @@ def serve(cfg, uart=None):
     run the protocol until EXIT, then restore the REPL (repl_baud, Ctrl-C)."""
     import machine
     import micropython
-    model = Model(cfg)
-    if uart is None:
-        uart = machine.UART.repl_uart()
-    print("k210-deploy serve: proto %d, %d baud, api %s, model %s"
-          % (P.VERSION, cfg["baud"], model.api, "ok" if model.loaded() else model.error))
-    time.sleep_ms(100)  # let the banner leave at the old speed
-    uart.init(cfg["baud"], 8, None, 1, read_buf_len=cfg["read_buf_len"])
+    # Ctrl-C off before the model loads: a host that takes the board for one at its REPL
+    # sends Ctrl-C, and one that interrupted the load makes CanMV free the KPU objects 400 ms
+    # later (maixpy_main.c: deinit_kpu_timer_cb), leaking feat/kpu's runtime context.
     micropython.kbd_intr(-1)
-    server = Server(cfg, uart, model)
+    model = None
     try:
-        server.loop()
-        time.sleep_ms(50)  # BYE on the wire before the speed changes
+        print("k210-deploy serve: loading the model")
+        model = Model(cfg)
+        if uart is None:
+            uart = machine.UART.repl_uart()
+        print("k210-deploy serve: proto %d, %d baud, api %s, model %s"
+              % (P.VERSION, cfg["baud"], model.api, "ok" if model.loaded() else model.error))
+        time.sleep_ms(100)  # let the banner leave at the old speed
+        uart.init(cfg["baud"], 8, None, 1, read_buf_len=cfg["read_buf_len"])
+        server = Server(cfg, uart, model)
+        try:
+            server.loop()
+            time.sleep_ms(50)  # BYE on the wire before the speed changes
+        finally:
+            uart.init(cfg.get("repl_baud", 115200), 8, None, 1)
     finally:
         micropython.kbd_intr(3)
-        uart.init(cfg.get("repl_baud", 115200), 8, None, 1)
-        model.close()
+        if model is not None:
+            model.close()
     print("k210-deploy serve: exit after %d images" % server.images)
     return server
 

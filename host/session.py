@@ -34,6 +34,7 @@ TEXT_KEEP = 8192
 SERVE_SWITCH_WAIT = 0.25
 BRINGUP_HELLO = 3.0        # s of HELLO after the serve banner before looking again
 REPL_SERVE_WAIT = 10.0     # s from `detect.main()` typed at the REPL to the serve banner
+MODEL_LOAD_WAIT = 20.0     # s from the board's "loading the model" line to its serve banner
 
 # Recovery (docs/protocol.md, "Recovery")
 MAX_ATTEMPTS = 10          # sends of one image before it ends as an explicit failure
@@ -47,6 +48,8 @@ REBOOT_TEXT = re.compile(rb"MAIXPY|CANMV|CanMV|MicroPython|k210-deploy|>>> |init
 SERVE_LINE = re.compile(rb"k210-deploy serve: proto (\d+), (\d+) baud, api (\S+), "
                         rb"model ([^\r\n]*)\r?\n")
 GRACE_LINE = re.compile(rb"k210-deploy: (serve|live) mode in (\d+) ms")
+# serve mode starting (Ctrl-C already off): wait for its serve line, never interrupt it
+LOAD_LINE = re.compile(rb"k210-deploy serve: loading the model")
 START_SERVE = (b"import detect; _c = detect.load_config(); _c['mode'] = 'serve'; "
                b"detect.main(_c)\r")
 
@@ -234,7 +237,9 @@ class Session(object):
                 baud = self._serve_started(m)
                 break
             g = GRACE_LINE.search(self.text)
-            if g and g.group(1) == b"serve":
+            if LOAD_LINE.search(self.text):
+                listen_until = max(listen_until, last_rx + MODEL_LOAD_WAIT)
+            elif g and g.group(1) == b"serve":
                 listen_until = max(listen_until, last_rx + int(g.group(2)) / 1000.0 + 3.0)
             elif REBOOT_TEXT.search(self.text):
                 # boot text: wait while it keeps coming, act once it stops
@@ -285,7 +290,9 @@ class Session(object):
                 return self._serve_started(m)
             now = time.monotonic()
             g = GRACE_LINE.search(self.text)
-            if g and g.group(1) == b"serve":
+            if LOAD_LINE.search(self.text):
+                until = max(until, min(deadline, now + MODEL_LOAD_WAIT))
+            elif g and g.group(1) == b"serve":
                 until = max(until, min(deadline, now + int(g.group(2)) / 1000.0 + 3.0))
             if now >= until:
                 return None
@@ -295,8 +302,8 @@ class Session(object):
         baud = int(m.group(2))
         self.serve_baud = baud
         del self.text[:]
-        # The board waits 100 ms after this line, then switches its UART and disables
-        # Ctrl-C: a HELLO before that could arrive as a 0x03 and stop serve mode.
+        # The board waits 100 ms after this line, then switches its UART: a HELLO before
+        # that would reach it at the wrong speed.
         time.sleep(SERVE_SWITCH_WAIT)
         self._set_baud(baud)
         self._read(0.01)
@@ -323,23 +330,36 @@ class Session(object):
                 self._write(b"\r")
             if quiet >= 0.3 and self.text.endswith(b">>> "):
                 break
+            if LOAD_LINE.search(self.text) or SERVE_LINE.search(self.text):
+                # its grace period ended first: serve mode is starting and ignores Ctrl-C
+                return self._await_serve_line(time.monotonic(), deadline)
         if not self.text.endswith(b">>> "):
             self.logs.append("no REPL prompt on %s (last text %r)"
                              % (self.name, bytes(self.text[-60:])))
             return None         # not at a REPL (e.g. serving at its baud): look again
         del self.text[:]
         self._write(START_SERVE)
-        until = min(deadline, time.monotonic() + REPL_SERVE_WAIT)
-        while time.monotonic() < until:
-            self._read(0.05)
+        return self._await_serve_line(min(deadline, time.monotonic() + REPL_SERVE_WAIT),
+                                      deadline)
+
+    def _await_serve_line(self, until, deadline):
+        """Serve mode starting: its serve line's baud; None by `until`, or MODEL_LOAD_WAIT
+        after its "loading the model" line (within `deadline`); a UserError when the REPL
+        shows an error instead."""
+        loading = False
+        while True:
             m = SERVE_LINE.search(self.text)
             if m:
                 return self._serve_started(m)
+            if not loading and LOAD_LINE.search(self.text):
+                loading = True
+                until = max(until, min(deadline, time.monotonic() + MODEL_LOAD_WAIT))
             parts = self.text.split(b"detect.main(_c)", 1)
             if len(parts) == 2 and b">>> " in parts[1]:
-                tail = parts[1]
-                raise UserError(self._repl_message(tail))
-        return None
+                raise UserError(self._repl_message(parts[1]))
+            if time.monotonic() >= until:
+                return None
+            self._read(0.05)
 
     def _repl_message(self, tail):
         lines = [l.strip() for l in tail.decode("utf-8", "replace").splitlines()]

@@ -325,17 +325,8 @@ def test_board_in_live_mode_is_switched_to_serve_mode(seed, six, tmp_path):
     assert report["boards"][0]["path"] == "repl"
 
 
-# Open bug, cause found (closing note of session 2): after the reset the host may reach the
-# board through its REPL path, whose Ctrl-C interrupts the board's model load; CanMV feat/kpu's
-# KPU-free timer then leaks the runtime context (232 KB for this model) and the reload from
-# the REPL no longer fits canmv-v5's 400,000-byte budget: every image fails model_load.
-LEAK_AFTER_CTRL_C = pytest.mark.xfail(strict=False, reason=(
-    "open: the host's Ctrl-C during the board's model load leaks the feat/kpu context"))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", [pytest.param("reset", marks=LEAK_AFTER_CTRL_C),
-                                   "disconnect"])
+@pytest.mark.parametrize("fault", ["reset", "disconnect"])
 def test_board_reset_or_port_unplugged_mid_run_all_images_complete(seed, six, tmp_path, fault):
     """The 60th frame on the line is cut short by a board reset (banner, boot, serve mode
     again) or by the port vanishing for 300 ms: frame 60 is inside the second 320x240 image

@@ -176,7 +176,7 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
 
     with start_board(state, profile="canmv-v5", log_rate=5.0) as handle:
         with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
-            RawRepl(ser).read_until(b"k210-deploy serve:", timeout=20)
+            RawRepl(ser).read_until(b"k210-deploy serve: proto", timeout=20)
             line = RawRepl(ser).read_until(b"\r\n")
             assert b"model ok" in line, line
             ser.baudrate = cfg["baud"]
@@ -232,6 +232,24 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
             assert repl.exec("print('repl')") == "repl\r\n"
 
 
+def test_ctrl_c_during_the_serve_mode_model_load_is_ignored(tmp_path, kmodel):
+    """A host that takes a booting board for one at its REPL sends Ctrl-C; serve mode turns
+    Ctrl-C off before it loads the model and says so, so the load (which starts the KPU worker
+    here) completes: on CanMV an interrupted load leaks feat/kpu's context (docs/protocol.md,
+    "Boot and interruption")."""
+    data, _ = kmodel
+    state, _, _ = serve_mode_board(tmp_path, data, W, H, [[C, H, W]], "canmv-v5")
+    with start_board(state, profile="canmv-v5", log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
+            repl = RawRepl(ser)
+            repl.read_until(b"k210-deploy serve: loading the model\r\n", timeout=20)
+            ser.write(b"\r\x03\x03")
+            text = repl.read_until(b"k210-deploy serve: proto", timeout=20)
+            line = repl.read_until(b"\r\n")
+    assert b"KeyboardInterrupt" not in text and b"interrupted" not in text, text
+    assert b"model ok" in line, line
+
+
 def test_serve_mode_answers_malformed_frames_and_keeps_serving(tmp_path, kmodel):
     """Over the real pty, in serve mode: garbage with false syncs, a header claiming 1 GiB, a
     frame with a bad CRC, an unknown type, a short IMAGE_BEGIN, a frame cut short. Each gets
@@ -247,7 +265,7 @@ def test_serve_mode_answers_malformed_frames_and_keeps_serving(tmp_path, kmodel)
 
     with start_board(state, profile="canmv-v5", log_rate=0) as handle:
         with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
-            RawRepl(ser).read_until(b"k210-deploy serve:", timeout=20)
+            RawRepl(ser).read_until(b"k210-deploy serve: proto", timeout=20)
             RawRepl(ser).read_until(b"\r\n")
             time.sleep(0.3)
             ser.baudrate = cfg["baud"]
