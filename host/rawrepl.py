@@ -132,6 +132,12 @@ class RawRepl(object):
     def exec_raw(self, code, timeout=10.0):
         """Run code; returns (stdout, stderr) as bytes, stderr holding any traceback.
         `timeout` is for the board's answer after the code is sent."""
+        self.exec_started(code, timeout)
+        return self.exec_finish(timeout)
+
+    def exec_started(self, code, timeout=10.0):
+        """Send code and wait for the raw REPL's OK: the code runs now; its output is read
+        by exec_finish (or read_until in between, e.g. a line the code prints when ready)."""
         if isinstance(code, str):
             code = code.encode("utf-8")
         if not code.strip():
@@ -140,6 +146,9 @@ class RawRepl(object):
         line_time = len(code) * 10.0 / max(getattr(self.serial, "baudrate", 115200) or 115200,
                                            1200)
         self._expect_ok(timeout + line_time)
+
+    def exec_finish(self, timeout=10.0):
+        """The rest of a started exec's output: (stdout, stderr) as bytes."""
         out = self._until_eot(timeout)
         err = self._until_eot(timeout)
         self.read_until(b">", timeout)

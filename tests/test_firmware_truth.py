@@ -412,19 +412,20 @@ def test_sensor_lcd_and_image_constants_follow_the_source(tmp_path):
 
 
 # ---------------------------------------------------------------- CanMV's KPU free timer
-def _interrupt_running_script(ser, repl, code, then=b""):
-    """Run `code` (which loops forever) from the friendly REPL, Ctrl-C it, type `then` at
-    once, wait past the firmware's 400 ms KPU timer; returns what the board printed."""
+def _interrupt_running_script(ser, repl, code, until, then=b""):
+    """Run `code` (which loops forever) from the friendly REPL, Ctrl-C it once it loops, type
+    `then` at once; returns what the board printed up to the end of the line that has `until`
+    (past the firmware's 400 ms KPU timer)."""
     repl.enter()
-    repl.exec("open('/flash/spin.py', 'w').write(%r)" % code)
+    repl.exec("open('/flash/spin.py', 'w').write(%r)"
+              % code.replace("while True:", "print('SPIN')\nwhile True:"))
     ser.write(b"\x02")                      # friendly REPL
-    time.sleep(0.3)
+    repl.read_until(b">>> ", timeout=10)
     ser.write(b"exec(open('/flash/spin.py').read())\r")
-    time.sleep(1.5)
-    ser.read(ser.in_waiting or 1)
+    repl.read_until(b"SPIN\r\n", timeout=30)
     ser.write(b"\x03" + then)
-    time.sleep(1.5)
-    return ser.read(ser.in_waiting or 1)
+    text = repl.read_until(until, timeout=30)
+    return text + repl.read_until(b"\n", timeout=10)
 
 
 def test_canmv_ctrl_c_timer_frees_every_kpu_buffer_and_traps_without_init_yolo2(tmp_path,
@@ -438,13 +439,13 @@ def test_canmv_ctrl_c_timer_frees_every_kpu_buffer_and_traps_without_init_yolo2(
         with ser:
             text = _interrupt_running_script(
                 ser, repl, "from maix import KPU\nk = KPU()\nk.load_kmodel('/flash/m.kmodel')\n"
-                           "k.init_yolo2([1.0, 1.0], anchor_num=1)\nwhile True:\n    pass\n")
+                           "k.init_yolo2([1.0, 1.0], anchor_num=1)\nwhile True:\n    pass\n",
+                b"free 1 kpu model buffer")
             assert b"KeyboardInterrupt" in text
             assert b"free kpu model buf succeed" in text and b"free 1 kpu model buffer" in text
             text = _interrupt_running_script(
                 ser, repl, "from maix import KPU\nk = KPU()\nk.load_kmodel('/flash/m.kmodel')\n"
-                           "while True:\n    pass\n")
-            assert b"load access fault" in text
+                           "while True:\n    pass\n", b"load access fault")
             with pytest.raises(ReplError):
                 repl.enter(timeout=2.0)
 
@@ -460,14 +461,12 @@ def test_feat_kpu_ctrl_c_timer_frees_held_objects_and_device_loads_after_it(tmp_
         with ser:
             text = _interrupt_running_script(
                 ser, repl, "from maix import KPU\nk = KPU()\nk.load('/flash/m.kmodel')\n"
-                           "while True:\n    pass\n")
-            assert b"free 2 kpu buffers, size" in text
+                           "while True:\n    pass\n", b"free 2 kpu buffers, size")
             ser.write(b"k.run(None)\r")
-            time.sleep(0.5)
-            assert b"freed by the firmware after a Ctrl-C" in ser.read(ser.in_waiting or 1)
+            repl.read_until(b"freed by the firmware after a Ctrl-C", timeout=10)
             # a session started at once after the Ctrl-C: its load waits the timer out
             text = _interrupt_running_script(
-                ser, repl, "while True:\n    pass\n",
+                ser, repl, "while True:\n    pass\n", b"kept ",
                 then=b"import detect; m = detect.Model(%s); print('kept', m.error, "
                      b"m.k._model is not None)\r" % cfg.encode())
     # the timer ran (nothing listed yet), then the model loaded and stayed
