@@ -57,6 +57,20 @@ def tiny_build(tmp_path_factory):
     return manifest_mod.load(path)
 
 
+@pytest.fixture(scope="session")
+def seed_manifest(tmp_path_factory):
+    """The original user's model as in docs/convert.md (grid decoder, threshold 0.7), built
+    once per session for the tests that flash or evaluate it (read only: never modify its
+    files; tests/test_convert.py builds its own to check the conversion itself)."""
+    from host import manifest as manifest_mod
+    out = tmp_path_factory.mktemp("seed") / "build"
+    proc = run_tool("host/convert.py", "--frozen-pb", SEED_PB, "--input-size", "240x320",
+                    "--decoder", "grid", "--threshold", "0.7", "--no-layer-error",
+                    "--out", out)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return manifest_mod.load(str(out / "manifest.json"))
+
+
 # fields of serial_eval's per-image records that differ between runs by nature: board
 # timings, memory, which board ran it
 VOLATILE = {"board_port", "kpu_ms", "prep_ms", "decode_ms", "mem_free"}

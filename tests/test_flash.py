@@ -16,8 +16,8 @@ import time
 import pytest
 import serial
 
-from conftest import REPO, SEED_PB, assert_one_line_error, run_tool, tool_env
-from host import devconfig, kfpkg, manifest as manifest_mod
+from conftest import REPO, assert_one_line_error, run_tool, tool_env
+from host import devconfig, kfpkg
 from host.vboard import isp as visp
 from host.vboard import launcher, modem
 from host.vboard.launcher import start_board
@@ -30,12 +30,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def seed(tmp_path_factory):
-    out = tmp_path_factory.mktemp("seed") / "build"
-    proc = run_tool("host/convert.py", "--frozen-pb", SEED_PB, "--input-size", "240x320",
-                    "--decoder", "grid", "--threshold", "0.7", "--no-layer-error", "--out", out)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return manifest_mod.load(str(out / "manifest.json"))
+def seed(seed_manifest):
+    return seed_manifest
 
 
 def _flash(manifest, *args, timeout=240):

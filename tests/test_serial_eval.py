@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, SEED_PB, assert_one_line_error, run_tool
+from conftest import REPO, assert_one_line_error, run_tool
 from rfc2217_server import Rfc2217Server
 from device import protocol as P
 from host import compare, devconfig, eval_inputs, manifest as manifest_mod, transport
@@ -95,10 +95,8 @@ def _convert(out, *args):
 
 
 @pytest.fixture(scope="module")
-def seed(tmp_path_factory):
-    """The original user's model as in docs/convert.md: grid decoder, threshold 0.7."""
-    return _convert(tmp_path_factory.mktemp("seed"), "--frozen-pb", SEED_PB,
-                    "--input-size", "240x320", "--decoder", "grid", "--threshold", "0.7")
+def seed(seed_manifest):
+    return seed_manifest
 
 
 def _example_ready():
