@@ -28,6 +28,14 @@ def ring_capacity(read_buf_len):
     return max(((read_buf_len + 1) & 0xFFFF) - 1, 0)
 
 
+def _counted(data):
+    """py/stream.c: stream_read / stream_unbuffered_readline return a new bytes object
+    (its vstr): counted in the board's GC heap."""
+    if len(data) <= 1:        # CPython shares one-byte bytes objects
+        return data
+    return board_mod.current().heap.alloc(data, gcheap.bytes_parts(len(data)))
+
+
 class UART:
     UART1, UART2, UART3, UARTHS = UART1, UART2, UART3, UARTHS
 
@@ -107,11 +115,11 @@ class UART:
     # machine_uart_read (waits `timeout_char` for the first byte here) / machine_uart_write
     def read(self, nbytes=None):
         data = self._take(nbytes)
-        return data if data else None
+        return _counted(data) if data else None
 
     def readline(self):
         data = self._take(None, until=b"\n")
-        return data if data else None
+        return _counted(data) if data else None
 
     def readinto(self, buf, nbytes=None):
         try:
