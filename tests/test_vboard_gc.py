@@ -95,8 +95,9 @@ def test_images_planes_and_uart_reads_count_at_the_firmwares_sizes(repl):
 
 
 # --------------------------------------------------------------------------- serve loop
-# one 3x3 conv per halving: H x W -> H/32 x W/32 with 30 channels (5 anchors x 6), the
-# example's output shape for its 320x224 input (examples/face)
+# conv + relu + 2x2 max pool per halving (KPU-friendly, as examples/face/model.py):
+# H x W -> H/32 x W/32 with 30 channels (5 anchors x 6), the example's output shape for its
+# 320x224 input
 _MAKE_TFLITE = textwrap.dedent("""
     import sys
     import numpy as np
@@ -109,7 +110,8 @@ _MAKE_TFLITE = textwrap.dedent("""
         for c in (8, 8, 8, 8, 30):
             k = tf.constant(rng.uniform(-0.3, 0.3, (3, 3, int(y.shape[-1]), c))
                             .astype(np.float32))
-            y = tf.nn.relu(tf.nn.conv2d(y, k, [1, 2, 2, 1], "SAME"))
+            y = tf.nn.relu(tf.nn.conv2d(y, k, [1, 1, 1, 1], "SAME"))
+            y = tf.nn.max_pool(y, [1, 2, 2, 1], [1, 2, 2, 1], "SAME")
         y = tf.identity(y, name="out")
         with tf.Session() as s:
             with open(path, "wb") as f:
@@ -178,12 +180,13 @@ def _serve(state, cfg, profile, w, h, images):
     return info, answers
 
 
-def _images(pixels, w, h):
+def _sessions(pixels, w, h):
+    """One serve session per payload mode (a host sends one mode per session): three RGB565
+    images, three JPEGs (of noise: the largest JPEG of that size)."""
     rgb = np.random.RandomState(3).randint(0, 256, (h, w, 3)).astype(np.uint8)
     jpeg = io.BytesIO()
     PILImage.fromarray(rgb).save(jpeg, "JPEG", quality=90)
-    return [(P.FMT_RGB565, pixels), (P.FMT_JPEG, jpeg.getvalue()), (P.FMT_RGB565, pixels),
-            (P.FMT_JPEG, jpeg.getvalue())]
+    return [[(P.FMT_RGB565, pixels)] * 3, [(P.FMT_JPEG, jpeg.getvalue())] * 3]
 
 
 def _assert_served_within_the_heap(info, answers, profile, w, h):
@@ -198,7 +201,7 @@ def _assert_served_within_the_heap(info, answers, profile, w, h):
 @pytest.mark.slow
 def test_serve_loop_of_the_example_sized_model_fits_canmv_v5s_heap(tmp_path):
     """CanMV feat/kpu, the example's 320x224 input and 30x7x10 output: RGB565 and JPEG
-    images answered, mem_free (INFO, every RESULT) never below 0."""
+    sessions answered, mem_free (INFO, every RESULT) never below 0."""
     w, h = 320, 224
     km = str(tmp_path / "m.kmodel")
     quantize.compile_kmodel(_tflite(tmp_path, h, w), km, _calib(h, w), {"scale": "0-1"})
@@ -206,8 +209,9 @@ def test_serve_loop_of_the_example_sized_model_fits_canmv_v5s_heap(tmp_path):
         data = f.read()
     state, cfg, pixels = serve_mode_board(tmp_path, data, w, h, [[30, h // 32, w // 32]],
                                           "canmv-v5")
-    info, answers = _serve(state, cfg, "canmv-v5", w, h, _images(pixels, w, h))
-    _assert_served_within_the_heap(info, answers, "canmv-v5", w, h)
+    for images in _sessions(pixels, w, h):
+        info, answers = _serve(state, cfg, "canmv-v5", w, h, images)
+        _assert_served_within_the_heap(info, answers, "canmv-v5", w, h)
 
 
 NCC = ncc.VENV_NCC if os.path.isfile(ncc.VENV_NCC) else None
@@ -232,8 +236,9 @@ def test_serve_loop_in_maixpy_v4s_heap_fits_224x160_and_refuses_the_examples_320
     w, h = 224, 160
     state, cfg, pixels = serve_mode_board(tmp_path / "small", _v4(tmp_path, h, w), w, h,
                                           [[30, h // 32, w // 32]], "maixpy-v4", version=4)
-    info, answers = _serve(state, cfg, "maixpy-v4", w, h, _images(pixels, w, h))
-    _assert_served_within_the_heap(info, answers, "maixpy-v4", w, h)
+    for images in _sessions(pixels, w, h):
+        info, answers = _serve(state, cfg, "maixpy-v4", w, h, images)
+        _assert_served_within_the_heap(info, answers, "maixpy-v4", w, h)
 
     w, h = 320, 224
     state, cfg, pixels = serve_mode_board(tmp_path / "example", _v4(tmp_path, h, w), w, h,

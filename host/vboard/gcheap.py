@@ -108,20 +108,15 @@ class GcHeap:
         self._extra = extra
         self._fixed = blocks(FIRMWARE_KEEPS)
         self._live = {}                 # id(obj) -> [obj, bytes]: held until a collection
+        self._live_bytes = 0
         self._lock = threading.RLock()
 
     # -- what gc / micropython report
     def used(self):
-        with self._lock:
-            return self._fixed + self._extra() + sum(e[1] for e in self._live.values())
+        return self._fixed + self._extra() + self._live_bytes
 
     def free(self):
         return self.total - self.used()
-
-    def counted(self, obj):
-        """Bytes counted for `obj` (0 when it is not counted)."""
-        entry = self._live.get(id(obj))
-        return entry[1] if entry is not None and entry[0] is obj else 0
 
     # -- allocation
     def alloc(self, obj, parts, fail=M_MALLOC):
@@ -138,6 +133,7 @@ class GcHeap:
                 entry[1] += need
             else:
                 self._live[id(obj)] = [obj, need]
+            self._live_bytes += need
         return obj
 
     def keep(self, nbytes, fail=M_MALLOC):
@@ -150,6 +146,7 @@ class GcHeap:
         if size and self.used() + pending + size > self.total:
             self.collect()
             if self.used() + pending + size > self.total:
+                self._log_failure(n)
                 raise MemoryError(fail % n if "%u" in fail else fail)
         return size
 
@@ -158,13 +155,28 @@ class GcHeap:
         one else references is freed."""
         _gc.collect()
         with self._lock:
-            for key in [k for k, e in self._live.items() if _refs(e) <= _FREE_REFS]:
-                del self._live[key]
+            # until nothing more goes: a freed object may have held the last other reference
+            # to another counted one (a list of bytes)
+            while True:
+                garbage = [k for k, e in self._live.items() if _refs(e) <= _FREE_REFS]
+                if not garbage:
+                    break
+                for key in garbage:
+                    self._live_bytes -= self._live.pop(key)[1]
+
+    def _log_failure(self, n):
+        # to the board's log (stderr): what held the heap when it ran out
+        sizes = sorted(((e[1], type(e[0]).__name__) for e in self._live.values()), reverse=True)
+        sys.stderr.write("vboard: GC heap full allocating %d bytes: %d of %d used (fixed %d, "
+                         "UART ring %d, largest objects %s)\n"
+                         % (n, self.used(), self.total, self._fixed, self._extra(),
+                            ", ".join("%s %d" % (t, b) for b, t in sizes[:6])))
 
     def reset(self):
         """A (soft) reboot: gc_init on an empty heap."""
         with self._lock:
             self._live.clear()
+            self._live_bytes = 0
             self._fixed = blocks(FIRMWARE_KEEPS)
 
 
