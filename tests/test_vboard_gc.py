@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -77,21 +78,29 @@ def test_an_allocation_past_the_heap_is_the_firmwares_memory_error(repl):
     assert out == "%d\r\n" % third
 
 
-def test_images_planes_and_uart_reads_count_at_the_firmwares_sizes(repl):
+def test_images_planes_and_stream_reads_count_at_the_firmwares_sizes(repl):
     profile, r = repl
+    packed = zlib.compress(bytes(range(256)) * 8)[2:-4]          # raw deflate, 2 KiB out
     out = r.exec(textwrap.dedent("""\
-        import gc, image
+        import gc, image, uio, uzlib
         gc.collect()
         f0 = gc.mem_free()
         img = image.Image(size=(100, 20))
         f1 = gc.mem_free()
         img.pix_to_ai()
         f2 = gc.mem_free()
-        print(f0 - f1, f1 - f2, isinstance(b'', bytes), isinstance(bytearray(2), bytearray))
-        """))
+        d = uzlib.DecompIO(uio.BytesIO(%r), -10)
+        f3 = gc.mem_free()
+        b = d.read(1000)
+        f4 = gc.mem_free()
+        print(f0 - f1, f1 - f2, f2 - f3, f3 - f4)
+        """ % packed))
     pixels, obj = 100 * 20 * 2, 64                 # xalloc(w*h*2), py_image_obj_t (40 B)
     planes = 128 * 20 * 3                          # rows padded to 64 bytes per plane
-    assert out == "%d %d True True\r\n" % (pixels + obj, planes)
+    decompio = gcheap.blocks(1344) + 1024          # state, then the 1 KiB window
+    read = 32 + gcheap.blocks(1001)                # mp_obj_str_t + the vstr's 1000 + 1
+    # the BytesIO and its bytes are small objects this heap does not count one by one
+    assert out == "%d %d %d %d\r\n" % (pixels + obj, planes, decompio, read)
 
 
 # --------------------------------------------------------------------------- serve loop

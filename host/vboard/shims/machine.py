@@ -4,6 +4,7 @@ UART follows sipeed/MaixPy-v1 (and kendryte/canmv@main, the same file with "[CAN
 components/micropython/port/src/standard_lib/machine/machine_uart.c.
 """
 from host.vboard import board as board_mod
+from host.vboard import gcheap
 from host.vboard.shims.base import new_module
 from host.vboard.uart import DEFAULT_BUF, UartPort
 
