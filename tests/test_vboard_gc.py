@@ -26,10 +26,17 @@ from host.vboard.launcher import provision, start_board
 pytestmark = pytest.mark.timeout(600)
 
 PROFILES = ["canmv-v5", "maixpy-v4"]
+# py/gc.c: gc_init on RV64 (32-byte blocks, finaliser table): 0xBB9B0 -> 5,933 ATB bytes,
+# 0x80000 -> 4,048, each covering 4 blocks
+POOLS = {"canmv-v5": 5933 * 4 * 32, "maixpy-v4": 4048 * 4 * 32}
 
 
 def _pool(profile):
     return gcheap.pool_bytes(firmware.get_profile(profile)["gc_heap"])
+
+
+def test_the_pool_is_what_gc_init_leaves_of_each_firmwares_heap():
+    assert {p: _pool(p) for p in PROFILES} == POOLS
 
 
 @pytest.fixture(params=PROFILES)
