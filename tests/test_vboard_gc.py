@@ -77,6 +77,14 @@ def test_an_allocation_past_the_heap_is_the_firmwares_memory_error(repl):
     assert err.endswith(b"MemoryError: Out of normal MicroPython Heap Memory! Please reduce "
                         b"the resolution of the image you are running this algorithm on to "
                         b"bypass this issue!\r\n")
+    # the REPL UART's ring: m_del of the old one, then m_new(byte, read_buf_len + 1)
+    out = r.exec("import gc, machine\nhold = bytearray(gc.mem_free() - 8192)\n"
+                 "u = machine.UART.repl_uart()\n"
+                 "try:\n    u.init(115200, 8, None, 1, read_buf_len=30000)\n"
+                 "except MemoryError as e:\n    print(e)\n"
+                 "hold = None\nu.init(115200, 8, None, 1, read_buf_len=30000)\n"
+                 "print(gc.mem_free() >= 0)")
+    assert out == "memory allocation failed, allocating 30001 bytes\r\nTrue\r\n"
     # garbage is collected when an allocation does not fit (gc_alloc collects once): two
     # buffers of 60 % of the heap one after the other, no gc.collect() in between
     third = n * 3 // 5

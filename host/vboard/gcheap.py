@@ -141,6 +141,12 @@ class GcHeap:
         with self._lock:
             self._fixed += self._fit(nbytes, 0, fail)
 
+    def make_room(self, nbytes, freed):
+        """MemoryError unless an m_malloc of `nbytes` fits once `freed` bytes of what
+        `extra()` reports are freed (m_del then m_new: the caller then changes `extra()`)."""
+        with self._lock:
+            self._fit(nbytes, -blocks(freed), M_MALLOC)
+
     def _fit(self, n, pending, fail):
         size = blocks(n)
         if size and self.used() + pending + size > self.total:

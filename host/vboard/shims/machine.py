@@ -97,8 +97,13 @@ class UART:
         if timeout_char >= 0:
             self._timeout_char = timeout_char
         self._bits, self._parity, self._stop = bits, parity, stop
-        # the old ring is freed, then the new one allocated (its bytes are lost)
-        self._port.reset(int(baudrate), ring_capacity(int(read_buf_len)))
+        # the old ring is freed, then the new one allocated (its bytes are lost): m_del, then
+        # m_new(byte, read_buf_len + 1) in the GC heap (the REPL UART's ring is counted there)
+        capacity = ring_capacity(int(read_buf_len))
+        board = board_mod.current()
+        if self._port is board.port:
+            board.heap.make_room(capacity + 1, self._port.capacity + 1)
+        self._port.reset(int(baudrate), capacity)
 
     def deinit(self):
         # machine_uart.c: machine_uart_deinit; the vboard's REPL UART keeps working
