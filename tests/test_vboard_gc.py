@@ -205,12 +205,12 @@ def _serve(state, cfg, profile, w, h, images):
 
 
 def _sessions(pixels, w, h):
-    """One serve session per payload mode (a host sends one mode per session): three RGB565
-    images, three JPEGs (of noise: the largest JPEG of that size)."""
+    """One serve session per payload mode (a host sends one mode per session): six RGB565
+    images, six JPEGs (of noise: the largest JPEG of that size)."""
     rgb = np.random.RandomState(3).randint(0, 256, (h, w, 3)).astype(np.uint8)
     jpeg = io.BytesIO()
     PILImage.fromarray(rgb).save(jpeg, "JPEG", quality=90)
-    return [[(P.FMT_RGB565, pixels)] * 3, [(P.FMT_JPEG, jpeg.getvalue())] * 3]
+    return [[(P.FMT_RGB565, pixels)] * 6, [(P.FMT_JPEG, jpeg.getvalue())] * 6]
 
 
 def _assert_served_within_the_heap(info, answers, profile, w, h):
@@ -220,6 +220,8 @@ def _assert_served_within_the_heap(info, answers, profile, w, h):
         assert ftype == P.T_RESULT, answer
         # the Image and its planes at least are counted, and the count never goes negative
         assert 0 <= answer["mem_free"] <= pool - (w * h * 2 + ((w + 63) & ~63) * h * 3)
+    # steady once the RESULTs kept for RESEND are all there: nothing leaks image by image
+    assert answers[-1][1]["mem_free"] == answers[-2][1]["mem_free"], answers
 
 
 @pytest.mark.slow
