@@ -99,15 +99,16 @@ def provision_flashed_boards(state, manifest, n, baud, by, **config):
         launcher.mark_flashed(d, {"by": by})
 
 
-def serve_mode_board(tmp_path, data, width, height, output_shapes, firmware):
+def serve_mode_board(tmp_path, data, width, height, output_shapes, firmware, version=5):
     """A board state with the repo's device/ scripts in serve mode (300 ms grace) and the
-    kmodel `data` as a file: returns (state dir, the board's config, a raw RGB565 test image
-    of width x height). `output_shapes`: the kmodel's outputs as [C, H, W] lists."""
+    kmodel `data` (kmodel `version`) as a file: returns (state dir, the board's config, a raw
+    RGB565 test image of width x height). `output_shapes`: the kmodel's outputs as [C, H, W]
+    lists."""
     import hashlib
     import numpy as np
     from host import devconfig
     from host.vboard.launcher import provision
-    manifest = {"kmodel": {"path": "m.kmodel", "size": len(data), "version": 5,
+    manifest = {"kmodel": {"path": "m.kmodel", "size": len(data), "version": version,
                            "sha256": hashlib.sha256(data).hexdigest()},
                 "flash": {"address": 0x300000},
                 "input": {"width": width, "height": height, "channels": 3},

@@ -5,6 +5,7 @@ a corrupt, cut or mis-split stream fails."""
 import binascii
 import io
 import sys
+import types
 import zlib
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from device import protocol as P
 from device import zinflate
 from host import rgb565z
+from host.vboard import gcheap
 from host.vboard.shims import uzlib as uzlib_shim
 
 import mpy_board as B
@@ -90,12 +92,18 @@ def test_shim_inflates_every_segment_from_its_own_frame(shim):
             assert got == {"crc": binascii.crc32(raw), "complete": True, "done": len(raw)}, name
 
 
-def test_shim_gc_accounting_counts_live_decompressors(shim):
-    before = uzlib_shim.live_bytes()
+def test_shim_counts_each_decompressor_in_the_gc_heap_until_a_collection(monkeypatch):
+    heap = gcheap.GcHeap(gcheap.BLOCK * 40000)
+    board = types.SimpleNamespace(heap=heap)
+    monkeypatch.setattr(zinflate, "uzlib", uzlib_shim.build(board))
+    before = heap.used()
     inf = zinflate.Inflater(6144, SEG, P.Z_WBITS)
-    assert uzlib_shim.live_bytes() - before == uzlib_shim.STATE_BYTES + (1 << P.Z_WBITS)
+    assert heap.used() - before == (gcheap.blocks(uzlib_shim.STATE_BYTES)
+                                    + gcheap.blocks(1 << P.Z_WBITS))
     del inf
-    assert uzlib_shim.live_bytes() == before
+    assert heap.used() > before         # as on the board: freed by a collection only
+    heap.collect()
+    assert heap.used() == before
 
 
 @H.needs_micropython

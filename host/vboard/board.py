@@ -20,7 +20,7 @@ import time
 import traceback
 import types
 
-from host.vboard import dialect, fs, image, shims
+from host.vboard import dialect, fs, gcheap, image, shims
 from host.vboard.uart import DEFAULT_BUF, REPL_BAUD, UartPort
 
 _BOARD = None
@@ -91,6 +91,10 @@ class Board:
         self.log_rate = log_rate
         self.rng = random.Random(seed)
         self.port = UartPort("UARTHS", line, on_interrupt=self._on_ctrl_c)
+        # the GC heap, emptied at every boot; the REPL UART's ring lives in it
+        # (machine_uart.c: m_new of read_buf_len + 1 bytes)
+        self.heap = gcheap.GcHeap(profile.gc_heap_bytes,
+                                  extra=lambda: gcheap.blocks(self.port.capacity + 1))
         if line is not None:
             line.attach(self.port)
         self.main_thread = threading.main_thread().ident
@@ -265,6 +269,9 @@ class Board:
         b["open"] = fs.open_file
         b["input"] = self.input
         b["id"] = _board_id
+        # board code's own buffers count in the GC heap at MicroPython's sizes
+        b["bytearray"] = gcheap.counting_type(bytearray, self.heap, gcheap.bytearray_parts)
+        b["bytes"] = gcheap.counting_type(bytes, self.heap, gcheap.bytes_parts)
         b[dialect.ATTR_HOOK] = dialect.attr_hook
         return b
 
@@ -322,6 +329,8 @@ class Board:
             module.__path__ = [vpath.rsplit("/", 1)[0]]
         self.session.modules[name] = module
         try:
+            # the compiler's output stays in the GC heap while the module is imported
+            self.heap.keep(int(len(source) * gcheap.BYTECODE_PER_SOURCE_BYTE))
             exec(dialect.compile_source(source, vpath, "exec"), module.__dict__)
         except BaseException:
             self.session.modules.pop(name, None)
@@ -441,6 +450,7 @@ class Board:
 
     def boot(self, hard):
         self.session = Session()
+        self.heap.reset()
         gc.collect()        # the old session's images (and their RAM mappings) go now
         self.port.reset(REPL_BAUD, DEFAULT_BUF)
         fs.chdir("/")

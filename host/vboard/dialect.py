@@ -48,7 +48,9 @@ def _positional_only(fn, *args, **kwargs):
 
 def attr_hook(obj, name):
     """Runtime side of the rewrite: attribute lookup with the firmware's omissions."""
-    is_bytes = isinstance(obj, _BYTES_TYPES) or any(obj is t for t in _BYTES_TYPES)
+    # board code's bytes/bytearray are the GC heap's counting stand-ins (gcheap.py)
+    is_bytes = isinstance(obj, _BYTES_TYPES) or any(
+        obj is t or getattr(obj, "real_type", None) is t for t in _BYTES_TYPES)
     if name in ("hex", "fromhex") and is_bytes:
         kind = obj.__name__ if isinstance(obj, type) else type(obj).__name__
         raise AttributeError("'%s' object has no attribute '%s'" % (kind, name))

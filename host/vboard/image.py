@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from host.vboard import fs, memory
+from host.vboard import fs, gcheap, memory
 
 GRAYSCALE = 1
 RGB565 = 2
@@ -25,14 +25,12 @@ JPEG = 4
 _EXPAND5 = np.array([int(v * 255.0 / 31 + 0.5) for v in range(32)], dtype=np.uint8)
 _EXPAND6 = np.array([int(v * 255.0 / 63 + 0.5) for v in range(64)], dtype=np.uint8)
 
-# Live images, for gc.mem_free()'s estimate of the GC heap in use.
-LIVE = weakref.WeakSet()
-
 # What an Image object looks like in K210 memory (64-bit RISC-V, MaixPy/CanMV image_t after
 # the MicroPython object base): base, w, h, bpp, pixels, pix_ai. Only the probe in
 # device/detect.py reads it; the type pointer is an arbitrary firmware-like address.
 _OBJ_LAYOUT = struct.Struct("<QIIIIQQ")
 _OBJ_SIZE = 64
+_PY_IMAGE_OBJ = 40      # py_image_obj_t: mp_obj_base_t + image_t (w, h, bpp, pixels, pix_ai)
 _TYPE_ADDR = 0x80012340
 
 
@@ -105,7 +103,7 @@ class Image:
                       memory.alloc(_OBJ_SIZE, lambda: me()._obj_bytes())]
         self.addr, self.obj_addr = self._maps
         weakref.finalize(self, _unmap, self._maps)
-        LIVE.add(self)
+        self._heap = None               # the GC heap it counts in (count_in), if any
 
     def _obj_bytes(self):
         ai_addr = self._maps[2] if len(self._maps) > 2 else 0
@@ -130,8 +128,23 @@ class Image:
         else:
             self._px[...] = rgb888_to_565(np.asarray(pil))
 
-    def nbytes(self):
-        return self._px.nbytes + (0 if self._ai is None else self._ai.nbytes)
+    def count_in(self, heap):
+        """An Image board code made lives in the GC heap (sipeed/MaixPy-v1 omv/py/py_image.c:
+        py_image_load_image: pixels by xalloc (omv/xalloc.c: gc_alloc), then py_image:
+        m_new_obj(py_image_obj_t), 8 + sizeof(image_t) 32 bytes); camera frames and the
+        LCD's own buffers are not (never counted). Returns self."""
+        heap.alloc(self, [self._px.nbytes], gcheap.XALLOC)
+        heap.alloc(self, [_PY_IMAGE_OBJ])
+        self._heap = heap
+        if self._ai is not None:
+            heap.alloc(self, [self._ai_alloc_bytes()], gcheap.XALLOC)
+        return self
+
+    def _ai_alloc_bytes(self):
+        # py_image.c: py_image_pix_to_ai: RGB565 rows padded to 64 bytes per plane
+        # ("64B align for conv function"), grayscale w*h
+        w, h = self.width(), self.height()
+        return w * h if self._fmt == GRAYSCALE else ((w + 63) & ~63) * h * 3
 
     # -- queries --
     def width(self):
@@ -197,6 +210,8 @@ class Image:
     # -- KPU buffer --
     def pix_to_ai(self):
         if self._ai is None:
+            if self._heap is not None:
+                self._heap.alloc(self, [self._ai_alloc_bytes()], gcheap.XALLOC)
             self._ai = np.empty(3 * self._px.size, dtype=np.uint8)
             self._maps.append(memory.alloc(self._ai.nbytes, self._ai))
         self._ai.reshape(3, *self._px.shape)[...] = self._rgb().transpose(2, 0, 1)
@@ -249,13 +264,13 @@ class Image:
     # -- geometry --
     def resize(self, w, h):
         pil = PILImage.fromarray(self._rgb(), "RGB").resize((w, h), PILImage.BILINEAR)
-        return Image.from_rgb(np.asarray(pil))
+        return Image.from_rgb(np.asarray(pil)).count_in(_board_heap())
 
     def copy(self, roi=None):
         x, y, w, h = roi if roi is not None else (0, 0, self.width(), self.height())
         img = Image.__new__(Image)
         img._set(self._px[y:y + h, x:x + w], self._fmt)
-        return img
+        return img.count_in(_board_heap())
 
     def save(self, path, quality=95):
         real = fs.resolve(path, for_write=True)
@@ -266,6 +281,11 @@ class Image:
     def to_pil(self):
         """Host-side helper (lcd snapshots): the RGB888 the LCD would show."""
         return PILImage.fromarray(self._rgb(), "RGB")
+
+
+def _board_heap():
+    from host.vboard import board as _board
+    return _board.current().heap
 
 
 def _unmap(addresses):

@@ -8,7 +8,7 @@
 """
 
 from host.vboard import board as board_mod
-from host.vboard import fs
+from host.vboard import fs, gcheap
 from host.vboard import kpu as _kpu
 from host.vboard.image import Image
 from host.vboard.shims import misc
@@ -67,6 +67,13 @@ def _ai_data_or(img, exc_type):
     if data is None:
         raise exc_type("Image formart error, use pix_to_ai() method to convert for kpu")
     return data
+
+
+def _float_list(board, values):
+    """The firmware's output list: mp_obj_new_list(n, NULL) and a new float per value, in the
+    board's GC heap (host/vboard/gcheap.py)."""
+    values = [float(v) for v in values]
+    return board.heap.alloc(values, gcheap.float_list_parts(len(values)))
 
 
 class KPUNew:
@@ -136,7 +143,7 @@ class KPUNew:
         index = args[0] if len(args) == 1 and isinstance(args[0], int) else 0
         if not 0 <= index < len(self._outputs):
             raise OSError("Failed to get kpu outputs")
-        return self._outputs[index].tolist()
+        return _float_list(self._board, self._outputs[index])
 
     def deinit(self):
         # kendryte/canmv@feat/kpu maix_kpu.c: k210_kpu_deinit frees the model buffer but
@@ -227,9 +234,9 @@ class KPUOld:
             if len(first) > 256:
                 raise ValueError("feature len out of 256\r\n")
             norm = float(sum(float(v) * float(v) for v in first)) ** 0.5 or 1.0
-            return [float(v) / norm for v in first]
+            return _float_list(self._board, [float(v) / norm for v in first])
         if getlist:
-            return first.tolist()
+            return _float_list(self._board, first)
         return None
 
     def deinit(self):

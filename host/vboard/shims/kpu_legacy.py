@@ -11,6 +11,8 @@ The model itself runs in host/vboard/kpu.py (V4: ncc infer; V5: nncase's simulat
 
 import numpy as np
 
+from host.vboard import board as board_mod
+from host.vboard import gcheap
 from host.vboard import kpu as _kpu
 from host.vboard.image import Image
 from host.vboard.shims.base import new_module
@@ -112,7 +114,13 @@ class _Fmap:
     def __getitem__(self, index):
         where = self._bounds(index)
         if isinstance(where, slice):
-            return tuple(self._convert(v) for v in self._data[where].tolist())
+            # a new tuple of new floats (small ints for 'B') in the GC heap
+            items = tuple(self._convert(v) for v in self._data[where].tolist())
+            if not items:
+                return items            # mp_obj_new_tuple(0): the empty tuple constant
+            parts = ([gcheap.OBJ_TUPLE_HEAD + gcheap.BYTES_PER_WORD * len(items)]
+                     if self._typecode == "B" else gcheap.float_tuple_parts(len(items)))
+            return board_mod.current().heap.alloc(items, parts)
         return self._convert(self._data[where])
 
     def __setitem__(self, index, value):

@@ -4,6 +4,7 @@ UART follows sipeed/MaixPy-v1 (and kendryte/canmv@main, the same file with "[CAN
 components/micropython/port/src/standard_lib/machine/machine_uart.c.
 """
 from host.vboard import board as board_mod
+from host.vboard import gcheap
 from host.vboard.shims.base import new_module
 from host.vboard.uart import DEFAULT_BUF, UartPort
 
@@ -26,6 +27,14 @@ def ring_capacity(read_buf_len):
     if read_buf_len <= 0:
         return 0
     return max(((read_buf_len + 1) & 0xFFFF) - 1, 0)
+
+
+def _counted(data):
+    """py/stream.c: stream_read / stream_unbuffered_readline return a new bytes object
+    (its vstr): counted in the board's GC heap."""
+    if len(data) <= 1:        # CPython shares one-byte bytes objects
+        return data
+    return board_mod.current().heap.alloc(data, gcheap.bytes_parts(len(data)))
 
 
 class UART:
@@ -88,8 +97,13 @@ class UART:
         if timeout_char >= 0:
             self._timeout_char = timeout_char
         self._bits, self._parity, self._stop = bits, parity, stop
-        # the old ring is freed, then the new one allocated (its bytes are lost)
-        self._port.reset(int(baudrate), ring_capacity(int(read_buf_len)))
+        # the old ring is freed, then the new one allocated (its bytes are lost): m_del, then
+        # m_new(byte, read_buf_len + 1) in the GC heap (the REPL UART's ring is counted there)
+        capacity = ring_capacity(int(read_buf_len))
+        board = board_mod.current()
+        if self._port is board.port:
+            board.heap.make_room(capacity + 1, self._port.capacity + 1)
+        self._port.reset(int(baudrate), capacity)
 
     def deinit(self):
         # machine_uart.c: machine_uart_deinit; the vboard's REPL UART keeps working
@@ -107,11 +121,11 @@ class UART:
     # machine_uart_read (waits `timeout_char` for the first byte here) / machine_uart_write
     def read(self, nbytes=None):
         data = self._take(nbytes)
-        return data if data else None
+        return _counted(data) if data else None
 
     def readline(self):
         data = self._take(None, until=b"\n")
-        return data if data else None
+        return _counted(data) if data else None
 
     def readinto(self, buf, nbytes=None):
         try:

@@ -1,7 +1,6 @@
 """Small firmware modules: image, fpioa_manager, micropython, gc, utils, ubinascii,
 ustruct, ujson, uhashlib."""
 import binascii as _binascii
-import gc as _gc
 import hashlib as _hashlib
 import json as _json
 import struct as _struct
@@ -10,11 +9,7 @@ from host.vboard import fs
 from host.vboard import image as _image
 from host.vboard import kpu as _kpu
 from host.vboard import memory as _memory
-from host.vboard.shims import uzlib as _uzlib
 from host.vboard.shims.base import new_module
-
-# Rough GC-heap use of the interpreter itself after boot (MicroPython objects, REPL).
-_GC_BASE = 48 * 1024
 
 # FPIOA function names a script registers pins to (subset of the K210's 256 functions).
 _FPIOA_FUNCS = (["JTAG_TCLK", "JTAG_TDI", "JTAG_TMS", "JTAG_TDO"]
@@ -33,7 +28,8 @@ def build_image(board):
     (py_image_load_image) returning an image object; no pixel format constants (those are
     sensor's)."""
     def Image(*args, **kwargs):
-        return _image.Image(*args, **kwargs)
+        # py_image_load_image: pixels by xalloc, then the object (py_image: m_new_obj)
+        return _image.Image(*args, **kwargs).count_in(board.heap)
 
     return new_module("image", Image=Image)
 
@@ -81,8 +77,10 @@ def build_micropython(board):
         board.interrupt_char = chr
 
     def mem_info(*args):
-        board.print("stack: 2048 out of 16384\nGC: total: %d, used: %d, free: %d"
-                    % (board.profile.gc_heap_bytes, gc_used(board), gc_free(board)))
+        # py/gc.c: gc_dump_info (the block counts of its second line are not modelled)
+        heap = board.heap
+        board.print("stack: 2048 out of 16384\nGC: total: %u, used: %u, free: %u"
+                    % (heap.total, heap.used(), heap.free()))
 
     return new_module("micropython", const=lambda x: x, kbd_intr=kbd_intr, mem_info=mem_info,
                       opt_level=lambda *a: 0, alloc_emergency_exception_buf=lambda n: None,
@@ -90,21 +88,12 @@ def build_micropython(board):
                       schedule=lambda fn, arg: fn(arg))
 
 
-def gc_used(board):
-    """Estimate: interpreter baseline + live image buffers + UART receive buffers + uzlib
-    decompressor state."""
-    images = sum(img.nbytes() for img in list(_image.LIVE))
-    return _GC_BASE + images + board.port.capacity + _uzlib.live_bytes()
-
-
-def gc_free(board):
-    return max(0, board.profile.gc_heap_bytes - gc_used(board))
-
-
 def build_gc(board):
-    """py/modgc.c: gc_module_globals_table (mem_free/mem_alloc are the vboard's estimate)."""
-    return new_module("gc", collect=_gc.collect, mem_free=lambda: gc_free(board),
-                      mem_alloc=lambda: gc_used(board), enable=lambda: None,
+    """py/modgc.c: gc_module_globals_table; the heap is the board's count (host/vboard/gcheap.py:
+    sizes as MicroPython 1.11 allocates them, no fragmentation)."""
+    heap = board.heap
+    return new_module("gc", collect=heap.collect, mem_free=heap.free, mem_alloc=heap.used,
+                      enable=lambda: None,
                       disable=lambda: None, isenabled=lambda: True, threshold=lambda *a: -1)
 
 

@@ -24,27 +24,25 @@ Not imitated: windows under 256 bytes (zlib's smallest), i.e. the zlib-header fo
 NotImplementedError here; on the firmware it fails with EINVAL at the first back-reference
 beyond 1 << CINFO bytes. `decompress()` is zlib's (same results for valid input).
 
-GC heap: each live DecompIO counts its C state (mp_obj_decompio_t on RV64, TINF_DATA with its
-two Huffman trees) plus its window in `gc.mem_free()` (host/vboard/shims/misc.py gc_used).
+GC heap (host/vboard/gcheap.py): a DecompIO counts its C state (mp_obj_decompio_t on RV64,
+TINF_DATA with its two Huffman trees: m_new_obj) and then its window (m_new(byte, dict_sz)),
+as decompio_make_new allocates them; bytes that `read` returns count as bytes objects.
 """
 import errno
-import weakref
 import zlib
 
+from host.vboard import gcheap
 from host.vboard.shims.base import new_module
 
 # sizeof(mp_obj_decompio_t) on the K210 (RV64): object header and stream pointer, then
 # struct uzlib_uncomp (uzlib.h: 104 bytes of fields + 2 x TINF_TREE of 608 bytes), padded
 STATE_BYTES = 1344
-_GC_BLOCK = 16
 _BLOCK = 4096       # bytes read ahead from a seekable source (the unused ones go back)
 
 
-def _gc_round(n):
-    return (n + _GC_BLOCK - 1) // _GC_BLOCK * _GC_BLOCK
-
-
 class DecompIO(object):
+    _heap = None        # the board's GC heap (build), None off the board
+
     def __init__(self, stream, dict_opt=0):
         if not hasattr(stream, "read"):
             raise OSError("stream operation not supported")
@@ -66,9 +64,9 @@ class DecompIO(object):
             raise NotImplementedError(
                 "vboard uzlib: a %d-byte window is not emulated (zlib takes 256..32768); on "
                 "MicroPython 1.11 use DecompIO(stream, -wbits) with the window's bits" % window)
+        if self._heap is not None:
+            self._heap.alloc(self, [STATE_BYTES, window])
         self._z = zlib.decompressobj(-bits, zdict=bytes(window))
-        self.gc_bytes = _gc_round(STATE_BYTES) + _gc_round(window)
-        LIVE.add(self)
 
     # -- headers (tinfzlib.c, tinfgzip.c)
     def _byte(self):
@@ -110,9 +108,15 @@ class DecompIO(object):
             while True:
                 part = self._inflate(4096)
                 if not part:
-                    return b"".join(parts)
+                    return self._counted(b"".join(parts))
                 parts.append(part)
-        return self._inflate(n)
+        return self._counted(self._inflate(n))
+
+    def _counted(self, data):
+        # py/stream.c: stream_read builds a bytes object (vstr) of what it read
+        if self._heap is None or len(data) <= 1:
+            return data
+        return self._heap.alloc(data, gcheap.bytes_parts(len(data)))
 
     def readinto(self, buf, n=None):
         mv = memoryview(buf).cast("B")
@@ -205,14 +209,6 @@ class DecompIO(object):
             raise OSError(errno.EINVAL, "EINVAL (vboard: checksum)")
 
 
-LIVE = weakref.WeakSet()
-
-
-def live_bytes():
-    """GC heap bytes held by the DecompIO objects still alive."""
-    return sum(d.gc_bytes for d in list(LIVE))
-
-
 def build(board):
     def decompress(data, wbits=0, bufsize=0):
         # moduzlib.c: wbits < 0 raw deflate, else zlib framing; ValueError on bad data
@@ -221,4 +217,6 @@ def build(board):
         except zlib.error as exc:
             raise ValueError(str(exc))
 
-    return new_module("uzlib", DecompIO=DecompIO, decompress=decompress)
+    heap = board.heap if board is not None else None
+    counted = type("DecompIO", (DecompIO,), {"_heap": heap})
+    return new_module("uzlib", DecompIO=counted, decompress=decompress)
