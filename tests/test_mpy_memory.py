@@ -28,7 +28,7 @@ CANMV_GC_HEAP = 0xBB9B0
 IMAGES = 100
 
 
-def run_mode(tmp_path, fmt, width, height, out_shape, heap):
+def run_mode(tmp_path, fmt, width, height, out_shape, heap, pad=0):
     rng = np.random.RandomState(7)
     W, H_ = width, height
     cfg = B.config(W, H_, "yolo2", out_shape, threshold=0.3)
@@ -49,7 +49,8 @@ def run_mode(tmp_path, fmt, width, height, out_shape, heap):
     line_in, line_out = tmp_path / "line_in", tmp_path / "line_out"
     stream.write(line_in)
     out = H.run("detect_cases.py", {"op": "serve", "cfg": cfg, "line_in": str(line_in),
-                                    "line_out": str(line_out), "jpeg_dir": str(tmp_path)},
+                                    "line_out": str(line_out), "jpeg_dir": str(tmp_path),
+                                    "pad": pad},
                 heapsize=heap, timeout=300)
     n, diffs, results, errors = B.check_results(cfg, stream, B.board_frames(line_out))
     boxes = sum(len(r[0][1]["boxes"]) for r in results.values())
