@@ -799,6 +799,7 @@ class Server:
         return sets
 
     def jpeg_failed(self, t, code, text):
+        """ERROR for the image; the RGB565 Image takes the image place again (None)."""
         self.error(code, t.id, text)
         try:
             self.raw_image()
