@@ -35,6 +35,9 @@ API_OLD = "canmv-old"      # from maix import KPU: load_kmodel / run_with_output
 API_LEGACY = "maixpy-kpu"  # import KPU as kpu: load / set_outputs / forward
 
 MAX_JPEG = 262144
+JPEG_STEP = 8192    # the session's JPEG buffer grows in these steps (Server.jpeg_buffer)
+# picojpeg.c getChar: once the input runs out the decoder reads a fake EOI, FF D9 FF D9 ...
+JPEG_PAST_END = b"\xff\xd9" * 128
 RESULT_CACHE = 2    # RESULTs kept for RESEND (docs/protocol.md, "Recovery")
 CTRL_C_FREE_MS = 450
 
@@ -405,10 +408,8 @@ class Transfer:
         self.h = h
         self.total = total
         self.got = 0
-        self.buf = None      # JPEG bytes (bytes, or a bytearray where uctypes is missing)
-        self.wbuf = None     # where the JPEG's chunks are written: a view of buf, or buf
         self.fail = None     # (code, text): consume the data, then one ERROR
-        self.z = None        # rgb565z: the zinflate.Inflater filling the Image
+        self.z = None        # rgb565z: the session's zinflate.Inflater while it fills the Image
         self.t0 = ticks()
 
 
@@ -430,12 +431,18 @@ class Server:
         self.seq = 0
         self.w = cfg["input"]["width"]
         self.h = cfg["input"]["height"]
-        self.img = None
-        self.view = None
-        self.jimg = None         # the last decoded JPEG's Image, kept until the next decode
-        self.jpeg_room = None    # holds the JPEG buffer's place between images (keep_jpeg_room)
-        self.jpeg_room_size = 0  # the largest JPEG so far: the size of that room
+        # The session's big buffers, allocated once and reused for every image (docs/design.md
+        # "Board memory"): per-image blocks of 100s of KB fragment the first-fit GC heap.
+        self.img = None          # the image place: an RGB565 Image of the model input with
+        self.view = None         # its pix_ai planes (raw_image, or the last decoded JPEG)
+        self.jpeg = None         # JPEG buffer: bytes (grows by JPEG_STEP), JPEG at its start
+        self.jpeg_w = None       # writable view of it (uctypes), or the bytearray itself
+        self.z = None            # rgb565z: one zinflate.Inflater for the session's images
+        self.z_clean = False     # whether self.z ended its last image at a segment boundary
+        self.slots = None        # RESULT_CACHE + 1 sets of output float32 buffers (pack_outputs)
+        self.slot = 0            # the set the next RESULT uses
         self.cur = None
+        self.ready = None        # a received image waiting for run_ready()
         self.dead = None
         self.running = True
         self.crc_mode = cfg.get("input_crc", "auto")
@@ -515,11 +522,13 @@ class Server:
             elif self.parser.stale(since(self.idle_t0), self.baud):
                 self.parser.rescan()
                 self.idle_t0 = None
-        while self.running:
+        while self.running and self.ready is None:
             f = self.parser.next()
             if f is None:
                 break
             self.handle(f[0], f[1], f[2])
+        if self.ready is not None:
+            self.run_ready()
         dropped = self.parser.dropped()
         if dropped != self.nacked and self.running:
             self.error(P.E_CRC, self.cur.id if self.cur is not None else 0,
@@ -616,15 +625,10 @@ class Server:
                 t.fail = (P.E_SIZE, "JPEG of %d bytes (max %d)" % (total, MAX_JPEG))
             else:
                 try:
-                    self.jpeg_room = None       # this JPEG's buffer takes the room's place
-                    gc.collect()
-                    self.jpeg_buffer(t)
-                except MemoryError:
-                    self.drop_raw()
-                    try:
-                        self.jpeg_buffer(t)
-                    except MemoryError as e:
-                        t.fail = (P.E_NO_MEMORY, "JPEG buffer: " + _err_text(e))
+                    self.raw_image()        # the place the decode takes, below the buffer
+                    self.jpeg_buffer(total)
+                except MemoryError as e:
+                    t.fail = (P.E_NO_MEMORY, "JPEG buffer: " + _err_text(e))
         else:
             t.fail = (P.E_FORMAT, "unknown image format %d" % fmt)
         if total == 0:
@@ -639,7 +643,7 @@ class Server:
         else:
             try:
                 self.raw_image()
-                t.z = zinflate.Inflater(2 * self.w * self.h, self.chunk, P.Z_WBITS)
+                t.z = self.inflater()
             except MemoryError as e:
                 t.fail = (P.E_NO_MEMORY, "rgb565z image buffer or inflater: " + _err_text(e))
 
@@ -660,49 +664,148 @@ class Server:
             t.fail = (P.E_INFLATE, "image %d: %s" % (t.id, e))
             t.z = None
 
-    def jpeg_buffer(self, t):
-        # image.Image(data, from_bytes=True) takes bytes only (py_image.c: mp_obj_is_str_or_bytes):
-        # the JPEG is received straight into a bytes object through a writable uctypes view,
-        # so it is never copied (a copy of it is what no longer fitted beside the Image)
-        t.buf = bytes(t.total)
-        t.wbuf = rgb565_view(t.buf, t.total)
-        if t.wbuf is None:
-            t.buf = bytearray(t.total)
-            t.wbuf = t.buf
+    def inflater(self):
+        """The session's Inflater, set for the next image. The host ends every image's
+        deflate stream with a sync flush and never a final block (host/rgb565z.py), so one
+        DecompIO and its window serve every image; after an image that did not complete
+        (corrupt, abandoned) a new one replaces it."""
+        raw = 2 * self.w * self.h
+        if self.z is not None and self.z_clean:
+            self.z.next_image(raw)
+        else:
+            self.z = None
+            gc.collect()
+            self.z = zinflate.Inflater(raw, self.chunk, P.Z_WBITS)
+        self.z_clean = False
+        return self.z
 
-    def keep_jpeg_room(self, n):
-        """Hold the place the JPEG buffer just left (n bytes, or the largest JPEG so far)
-        until the next JPEG's buffer takes it (on_begin). The GC heap is first-fit: left free,
-        that place is taken by the KPU outputs, the RESULT kept for RESEND and the float
-        garbage, the next JPEG finds no hole beside the kept Image, and the fallback
-        (drop_raw) puts it where the Image was, leaving the next Image's planes no room
-        (tests/test_mpy_memory.py, MaixPy 224x160 JPEG)."""
+    def jpeg_buffer(self, n):
+        """The session's JPEG buffer, grown (by JPEG_STEP, so rarely) to hold n bytes and the
+        2-byte end mark. image.Image(data, from_bytes=True) takes bytes only (py_image.c:
+        mp_obj_is_str_or_bytes): the JPEG is received straight into a bytes object through a
+        writable uctypes view, never copied; a bytearray where uctypes is missing."""
+        if self.jpeg is not None and len(self.jpeg) >= n + 2:
+            return
+        self.jpeg = None
+        self.jpeg_w = None
         gc.collect()
-        if n > self.jpeg_room_size:
-            self.jpeg_room_size = n
-        try:
-            self.jpeg_room = bytearray(self.jpeg_room_size)
-        except MemoryError:
-            self.jpeg_room = None
+        cap = (n + 2 + JPEG_STEP - 1) // JPEG_STEP * JPEG_STEP
+        buf = bytes(cap)
+        view = rgb565_view(buf, cap)
+        if view is None:
+            buf = bytearray(cap)
+            view = buf
+        self.jpeg = buf
+        self.jpeg_w = view
+
+    def end_jpeg(self, n):
+        """Make the buffer past the JPEG's n bytes read as the end of the input does: the
+        firmware decodes the whole bytes object, and picojpeg reads FF D9 FF D9 ... past the
+        end of its input (MaixPy-v1/CanMV omv/img/picojpeg.c: getChar), which its marker
+        reader never consumes. So the JPEG decodes as if the buffer ended with it, a complete
+        one and a truncated one alike (exactly so for reads that stay within the buffer)."""
+        w = self.jpeg_w
+        cap = len(self.jpeg)
+        k = n
+        while k < cap:
+            m = cap - k if cap - k < len(JPEG_PAST_END) else len(JPEG_PAST_END)
+            w[k:k + m] = JPEG_PAST_END if m == len(JPEG_PAST_END) else JPEG_PAST_END[:m]
+            k += m
 
     def raw_image(self):
+        """The image place: an RGB565 Image of the model input and its pix_ai planes, made
+        once (and the result buffers after it). Image(size=) xallocs the pixels (GC heap)
+        and pix_to_ai() allocates the planes on its first call only (py_image.c:
+        py_image_pix_to_ai reuses img->pix_ai), so every later image reuses both."""
         if self.img is None:
             import image
             gc.collect()
             img = image.Image(size=(self.w, self.h))
-            # pix_to_ai() allocates the KPU input planes (3*W*H bytes, GC heap) once per
-            # Image: take them now, while the heap is not yet cut up by per-image objects
             img.pix_to_ai()
             self.img = img
             self.view = rgb565_view(img, 2 * self.w * self.h)
+        if self.slots is None:
+            self.slots = self.result_buffers()
         return self.img
 
-    def drop_raw(self):
+    def decode_jpeg(self, t):
+        """Decode the received JPEG into the image place; the decoded Image becomes the place.
+        The Image that held it is released first; then the decode's pixels (picojpeg_util.c:
+        pjpeg_load_from_file xallocs them before anything else) and its pix_to_ai() planes
+        are the first big blocks allocated, so with the GC's first fit they land where the
+        old pixels and planes were, image after image. None after an ERROR (the place made
+        again)."""
+        import image
+        self.end_jpeg(t.total)
+        data = self.jpeg if isinstance(self.jpeg, bytes) else bytes(self.jpeg)
         self.img = None
         self.view = None
-        self.jimg = None
-        self.jpeg_room = None
         gc.collect()
+        try:
+            img = image.Image(data, from_bytes=True)
+        except MemoryError:
+            raise
+        except Exception as e:
+            return self.jpeg_failed(t, P.E_JPEG, "JPEG decode failed: " + _err_text(e))
+        data = None
+        if img.width() == 0 or img.height() == 0:
+            # the firmware swallows decode errors: "Failed loading source image!" and a 0x0
+            # image (MaixPy-v1 omv/img/imlib.c: imlib_load_image)
+            return self.jpeg_failed(t, P.E_JPEG, "JPEG decode failed: the firmware made a "
+                                    "0x0 image")
+        img.pix_to_ai()
+        if img.width() != self.w or img.height() != self.h:
+            text = "JPEG is %dx%d, model input is %dx%d" % (img.width(), img.height(),
+                                                            self.w, self.h)
+            img = None
+            return self.jpeg_failed(t, P.E_SIZE, text)
+        self.img = img
+        self.view = rgb565_view(img, 2 * self.w * self.h)
+        return img
+
+    def pack_outputs(self, outs):
+        """The outputs copied into the session's next set of result buffers (result_buffers):
+        (arrays, their byte views), or None where there are none (pack_result_parts packs
+        the outputs itself)."""
+        if not self.slots:
+            return None
+        arrays, views = self.slots[self.slot]
+        self.slot = (self.slot + 1) % len(self.slots)
+        for k in range(len(outs)):
+            a = arrays[k]
+            v = outs[k]
+            for i in range(len(a)):
+                a[i] = v[i]
+        return arrays, views
+
+    def result_buffers(self):
+        """RESULT_CACHE + 1 sets of one array('f') per output, made once with the image place
+        and sent through uctypes byte views: the RESULTs kept for RESEND keep theirs, and no
+        image makes new 8 KB blocks (docs/design.md "Board memory"). [] without array or
+        uctypes: each RESULT then packs its own bytes."""
+        try:
+            from array import array
+            import uctypes
+        except ImportError:
+            return []
+        sets = []
+        for _ in range(RESULT_CACHE + 1):
+            arrays = [array("f", range(s[0] * s[1] * s[2])) for s in self.model.shapes]
+            try:
+                views = [uctypes.bytearray_at(uctypes.addressof(a), 4 * len(a)) for a in arrays]
+            except TypeError:       # an array without the buffer protocol (virtual board)
+                return []
+            sets.append((arrays, views))
+        return sets
+
+    def jpeg_failed(self, t, code, text):
+        """ERROR for the image; the RGB565 Image takes the image place again (None)."""
+        self.error(code, t.id, text)
+        try:
+            self.raw_image()
+        except MemoryError:
+            pass
+        return None
 
     def on_data(self, payload):
         image_id, off, data = P.unpack_image_data(payload)
@@ -723,7 +826,7 @@ class Server:
             return
         if t.fail is None:
             if t.fmt == P.FMT_JPEG:
-                t.wbuf[off:off + n] = data
+                self.jpeg_w[off:off + n] = data
             elif t.fmt == P.FMT_RGB565Z:
                 self.inflate(t, data)
             elif self.view is not None:
@@ -734,9 +837,12 @@ class Server:
                 fill_rows(self.img, self.w, off, data)
         t.got += n
         if t.got == t.total:
-            if t.z is not None and t.fail is None and not t.z.complete():
-                t.fail = (P.E_INFLATE, "image %d: the deflate stream gave %d of %d bytes"
-                          % (t.id, t.z.done, t.z.raw_total))
+            if t.z is not None and t.fail is None:
+                if t.z.complete():
+                    self.z_clean = True
+                else:
+                    t.fail = (P.E_INFLATE, "image %d: the deflate stream gave %d of %d bytes"
+                              % (t.id, t.z.done, t.z.raw_total))
             t.z = None
             self.finish()
 
@@ -748,6 +854,16 @@ class Server:
         if t.fail is not None:
             self.error(t.fail[0], t.id, t.fail[1])
             return
+        self.ready = t
+
+    def run_ready(self):
+        """Infer the image finish() left ready. poll() calls this after the frame that
+        completed it, not the frame handler: the decode's collection then runs high on the
+        C stack, in frames the many frame handlers between two images have overwritten. The
+        GC is conservative: a stale pointer to the last Image left deeper in the stack by
+        the calls that used it would keep the image place alive and fail the decode."""
+        t = self.ready
+        self.ready = None
         try:
             self.infer(t)
         except MemoryError as e:
@@ -760,37 +876,10 @@ class Server:
         flags = 0
         t_prep = ticks()
         if t.fmt == P.FMT_JPEG:
-            import image
-            data = t.buf if isinstance(t.buf, bytes) else bytes(t.buf)
-            t.buf = None
-            t.wbuf = None
-            # The previous JPEG's Image (pixels + pix_ai planes: one region of the GC heap)
-            # is released only now, after this JPEG's buffer exists: the new Image and its
-            # planes take that region again instead of fragmenting the heap image by image
-            # (a 320x224 model failed after 2 images in CanMV's heap: tests/test_mpy_memory.py).
-            self.jimg = None
-            gc.collect()
-            try:
-                img = image.Image(data, from_bytes=True)
-            except MemoryError:
-                raise
-            except Exception as e:
-                self.error(P.E_JPEG, t.id, "JPEG decode failed: " + _err_text(e))
+            img = self.decode_jpeg(t)
+            if img is None:
                 return
-            data = None
-            self.keep_jpeg_room(t.total)
-            if img.width() == 0 or img.height() == 0:
-                # the firmware swallows decode errors: "Failed loading source image!" and
-                # a 0x0 image (MaixPy-v1 omv/img/imlib.c: imlib_load_image)
-                self.error(P.E_JPEG, t.id, "JPEG decode failed: the firmware made a 0x0 image")
-                return
-            if img.width() != self.w or img.height() != self.h:
-                self.error(P.E_SIZE, t.id, "JPEG is %dx%d, model input is %dx%d"
-                           % (img.width(), img.height(), self.w, self.h))
-                return
-            self.jimg = img
-            img.pix_to_ai()
-            view = rgb565_view(img, 2 * self.w * self.h)
+            view = self.view
         else:
             img = self.img
             view = self.view
@@ -807,6 +896,12 @@ class Server:
             self.error(P.E_KPU_RUN, t.id, _err_text(e))
             return
         kpu_ms = since(t_kpu)
+        packed = self.pack_outputs(outs)
+        if packed is not None:
+            # the decoder reads the packed copies: the KPU's list of float objects (thousands
+            # of GC blocks) is freed before it runs
+            outs = packed[0]
+            gc.collect()
         # CRCs of what the KPU saw
         pixel_crc = 0
         try:
@@ -844,7 +939,8 @@ class Server:
         shapes = [o["shape"] for o in self.cfg["outputs"]]
         parts = P.pack_result_parts(t.id, [(shapes[i], outs[i]) for i in range(len(outs))],
                                     boxes, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
-                                    src, mem_free(), flags)
+                                    src, mem_free(), flags,
+                                    packed[1] if packed is not None else None)
         outs = None
         self.send(P.T_RESULT, parts)
         self.cache.append((t.id, parts))

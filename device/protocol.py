@@ -543,19 +543,21 @@ BOX_LEN = 22
 
 
 def pack_result_parts(image_id, outputs, boxes, kpu_ms=0.0, decode_ms=0.0, prep_ms=0.0,
-                      input_crc=0, pixel_crc=0, crc_source=CRC_NONE, mem_free=0, flags=0):
+                      input_crc=0, pixel_crc=0, crc_source=CRC_NONE, mem_free=0, flags=0,
+                      packed=None):
     """Payload parts of a RESULT. outputs: [(shape (C, H, W), flat floats)];
-    boxes: [(x0, y0, x1, y1, score, class_id)]."""
+    boxes: [(x0, y0, x1, y1, score, class_id)]; packed: each output's float32 bytes made by
+    the caller (the board packs into buffers it reuses), else pack_floats here."""
     parts = [struct.pack(RESULT_FMT, image_id & 0xFFFFFFFF, _u(len(outputs), U16, "outputs"),
                          _u(len(boxes), U16, "boxes"), kpu_ms, decode_ms, prep_ms,
                          input_crc & 0xFFFFFFFF, pixel_crc & 0xFFFFFFFF,
                          _u(crc_source, U8, "crc source"), _u(flags, U8, "result flags"), 0,
                          mem_free & 0xFFFFFFFF)]
-    for shape, values in outputs:
+    for i, (shape, values) in enumerate(outputs):
         parts.append(struct.pack(OUT_FMT, _u(shape[0], U16, "output C"),
                                  _u(shape[1], U16, "output H"), _u(shape[2], U16, "output W"),
                                  _u(len(values), U32, "output values")))
-        parts.append(pack_floats(values))
+        parts.append(pack_floats(values) if packed is None else packed[i])
     if boxes:
         bb = bytearray(BOX_LEN * len(boxes))
         k = 0

@@ -114,8 +114,8 @@ def _fit(fit, manifest):
     if fit["kpu_peak_bytes"]:
         bars.insert(0, ("KPU RAM peak", fit["kpu_peak_bytes"], fit["kpu_ram_bytes"]))
     if "gc_heap_bytes" in fit:
-        bars.append(("MicroPython GC heap (serve loop peak)", fit["serve_gc_bytes"],
-                     fit["gc_heap_bytes"]))
+        bars.append(("MicroPython GC heap (serve loop peak, RGB565)", fit["serve_gc_bytes"],
+                     fit.get("gc_budget_bytes", fit["gc_heap_bytes"])))
     ops = [[op, "KPU"] for op in fit["kpu_ops"]] + \
         [[op, "CPU (compute)" if op in fit["cpu_compute_ops"] else "CPU (glue)"]
          for op in fit["cpu_ops"]]

@@ -17,7 +17,7 @@ import glob
 import os
 import re
 
-from host import firmware
+from host import devconfig, firmware
 from host.errors import UserError
 
 KPU_MAX_HEIGHT = 256  # nncase's K210 feature map limits: H 4-256, W 4-512, C <= 1024
@@ -94,22 +94,46 @@ def v4_placement(ops):
     return {"kpu": kpu, "cpu": cpu, "cpu_compute": [op for op in cpu if op[0] not in _GLUE_OPS]}
 
 
-# The serve loop's peak in the MicroPython GC heap (device/detect.py): the frame (w*h*2)
-# and its AI buffer (w*h*3), both xalloc'ed from the GC heap (MaixPy-v1 omv/py/py_image.c);
-# the outputs as lists of floats (a boxed mp_obj_float_t takes a 16-byte GC block, its list
-# slot 8 bytes); the RESULT payload (4 bytes a value) sent and RESULT_CACHE cached; the UART
-# ring (m_new in machine_uart.c); the interpreter with the device modules (an estimate). A
-# JPEG adds its bytes twice (the bytearray and the bytes copy from_bytes takes).
-GC_INTERPRETER = 64 * 1024
-GC_PER_OUTPUT_VALUE = 16 + 8 + 4 * 3
-SERVE_READ_BUF = 8192
+# The serve loop's peak in the MicroPython GC heap (device/detect.py, docs/design.md "Board
+# memory"), an upper bound of what tests/test_mpy_memory.py measures on MicroPython 1.11 (64-bit
+# as the K210's RV64: 32-byte GC blocks). Made once per session: the image place (RGB565 pixels
+# w*h*2 and pix_ai planes with rows padded to 64 pixels, both xalloc'ed from the GC heap,
+# MaixPy-v1 omv/py/py_image.c), RESULT_CACHE + 1 RESULT buffers (4 bytes a value), the UART ring
+# (read_buf_len + 1, m_new in machine_uart.c), and the JPEG buffer (the largest JPEG rounded up
+# to JPEG_STEP) or the inflater (16 KiB window, DecompIO state, source buffer). Per image: the
+# KPU's outputs as a list of float objects (a boxed mp_obj_float_t takes one 32-byte block, its
+# list slot 8 bytes). GC_INTERPRETER: the device modules' bytecode and objects, the protocol
+# parser's buffer, frame handling and decoder transients (measured 108-113 KB).
+GC_INTERPRETER = 128 * 1024
+GC_PER_OUTPUT_VALUE = 32 + 8 + 4 * 3
+GC_INFLATER = 16384 + 2048 + 4096 + 64
+JPEG_STEP = 8192           # device/detect.py JPEG_STEP
+# What the firmware keeps in the GC heap before main.py runs (REPL UART and its ring, _boot.py,
+# VFS mounts: a few KiB; an upper bound with margin, tests/test_mpy_memory.py)
+GC_FIRMWARE_KEEPS = 32 * 1024
 
 
-def serve_gc_peak(width, height, output_values, read_buf_len=SERVE_READ_BUF):
-    """Bytes of GC heap the serve loop needs at its peak for a raw RGB565 image (a JPEG
-    needs twice its own size more)."""
-    return (GC_INTERPRETER + read_buf_len + width * height * (2 + 3)
-            + output_values * GC_PER_OUTPUT_VALUE)
+def _jpeg_buffer(jpeg_bytes):
+    return (jpeg_bytes + 2 + JPEG_STEP - 1) // JPEG_STEP * JPEG_STEP
+
+
+def serve_gc_peak(width, height, output_values, payload="rgb565",
+                  read_buf_len=devconfig.DEFAULT_READ_BUF_LEN, jpeg_bytes=0):
+    """Bytes of GC heap the serve loop needs at its peak for `payload` (rgb565, rgb565z, or
+    jpeg with JPEGs of up to jpeg_bytes)."""
+    need = (GC_INTERPRETER + read_buf_len + 1 + width * height * 2
+            + ((width + 63) & ~63) * height * 3 + output_values * GC_PER_OUTPUT_VALUE)
+    if payload == "jpeg":
+        need += _jpeg_buffer(jpeg_bytes)
+    elif payload == "rgb565z":
+        need += GC_INFLATER
+    return need
+
+
+def jpeg_max_bytes(budget, width, height, output_values):
+    """The largest JPEG the serve loop takes in `budget` bytes of GC heap (0: none)."""
+    room = budget - serve_gc_peak(width, height, output_values)
+    return max(0, room // JPEG_STEP * JPEG_STEP - 2)
 
 
 def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
@@ -121,8 +145,9 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
     Returns (report, warnings): report is JSON-able with keys kpu_ops, cpu_ops,
     cpu_compute_ops (lists of "Op name"), kpu_peak_bytes, kpu_ram_bytes, main_memory_bytes,
     model_bytes, heap_budget_bytes, fits_heap (the C heap: model + runtime), gc_heap_bytes,
-    serve_gc_bytes, fits_gc, jpeg_max_bytes (the GC heap: the serve loop's objects; a JPEG
-    larger than jpeg_max_bytes does not fit), firmware, flash {address, end, size, ok};
+    gc_budget_bytes (what the firmware leaves scripts), serve_gc_bytes (RGB565 payloads),
+    serve_gc_rgb565z_bytes, fits_gc, jpeg_max_bytes (the GC heap: the serve loop's objects; a
+    JPEG larger than jpeg_max_bytes does not fit), firmware, flash {address, end, size, ok};
     kpu_peak_bytes is None when unknown (V4). `v4_ops`: a V4 kmodel's ops, used without
     dump_dir. warnings is a list of one-line strings.
     """
@@ -162,16 +187,22 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
                            profile.get("name", "custom"), profile["heap_budget"],
                            profile["gc_heap"] // 1024))
     # the second budget: the scripts' objects live in the GC heap, not beside the model
-    gc_need = serve_gc_peak(width, height, output_values)
     gc_heap = profile["gc_heap"]
-    jpeg_max = max(0, (gc_heap - gc_need) // 2)
-    if gc_need > gc_heap:
+    gc_budget = gc_heap - GC_FIRMWARE_KEEPS
+    gc_need = serve_gc_peak(width, height, output_values)
+    gc_need_z = serve_gc_peak(width, height, output_values, "rgb565z")
+    jpeg_max = jpeg_max_bytes(gc_budget, width, height, output_values)
+    if gc_need > gc_budget:
         warnings.append("serving needs about %d bytes of the MicroPython GC heap (image %dx%d, "
-                        "its KPU buffer, %d output values) but firmware %s has %d: use a "
-                        "smaller input or fewer outputs, or raise the GC heap "
+                        "its KPU buffer, %d output values) but firmware %s leaves scripts %d of "
+                        "its %d: use a smaller input or fewer outputs, or raise the GC heap "
                         "(Maix.utils.gc_heap_size, then reboot)"
                         % (gc_need, width, height, output_values,
-                           profile.get("name", "custom"), gc_heap))
+                           profile.get("name", "custom"), gc_budget, gc_heap))
+    elif gc_need_z > gc_budget:
+        warnings.append("rgb565z payloads need about %d bytes of the GC heap, %d more than "
+                        "firmware %s leaves scripts: serial_eval --payload rgb565"
+                        % (gc_need_z, gc_need_z - gc_budget, profile.get("name", "custom")))
     flash, problems = flash_placement(flash_address, memory["model"], allow_below_firmware)
     warnings.extend(problems)
     report = {
@@ -185,8 +216,10 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
         "heap_budget_bytes": profile["heap_budget"],
         "fits_heap": fits,
         "gc_heap_bytes": gc_heap,
+        "gc_budget_bytes": gc_budget,
         "serve_gc_bytes": gc_need,
-        "fits_gc": gc_need <= gc_heap,
+        "serve_gc_rgb565z_bytes": gc_need_z,
+        "fits_gc": gc_need <= gc_budget,
         "jpeg_max_bytes": jpeg_max,
         "firmware": profile.get("name", "custom"),
         "flash": flash,

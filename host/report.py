@@ -90,8 +90,12 @@ def convert_summary(result, manifest, out_dir):
                     _kb(fit["main_memory_bytes"]), _kb(fit["model_bytes"]),
                     _kb(fit["heap_budget_bytes"]), "fits" if fit["fits_heap"] else "DOES NOT FIT"))
     if "gc_heap_bytes" in fit:
-        lines.append("  GC heap: serving %s of %s: %s (JPEG payloads up to %s)"
-                     % (_kb(fit["serve_gc_bytes"]), _kb(fit["gc_heap_bytes"]),
+        budget = fit.get("gc_budget_bytes", fit["gc_heap_bytes"])
+        z = fit.get("serve_gc_rgb565z_bytes")
+        lines.append("  GC heap: serving %s%s of %s left to scripts (%s heap): %s (JPEG payloads "
+                     "up to %s)"
+                     % (_kb(fit["serve_gc_bytes"]), " (rgb565z %s)" % _kb(z) if z else "",
+                        _kb(budget), _kb(fit["gc_heap_bytes"]),
                         "fits" if fit["fits_gc"] else "DOES NOT FIT",
                         _kb(fit["jpeg_max_bytes"])))
     flash = result["flash"]

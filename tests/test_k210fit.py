@@ -76,3 +76,24 @@ def test_flash_placement():
 def test_missing_dump_files(tmp_path):
     with pytest.raises(UserError, match="no op placement files"):
         k210fit.fit_report(str(tmp_path), {"total": 1, "model": 1}, [1, 3, 32, 32])
+
+
+def test_serve_gc_peak_per_payload_and_the_rgb565z_warning():
+    """The GC heap estimate (an upper bound of tests/test_mpy_memory.py's measurements) adds
+    the JPEG buffer (the largest JPEG in JPEG_STEP steps) or the inflater to the RGB565 peak;
+    the largest JPEG reported fits exactly; a model whose rgb565z peak alone misses the budget
+    fits with a warning naming --payload rgb565."""
+    raw = k210fit.serve_gc_peak(320, 224, 2100)
+    assert raw > 320 * 224 * 5 + 2100 * 32
+    assert k210fit.serve_gc_peak(320, 224, 2100, "rgb565z") == raw + k210fit.GC_INFLATER
+    assert k210fit.serve_gc_peak(320, 224, 2100, "jpeg", jpeg_bytes=1) == raw + k210fit.JPEG_STEP
+    budget = raw + 3 * k210fit.JPEG_STEP + 100
+    top = k210fit.jpeg_max_bytes(budget, 320, 224, 2100)
+    assert k210fit.serve_gc_peak(320, 224, 2100, "jpeg", jpeg_bytes=top) <= budget
+    assert k210fit.serve_gc_peak(320, 224, 2100, "jpeg", jpeg_bytes=top + 1) > budget
+    profile = dict(firmware.get_profile("canmv-v5"),
+                   gc_heap=raw + k210fit.GC_FIRMWARE_KEEPS + k210fit.GC_INFLATER // 2)
+    report, warnings = k210fit.fit_report(None, {"total": 1000, "model": 500}, [1, 3, 224, 320],
+                                          profile, output_values=2100)
+    assert report["fits_gc"] and report["serve_gc_rgb565z_bytes"] > report["gc_budget_bytes"]
+    assert any("--payload rgb565" in w for w in warnings), warnings

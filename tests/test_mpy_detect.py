@@ -4,8 +4,10 @@ source): config checking against the host's import, the serve loop over a stand-
 several images in every payload mode (each RESULT checked against the host's computation from
 the same pixels: outputs, boxes bit for bit, CRCs), protocol trouble in the stream, the
 live-mode drawing path, and the firmware's start-up (boot.py then main.py)."""
+import binascii
 import copy
 import os
+import struct
 
 import numpy as np
 
@@ -128,6 +130,34 @@ def test_serve_loop_answers_trouble_and_resends(tmp_path):
     assert ("jpeg", 4) in names and ("jpeg", 6) in names     # a 0x0 decode is E_JPEG too
     assert any(e["name"] == "crc" for e in errors), errors
     assert any("Failed loading source image!" in l for l in lines)   # the firmware's print
+
+
+def test_serve_loop_jpeg_buffer_ends_where_each_jpeg_ends(tmp_path):
+    """The board receives every JPEG into one buffer for the session (docs/design.md "Board
+    memory"), JPEG at its start. Past a JPEG the decoder must read what picojpeg reads past the
+    end of its input, FF D9 (picojpeg.c: getChar), not the tail of a longer JPEG before it: a
+    JPEG cut inside its scan decodes from its own bytes then FF D9 (the stand-in looks the
+    pixels up by exactly the bytes the decoder reads), and the images after it are right."""
+    rng = np.random.RandomState(9)
+    cfg = B.config(32, 24, "grid", (5, 3, 4), threshold=0.3)
+
+    def build(stream):
+        noisy = rng.randint(0, 256, (24, 32, 3)).astype(np.uint8)
+        big, bpx = B.jpeg_of(noisy, tmp_path)               # a long JPEG first
+        stream.image(1, P.FMT_JPEG, big, bpx)
+        small, spx = B.jpeg_of(B.rgb565_image(rng, 32, 24), tmp_path)
+        cut = small[:len(small) - 40]                       # no EOI: ends inside the scan
+        assert len(cut) + 2 < len(big)
+        seen = cut + b"\xff\xd9"
+        with open(os.path.join(str(tmp_path), "%08x.rgb565" % (binascii.crc32(seen))), "wb") as f:
+            f.write(struct.pack("<HH", 32, 24) + spx)
+        stream.image(2, P.FMT_JPEG, cut, spx)
+        stream.image(3, P.FMT_JPEG, small, spx)
+        stream.image(4, P.FMT_JPEG, big, bpx)
+
+    n, diffs, results, errors, frames, out, lines = serve_run(tmp_path, cfg, build)
+    assert not errors, errors
+    assert n == 4 and not diffs and sorted(results) == [1, 2, 3, 4], diffs[:3]
 
 
 def test_serve_loop_rgb565z_inflates_into_the_image(tmp_path):

@@ -65,7 +65,10 @@ class Image:
         elif from_bytes:
             # sipeed/MaixPy-v1 omv/img/imlib.c: imlib_load_image with data_type 2: a JPEG
             # that fails to decode raises nothing (`if(data_type != 2)`); picojpeg_util.c:
-            # picojpeg_util_read prints its error and the image stays 0x0
+            # picojpeg_util_read prints its error and the image stays 0x0. The decoder reads
+            # to the end of the scan (picojpeg_util.c: pjpeg_load_from_file stops after the last
+            # MCU): bytes after it, as in device/detect.py's session buffer, are never read; PIL
+            # stops at the EOI alike
             data = bytes(path)
             if not data.startswith(b"\xff\xd8"):
                 raise ValueError("format not supported")
