@@ -78,7 +78,7 @@ def kpu_layers(data):
 
 def _kpu_layer(data, body):
     regs = struct.unpack_from("<12Q", data, body + _LAYER_OFFSET)
-    main_type, _dtype, main_start, main_size = struct.unpack_from("<4I", data, body)
+    _type, _dtype, main_start, main_size = struct.unpack_from("<4I", data, body)
     in_ch, out_ch = _bits(regs[2], 0, 10) + 1, _bits(regs[2], 32, 10) + 1
     depthwise = _bits(regs[0], 3, 1)
     size = 3 if _bits(regs[4], 0, 3) == 1 else 1
@@ -101,7 +101,7 @@ def _consumer(layer, later, layers):
     (its main-memory address)."""
     for kind, body in later:
         if kind == "kpu" and layer["main_out"] is None and body["src"] == layer["dst"]:
-            return ("kpu", layers.index(body))
+            return ("kpu", next(i for i, other in enumerate(layers) if other is body))
         if kind == "dequantize" and body["start"] == layer["main_out"]:
             return ("dequantize", body["zero"], body["scale"])
     return None
@@ -197,13 +197,27 @@ def rewrite(data, float_tensors, specs):
     scales = [_scales(layer, float_tensors) for layer in layers]
     out = bytearray(data)
     rewritten = []
-    for index in range(len(layers)):
-        reason = _rewrite_layer(out, layers, scales, specs[index][1], index)
+    for index, (shape, activation) in enumerate(specs):
+        if not _same_shape(shape, layers[index]):
+            kept[index] = "the graph's convolution %d has weights %s, not this layer's" % (
+                index, shape)
+            continue
+        reason = _rewrite_layer(out, layers, scales, activation, index)
         if reason:
             kept[index] = reason
         else:
             rewritten.append(index)
     return bytes(out), {"rewritten": rewritten, "kept": kept, "layers": len(layers)}
+
+
+def _same_shape(hwio, layer):
+    """TF's weight shape (HWIO; depthwise HW, in, multiplier) against the KPU layer's."""
+    out_ch, in_ch, kh, kw = layer["weights"].shape
+    if hwio is None or len(hwio) != 4 or hwio[:2] != [kh, kw]:
+        return False
+    if layer["depthwise"]:
+        return hwio[2] * hwio[3] == out_ch
+    return hwio[2:] == [in_ch, out_ch]
 
 
 def _scales(layer, float_tensors):
