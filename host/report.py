@@ -10,9 +10,11 @@ def activation_table_lines(tables):
         return []
     kept = "; ".join("layer %s kept: %s" % item for item in sorted(tables["kept"].items()))
     return ["  activation tables: %d of %d KPU layers rewritten exactly (ncc v0.2 rounds their "
-            "slopes to shift <= 20): mean cos %.5f with ncc's, %.5f exact; the kmodel has %s's%s"
-            % (len(tables["rewritten"]), tables["layers"], tables["ncc"]["mean_cos"],
-               tables["exact"]["mean_cos"], tables["used"], "; " + kept if kept else "")]
+            "slopes to shift <= 20): mean cos %.5f with ncc's, %.5f exact; the kmodel has %s "
+            "tables%s" % (len(tables["rewritten"]), tables["layers"], tables["ncc"]["mean_cos"],
+                          tables["exact"]["mean_cos"],
+                          "the exact" if tables["used"] == "exact" else "ncc's",
+                          "; " + kept if kept else "")]
 
 
 def tensor_table(rows, names):

@@ -59,6 +59,6 @@ def constant_tensors(tflite_path):
         if detail["dtype"] == np.float32 and len(detail["shape"]) in (1, 4):
             try:
                 arrays.append(np.array(interpreter.get_tensor(detail["index"])))
-            except ValueError:  # an activation tensor never computed
+            except ValueError:  # a tensor the interpreter holds no data for
                 continue
     return arrays
