@@ -143,3 +143,44 @@ def test_a_rewrite_that_measures_worse_is_not_kept(tmp_path, tiny_build):
     assert tables["exact"]["mean_l2r"] > tables["ncc"]["mean_l2r"]
     assert kmodel_path.read_bytes() == original
     assert not os.path.exists(str(kmodel_path) + ".exact")
+
+
+# argv: path. 32x32 -> conv + ReLU6, pool, conv + ReLU, 1x1 conv: the clamped activations.
+_RELU_PB = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    rng = np.random.RandomState(5)
+    def conv(x, k, c, spread=0.6):
+        w = rng.uniform(-spread, spread, (k, k, int(x.shape[-1]), c)).astype(np.float32)
+        b = rng.uniform(-0.1, 0.1, (c,)).astype(np.float32)
+        return tf.nn.conv2d(x, tf.constant(w), [1, 1, 1, 1], "SAME") + tf.constant(b)
+    with tf.Graph().as_default() as g:
+        x = tf.compat.v1.placeholder(tf.float32, [1, 32, 32, 3], name="Input_image")
+        # wide weights: many values past 6, so ReLU6's plateau matters
+        y = tf.nn.max_pool2d(tf.nn.relu6(conv(x, 3, 8, spread=3.0)), 2, 2, "VALID")
+        y = tf.nn.relu(conv(y, 3, 16))
+        tf.identity(conv(y, 1, 5), name="out")
+        with open(sys.argv[1], "wb") as f:
+            f.write(g.as_graph_def().SerializeToString())
+""")
+
+
+@needs_ncc
+def test_relu_and_relu6_tables_match_tf_as_closely_as_ncc_s(tmp_path):
+    """ncc's slope of 1 loses less than leaky's 0.1, so here the exact tables only have to
+    be right: a wrong clamp or plateau would be far from TF."""
+    pb = tmp_path / "relu.pb"
+    subprocess.run([sys.executable, "-c", _RELU_PB, str(pb)], env=tool_env(), check=True,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    out = tmp_path / "out"
+    proc = run_tool("host/convert.py", "--frozen-pb", pb, "--input-size", "32x32",
+                    "--output-node", "out", "--calib-dir",
+                    tiny_model.images(tmp_path / "calib", 16, seed=11, size=(32, 32)),
+                    "--firmware", "maixpy-v4", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tables = json.loads((out / "convert_report.json").read_text())["quantization"][
+        "activation_tables"]
+    assert tables["rewritten"] == [0, 1, 2] and tables["kept"] == {}
+    assert tables["exact"]["mean_l2r"] <= 1.05 * tables["ncc"]["mean_l2r"], tables
+    assert tables["exact"]["mean_cos"] > 0.9995
