@@ -115,12 +115,14 @@ def activation_specs(graph_def):
     consumers = {}
     for node in graph_def.node:
         for name in node.input:
-            consumers.setdefault(name.split(":")[0].lstrip("^"), []).append(node)
+            consumers.setdefault(_name(name), []).append(node)
     specs = []
     for node in graph_def.node:
         if node.op in _LAYER_OPS:
-            weights = nodes.get(node.input[1].split(":")[0])
-            specs.append((_const_shape(weights, nodes), _activation(node, consumers, nodes)))
+            weights = _const(node.input[1], nodes)
+            shape = [d.size for d in weights.attr["value"].tensor.tensor_shape.dim] \
+                if weights is not None else None
+            specs.append((shape, _activation(node, consumers, nodes)))
     return specs
 
 
@@ -133,9 +135,9 @@ def _activation(conv, consumers, nodes):
         if not after:
             return ("linear",)
         (following,) = after
+        # BatchNorm and biases, also written as Mul/Add with a constant, fold into the conv
         if following.op in _PASS_THROUGH or (following.op in ("Add", "AddV2", "Mul") and any(
-                _scalar(nodes.get(n.split(":")[0]), nodes) is not None
-                or _is_const(nodes.get(n.split(":")[0]), nodes) for n in following.input)):
+                _const(n, nodes) is not None for n in following.input)):
             current = following
             continue
         if following.op == "LeakyRelu":
@@ -151,35 +153,31 @@ def _max_leaky(x, after, nodes):
     """TF1's leaky ReLU written as maximum(alpha * x, x)."""
     by_op = {n.op: n for n in after}
     mul, maximum = by_op.get("Mul"), by_op.get("Maximum")
-    if mul is None or maximum is None or mul.name not in [n.split(":")[0] for n in maximum.input]:
+    if mul is None or maximum is None or mul.name not in [_name(n) for n in maximum.input]:
         return None
-    alpha = [_scalar(nodes.get(n.split(":")[0]), nodes) for n in mul.input if n != x.name]
+    alpha = [_scalar(_const(n, nodes)) for n in mul.input if _name(n) != x.name]
     return ("leaky", alpha[0]) if len(alpha) == 1 and alpha[0] is not None \
         and 0 < alpha[0] < 1 else None
 
 
-def _is_const(node, nodes):
-    while node is not None and node.op == "Identity":
-        node = nodes.get(node.input[0].split(":")[0])
-    return node is not None and node.op == "Const"
+def _name(tensor):
+    return tensor.split(":")[0].lstrip("^")
 
 
-def _scalar(node, nodes):
+def _const(tensor, nodes):
+    """The Const node behind `tensor` (through Identity reads), or None."""
+    node = nodes.get(_name(tensor))
     while node is not None and node.op == "Identity":
-        node = nodes.get(node.input[0].split(":")[0])
-    if node is None or node.op != "Const":
+        node = nodes.get(_name(node.input[0]))
+    return node if node is not None and node.op == "Const" else None
+
+
+def _scalar(const):
+    if const is None:
         return None
-    tensor = node.attr["value"].tensor
+    tensor = const.attr["value"].tensor
     values = list(tensor.float_val) or list(np.frombuffer(tensor.tensor_content, np.float32))
     return float(values[0]) if len(values) == 1 else None
-
-
-def _const_shape(node, nodes):
-    while node is not None and node.op == "Identity":
-        node = nodes.get(node.input[0].split(":")[0])
-    if node is None or node.op != "Const":
-        return None
-    return [d.size for d in node.attr["value"].tensor.tensor_shape.dim]
 
 
 def rewrite(data, float_tensors, specs):
