@@ -404,7 +404,9 @@ def _manifest(opts, frozen, output_info, decoder, kmodel_path, size, info, pb_pa
         "kmodel": dict({"path": "model.kmodel", "sha256": manifest.sha256_file(kmodel_path),
                         "size": size, "version": info["version"],
                         "compiler": quant["compile"].get("compiler", "nncase")},
-                       **({"ncc": quant["compile"]["ncc"]} if "ncc" in quant["compile"] else {})),
+                       **({"ncc": quant["compile"]["ncc"]} if "ncc" in quant["compile"] else {}),
+                       **({"activation_tables": quant["report"]["activation_tables"]["used"]}
+                          if "activation_tables" in quant["report"] else {})),
         "input": {"node": frozen.input_node, "height": h, "width": w, "channels": 3,
                   "format": "rgb", "kmodel_layout": "NCHW", "kmodel_dtype": "uint8",
                   "scale": input_scale["scale"], "mean": input_scale["mean"],

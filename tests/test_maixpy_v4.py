@@ -212,6 +212,7 @@ def test_seed_model_through_v4_keeps_float_fidelity(tmp_path):
     m = manifest_mod.load(str(out / "manifest.json"))
     assert m["kmodel"]["version"] == 4 and m["firmware"] == "maixpy-v4"
     assert m["kmodel"]["ncc"] == ncc.identity(NCC)
+    assert m["kmodel"]["activation_tables"] == "exact"
     assert "K210 fit (maixpy-v4)" in proc.stdout
 
 
