@@ -132,6 +132,8 @@ def _activation(conv, consumers, nodes):
         after = consumers.get(current.name, [])
         if len(after) == 2:
             return _max_leaky(current, after, nodes)
+        if len(after) > 2:
+            return None
         if not after:
             return ("linear",)
         (following,) = after

@@ -103,7 +103,8 @@ def build(opts, log):
         with timer.stage("nncase compile"):
             quant = _quantize(opts.calibrate_method, ncc_binary, tflite_path, kmodel_path,
                               calib_u8, holdout_u8, input_scale, float_outputs, decoder, stage,
-                              log, ncc_act.activation_specs(frozen.graph_def))
+                              log, ncc_act.activation_specs(frozen.graph_def) if ncc_binary
+                              else None)
         layers = None
         if opts.layer_error and (opts.ncc_layer_error or not ncc_binary) \
                 and quant["report"]["holdout_images"]:

@@ -38,6 +38,8 @@ _SPECS = textwrap.dedent("""
         y = tf.nn.max_pool2d(tf.nn.relu6(conv(y, 4)), 2, 2, "VALID")
         y = tf.nn.max_pool2d(conv(y, 4), 2, 2, "VALID")  # no activation
         y = tf.sigmoid(conv(y, 4))                       # not piecewise linear
+        z = conv(y, 4)                                   # three readers: not followed
+        y = tf.concat([tf.nn.relu(z), tf.nn.relu6(z), z], axis=-1)
         tf.identity(conv(y, 2), name="out")
         print(json.dumps(ncc_act.activation_specs(g.as_graph_def())))
 """)
@@ -49,11 +51,11 @@ def test_activation_specs_read_each_supported_form_and_refuse_the_rest():
                           universal_newlines=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     specs = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [s[0] for s in specs] == [[3, 3, 3, 4]] + [[3, 3, 4, 4]] * 5 + [[3, 3, 4, 2]]
+    assert [s[0] for s in specs] == [[3, 3, 3, 4]] + [[3, 3, 4, 4]] * 6 + [[3, 3, 12, 2]]
     kinds = [s[1] for s in specs]
     assert kinds[0][0] == "leaky" and abs(kinds[0][1] - 0.1) < 1e-6
     assert kinds[1][0] == "leaky" and abs(kinds[1][1] - 0.2) < 1e-6
-    assert kinds[2:] == [["relu"], ["relu6"], ["linear"], None, ["linear"]]
+    assert kinds[2:] == [["relu"], ["relu6"], ["linear"], None, None, ["linear"]]
 
 
 def test_fixed_mul_keeps_15_bits_where_ncc_kept_3():
