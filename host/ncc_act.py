@@ -186,7 +186,12 @@ def rewrite(data, float_tensors, specs):
     """kmodel bytes -> (new bytes, {"rewritten": [layer indices], "kept": {index: reason}}).
     float_tensors: the tflite's constant arrays (host.tflite.constant_tensors); specs:
     activation_specs of the graph the tflite came from."""
-    layers = kpu_layers(data)
+    try:
+        layers = kpu_layers(data)
+    except (struct.error, ValueError, IndexError) as exc:
+        # a node layout this reader does not know: the kmodel stays as ncc wrote it
+        return data, {"rewritten": [], "layers": 0,
+                      "kept": {"all": "kmodel layout not understood (%s)" % exc}}
     kept = {}
     if not layers:
         return data, {"rewritten": [], "kept": {}, "layers": 0}

@@ -4,6 +4,7 @@ keeps the rewrite only when `ncc infer` (the K210 runtime's kernels) measures it
 TensorFlow. Real ncc, real TensorFlow (in subprocesses: nncase users may share this process)."""
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -186,3 +187,14 @@ def test_relu_and_relu6_tables_match_tf_as_closely_as_ncc_s(tmp_path):
     assert tables["rewritten"] == [0, 1, 2] and tables["kept"] == {}
     assert tables["exact"]["mean_l2r"] <= 1.05 * tables["ncc"]["mean_l2r"], tables
     assert tables["exact"]["mean_cos"] > 0.9995
+
+
+def test_an_unreadable_kpu_layer_leaves_the_kmodel_as_ncc_wrote_it():
+    """A V4 header naming one KPU conv whose body ends before its layer registers: rewrite
+    returns the bytes unchanged and says why; it does not raise."""
+    data = bytearray(100)
+    struct.pack_into("<4s9I", data, 0, b"LDMK", 4, 0, 1, 0, 0, 1, 0, 0, 0)
+    struct.pack_into("<2I", data, 40, 0x2002, 16)
+    rewritten, outcome = ncc_act.rewrite(bytes(data), [], [])
+    assert rewritten == bytes(data) and outcome["rewritten"] == []
+    assert outcome["kept"]["all"].startswith("kmodel layout not understood")
