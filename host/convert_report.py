@@ -76,6 +76,13 @@ def _quantisation(q, manifest):
         out.append(table(["method", "mean l2r", "mean cos", "seconds"],
                          [[c["calibrate_method"], "%.4f" % c["mean_l2r"], "%.5f" % c["mean_cos"],
                            "%.1f" % c["compile_seconds"]] for c in q["candidates"]]))
+    tables = q.get("activation_tables")
+    if tables and tables["rewritten"]:
+        out.append("<p>ncc v0.2 activation tables: %d of %d KPU layers rewritten exactly: mean "
+                   "cos %.5f with ncc's tables, %.5f exact; the kmodel has %s tables.</p>"
+                   % (len(tables["rewritten"]), tables["layers"], tables["ncc"]["mean_cos"],
+                      tables["exact"]["mean_cos"],
+                      "the exact" if tables["used"] == "exact" else "ncc's"))
     if q.get("detection"):
         d = q["detection"]
         out.append("<p>Detections kmodel vs float: P %.3f R %.3f F1 %.3f (%d float boxes, %d "

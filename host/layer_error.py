@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
-from host import metrics, ncc, pixels, quantize, tflite
+from host import metrics, ncc, ncc_act, pixels, quantize, tflite
 from host.errors import UserError
-from host.tf_infer import FrozenRunner, node_name
+from host.tf_infer import FrozenRunner, node_name, tf
 
 # A tap is a node whose value feeds the start of the next layer. Taps in front of a pool are
 # skipped: the KPU pools in the same instruction as the conv, and a tap there would split it.
@@ -47,12 +47,13 @@ def tap_nodes(graph_def, input_node, output_nodes):
 
 
 def measure(graph_def, input_node, output_nodes, input_hw, input_scale, calib_u8, holdout_u8,
-            calibrate_method, work_dir, ncc_path=None):
+            calibrate_method, work_dir, ncc_path=None, exact_activations=False):
     """The per-layer table: {layers: [{node, op, shape, cos, min_cos, l2r, float_min,
     float_max, p001, p999, outlier_ratio, output}], compiler, how, calibrate_method,
     holdout_images, seconds}; `output` marks the model's own outputs (the last rows).
     ncc_path: compile V4 with that ncc binary instead of nncase 1.9 (V5); this costs one ncc
-    compile per layer (--ncc-layer-error)."""
+    compile per layer (--ncc-layer-error); exact_activations: the kmodel written got exact
+    activation tables (host.ncc_act), so every cut gets them too."""
     started = time.time()
     taps = tap_nodes(graph_def, input_node, output_nodes)
     names = [n for n, _ in taps]
@@ -64,7 +65,8 @@ def measure(graph_def, input_node, output_nodes, input_hw, input_scale, calib_u8
     calib_nchw, holdout_nchw = pixels.to_nchw(calib_u8), pixels.to_nchw(holdout_u8)
     if ncc_path:
         simulated = _ncc_cuts(graph_def, input_node, names, input_hw, input_scale, calib_nchw,
-                              holdout_nchw, calibrate_method, work_dir, ncc_path)
+                              holdout_nchw, calibrate_method, work_dir, ncc_path,
+                              exact_activations)
         compiler = "ncc (V4)"
         how = "one ncc compile per layer boundary, cut there"
     else:
@@ -87,7 +89,7 @@ def measure(graph_def, input_node, output_nodes, input_hw, input_scale, calib_u8
 
 
 def _ncc_cuts(graph_def, input_node, names, input_hw, input_scale, calib_nchw, holdout_nchw,
-              calibrate_method, work_dir, ncc_path):
+              calibrate_method, work_dir, ncc_path, exact_activations):
     """ncc v0.2 segfaults ("Optimize Pass 1") on a tflite with several outputs, so V4 gets one
     compile of the graph cut at each tap: outputs[i][k] as from a single diagnostic kmodel."""
     per_tap = []
@@ -98,9 +100,20 @@ def _ncc_cuts(graph_def, input_node, names, input_hw, input_scale, calib_nchw, h
             f.write(tflite.convert(graph_def, input_node, [name], input_hw))
         ncc.compile_kmodel(tflite_path, kmodel_path, calib_nchw, input_scale, ncc=ncc_path,
                            calibrate_method=calibrate_method)
+        if exact_activations:
+            _rewrite_activations(kmodel_path, tflite_path,
+                                 tf.compat.v1.graph_util.extract_sub_graph(graph_def, [name]))
         per_tap.append([outputs[0] for outputs in ncc.infer(kmodel_path, holdout_nchw,
                                                              ncc=ncc_path)])
     return [[tap[i] for tap in per_tap] for i in range(len(holdout_nchw))]
+
+
+def _rewrite_activations(kmodel_path, tflite_path, graph_def):
+    with open(kmodel_path, "rb") as f:
+        rewritten, _ = ncc_act.rewrite(f.read(), tflite.constant_tensors(tflite_path),
+                                       ncc_act.activation_specs(graph_def))
+    with open(kmodel_path, "wb") as f:
+        f.write(rewritten)
 
 
 def _float_ranges(runner, calib_u8, input_scale, count):

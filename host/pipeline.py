@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from host import advice, atomic, bncheck, convert_report, firmware, freeze, k210fit, kmodel
-from host import layer_error, manifest, metrics, ncc, pixels, quantize, report, tflite
+from host import layer_error, manifest, metrics, ncc, ncc_act, pixels, quantize, report, tflite
 from host.errors import UserError
 from host.tf_infer import FrozenRunner
 
@@ -103,7 +103,8 @@ def build(opts, log):
         with timer.stage("nncase compile"):
             quant = _quantize(opts.calibrate_method, ncc_binary, tflite_path, kmodel_path,
                               calib_u8, holdout_u8, input_scale, float_outputs, decoder, stage,
-                              log)
+                              log, ncc_act.activation_specs(frozen.graph_def) if ncc_binary
+                              else None)
         layers = None
         if opts.layer_error and (opts.ncc_layer_error or not ncc_binary) \
                 and quant["report"]["holdout_images"]:
@@ -150,7 +151,8 @@ def _layer_error(opts, ncc_binary, frozen, input_scale, calib_u8, holdout_u8, qu
         return layer_error.measure(
             frozen.graph_def, frozen.input_node, frozen.output_nodes, opts.input_hw, input_scale,
             calib_u8, holdout_u8, quant["report"]["calibrate_method"],
-            os.path.join(quant["dump_root"], "layers"), ncc_binary)
+            os.path.join(quant["dump_root"], "layers"), ncc_binary,
+            exact_activations=quant["report"].get("activation_tables", {}).get("used") == "exact")
     except UserError as exc:
         warn("per-layer error not measured (the kmodel is fine): %s" % exc)
         return None
@@ -248,9 +250,10 @@ def _decode_all(outputs_chw, shape_chw, decoder):
 
 
 def _quantize(calibrate_method, ncc_binary, tflite_path, kmodel_path, calib_u8, holdout_u8,
-              input_scale, float_outputs, decoder, stage, log):
+              input_scale, float_outputs, decoder, stage, log, activation_specs):
     """Compile with nncase (or the ncc binary `ncc_binary`), run the held-out images on the
-    host (nncase's simulator, `ncc infer`), compare."""
+    host (nncase's simulator, `ncc infer`), compare. A V4 kmodel also gets exact activation
+    tables (host.ncc_act) when `ncc infer` measures them closer to TensorFlow."""
     auto = AUTO_METHODS_NCC if ncc_binary else AUTO_METHODS
     methods = auto if calibrate_method == "auto" else (calibrate_method,)
     if ncc_binary and calibrate_method == "auto" and ncc.detect_version(ncc_binary) != "0.2":
@@ -293,6 +296,11 @@ def _quantize(calibrate_method, ncc_binary, tflite_path, kmodel_path, calib_u8, 
                                "holdout_images": 0, "compile_seconds": compile_seconds},
                     "compile": compiled, "dump_dir": None, "dump_root": dump_root}
         evaluation = _compare(float_chw, sim, float_outputs, decoder)
+        if compiled.get("version") == 4:
+            evaluation = _exact_activations(candidate_path, tflite_path, activation_specs,
+                                            evaluation, holdout_u8, ncc_binary, float_chw,
+                                            float_outputs, decoder, log)
+            compile_seconds = time.time() - start
         evaluation.update({"calibrate_method": method, "compile_seconds": compile_seconds})
         candidates.append(evaluation)
         log("%s %-8s mean cos %.5f  l2r %.4f  detection F1 %s  (%.1f s)"
@@ -316,6 +324,44 @@ def _quantize(calibrate_method, ncc_binary, tflite_path, kmodel_path, calib_u8, 
                                       for c in candidates]
     return {"report": quant_report, "compile": compiled, "dump_dir": dump_dir,
             "dump_root": dump_root}
+
+
+def _exact_activations(kmodel_path, tflite_path, activation_specs, evaluation, holdout_u8,
+                       ncc_binary, float_chw, float_outputs, decoder, log):
+    """Rewrite ncc v0.2's rounded activation tables exactly (host.ncc_act) and keep the kmodel
+    that `ncc infer` puts closer to float TF on the held-out images (lower l2r). Returns the
+    kept kmodel's evaluation with "activation_tables": {used, rewritten, kept, ncc, exact}."""
+    with open(kmodel_path, "rb") as f:
+        original = f.read()
+    rewritten, outcome = ncc_act.rewrite(original, tflite.constant_tensors(tflite_path),
+                                         activation_specs)
+    tables = {"used": "ncc", "layers": outcome["layers"], "rewritten": outcome["rewritten"],
+              "kept": {str(k): v for k, v in outcome["kept"].items()},
+              "ncc": _headline(evaluation)}
+    if outcome["rewritten"]:
+        exact_path = kmodel_path + ".exact"
+        atomic.write_bytes(exact_path, rewritten)
+        exact = _compare(float_chw, ncc.infer(exact_path, pixels.to_nchw(holdout_u8),
+                                              ncc=ncc_binary), float_outputs, decoder)
+        tables["exact"] = _headline(exact)
+        if exact["mean_l2r"] < evaluation["mean_l2r"]:
+            os.replace(exact_path, kmodel_path)
+            tables["used"], evaluation = "exact", exact
+        else:
+            os.remove(exact_path)
+        log("ncc v0.2 activation tables: %d of %d KPU layers rewritten exactly: mean cos "
+            "%.5f -> %.5f, l2r %.4f -> %.4f; the kmodel keeps %s"
+            % (len(outcome["rewritten"]), outcome["layers"], tables["ncc"]["mean_cos"],
+               tables["exact"]["mean_cos"], tables["ncc"]["mean_l2r"],
+               tables["exact"]["mean_l2r"],
+               "the exact tables" if tables["used"] == "exact" else "ncc's (closer to TF)"))
+    return dict(evaluation, activation_tables=tables)
+
+
+def _headline(evaluation):
+    detection = evaluation["detection"]
+    return {"mean_cos": evaluation["mean_cos"], "mean_l2r": evaluation["mean_l2r"],
+            "f1": detection["f1"] if detection else None}
 
 
 def _simulate(ncc_binary, compiled, kmodel_path, holdout_u8):
@@ -359,7 +405,9 @@ def _manifest(opts, frozen, output_info, decoder, kmodel_path, size, info, pb_pa
         "kmodel": dict({"path": "model.kmodel", "sha256": manifest.sha256_file(kmodel_path),
                         "size": size, "version": info["version"],
                         "compiler": quant["compile"].get("compiler", "nncase")},
-                       **({"ncc": quant["compile"]["ncc"]} if "ncc" in quant["compile"] else {})),
+                       **({"ncc": quant["compile"]["ncc"]} if "ncc" in quant["compile"] else {}),
+                       **({"activation_tables": quant["report"]["activation_tables"]["used"]}
+                          if "activation_tables" in quant["report"] else {})),
         "input": {"node": frozen.input_node, "height": h, "width": w, "channels": 3,
                   "format": "rgb", "kmodel_layout": "NCHW", "kmodel_dtype": "uint8",
                   "scale": input_scale["scale"], "mean": input_scale["mean"],

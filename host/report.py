@@ -4,6 +4,19 @@ TENSOR_COLUMNS = (("cos", "%.5f"), ("l2r", "%.4f"), ("rmse", "%.4f"), ("mae", "%
                   ("max_abs", "%.4f"))
 
 
+def activation_table_lines(tables):
+    """V4 only: ncc v0.2's rounded activation tables vs the exact ones (host.ncc_act)."""
+    if not tables or not tables["rewritten"]:
+        return []
+    kept = "; ".join("layer %s kept: %s" % item for item in sorted(tables["kept"].items()))
+    return ["  activation tables: %d of %d KPU layers rewritten exactly (ncc v0.2 rounds their "
+            "slopes to shift <= 20): mean cos %.5f with ncc's, %.5f exact; the kmodel has %s "
+            "tables%s" % (len(tables["rewritten"]), tables["layers"], tables["ncc"]["mean_cos"],
+                          tables["exact"]["mean_cos"],
+                          "the exact" if tables["used"] == "exact" else "ncc's",
+                          "; " + kept if kept else "")]
+
+
 def tensor_table(rows, names):
     """rows: summarize_tensor_metrics dicts; names: one label per row."""
     width = max([len(n) for n in names] + [6])
@@ -77,6 +90,7 @@ def convert_summary(result, manifest, out_dir):
         d = q["detection"]
         lines.append("  detections kmodel vs float: %s (%d float boxes, %d kmodel boxes)"
                      % (_prf(d), d["float_boxes"], d["kmodel_boxes"]))
+    lines += activation_table_lines(q.get("activation_tables"))
     lines += layer_lines(result.get("layer_error"))
     for text in result.get("suggestions", []):
         lines.append("Suggestion: " + text)

@@ -4,6 +4,8 @@ import re
 import shutil
 import tempfile
 
+import numpy as np
+
 from host.errors import UserError
 from host.tf_infer import node_name, tf
 
@@ -44,3 +46,19 @@ def _converter_reason(message):
         if match:
             return match.group(0).strip()[:240]
     return message.strip().splitlines()[-1][:240] if message.strip() else "unknown error"
+
+
+def constant_tensors(tflite_path):
+    """The float constant tensors (weights, biases) of a .tflite, as numpy arrays: what ncc
+    compiled, BatchNorm already folded by the converter (host.ncc_act matches them to the
+    kmodel's layers)."""
+    interpreter = tf.lite.Interpreter(model_path=tflite_path)
+    interpreter.allocate_tensors()
+    arrays = []
+    for detail in interpreter.get_tensor_details():
+        if detail["dtype"] == np.float32 and len(detail["shape"]) in (1, 4):
+            try:
+                arrays.append(np.array(interpreter.get_tensor(detail["index"])))
+            except ValueError:  # a tensor the interpreter holds no data for
+                continue
+    return arrays
