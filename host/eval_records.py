@@ -8,8 +8,9 @@ Records may arrive in any order (sharded boards, resumed images); they are read 
 """
 import array
 import json
-import math
 import os
+
+import numpy as np
 
 from host import eval_summary
 
@@ -98,10 +99,13 @@ class RecordStore(object):
             yield i, self._file.read(self._length[i]).decode("utf-8")
 
     def chart_values(self):
-        """(min output cos per compared image, KPU ms per compared image), index order."""
-        cos = [v for v in self._cos if not math.isnan(v)]
-        kpu = [v for v in self._kpu_ms if not math.isnan(v)]
-        return cos, kpu
+        """(min output cos per compared image, KPU ms per compared image: numpy arrays in
+        index order, score deltas, box deltas: numpy arrays over the matched boxes)."""
+        cos = np.frombuffer(self._cos, dtype=np.float64)
+        kpu = np.frombuffer(self._kpu_ms, dtype=np.float64)
+        return (cos[~np.isnan(cos)], kpu[~np.isnan(kpu)],
+                np.frombuffer(self.score_deltas, dtype=np.float64),
+                np.frombuffer(self.box_deltas, dtype=np.float64))
 
     def close(self):
         """Close and remove the scratch file (before the staging directory is moved in)."""

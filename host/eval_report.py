@@ -190,15 +190,13 @@ def _key_numbers(report):
 
 
 def _charts(store):
-    cos, kpu_ms = store.chart_values()
-    if not cos:
+    cos, kpu_ms, score_deltas, box_deltas = store.chart_values()
+    if not len(cos):
         return ""
     return "<h2>Charts</h2><div class='charts'>%s</div>" % "".join([
         charts.series(cos, "output cos per image, board vs host", "cos"),
-        charts.histogram(list(store.score_deltas), "score delta of matched boxes",
-                         "|board - host| score"),
-        charts.histogram(list(store.box_deltas), "box delta of matched boxes",
-                         "max corner delta (px)"),
+        charts.histogram(score_deltas, "score delta of matched boxes", "|board - host| score"),
+        charts.histogram(box_deltas, "box delta of matched boxes", "max corner delta (px)"),
         charts.series(kpu_ms, "KPU time per image", "ms")])
 
 

@@ -173,7 +173,7 @@ def _run(specs, manifest, options, paths, resumed, log, params):
     reference = None
     try:
         _describe(boards, options.payload)
-        from host import eval_tf   # TensorFlow: once the boards answered (a board problem fails fast)
+        from host import eval_tf   # TensorFlow once the boards answered: board problems fail fast
         reference = eval_tf.Reference(manifest)
         names = [o["node"] for o in manifest["outputs"]]
         shapes = [o["shape_chw"] for o in manifest["outputs"]]

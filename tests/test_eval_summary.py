@@ -76,8 +76,10 @@ def test_record_store_gives_index_order_and_the_worst_few(tmp_path):
                       if k is not None)
     assert keys == everyone[:eval_records.MAX_THUMBNAILS]
     assert store.disagreeing == len(everyone)
-    cos, kpu = store.chart_values()
-    assert cos == [r["tensors"][0]["cos"] for r in records if r["status"] == "ok"]
+    cos, kpu, score_deltas, _ = store.chart_values()
+    assert list(cos) == [r["tensors"][0]["cos"] for r in records if r["status"] == "ok"]
+    assert sorted(score_deltas) == sorted(m["score_delta"] for r in records
+                                          if r["status"] == "ok" for m in r["matches"])
     assert store.summary.result() == compare.summarize(records, ["out"])
     store.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["overlays"]   # scratch removed
