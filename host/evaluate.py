@@ -139,7 +139,8 @@ def run(options):
                           options.resume)
     try:
         resumed = _resumed(log, paths, options.resume)
-        report, store_done = _run(specs, manifest, options, paths, resumed, log, params)
+        report, store_done = _run(specs, manifest, options, paths, resumed, log, params,
+                                  pixel_payload)
     finally:
         log.close()
     if report["run"]["partial"]:
@@ -163,7 +164,7 @@ def _resumed(log, paths, resume):
     return found
 
 
-def _run(specs, manifest, options, paths, resumed, log, params):
+def _run(specs, manifest, options, paths, resumed, log, params, pixel_payload):
     """Boards up (if any image is to be sent), then the pipeline (host.eval_pipeline) into a
     staged report, boards closed. -> (report, images in it). Ctrl-C or SIGTERM while
     streaming stops the sessions, closes the boards and reports what was done (partial)."""
@@ -180,8 +181,7 @@ def _run(specs, manifest, options, paths, resumed, log, params):
         with atomic.staged_dir(options.out) as stage:
             store = eval_records.RecordStore(stage, names, len(paths), options.min_cos,
                                              eval_report.overlay_name)
-            pipe = eval_pipeline.Pipeline(paths, resumed, log, width, height,
-                                          eval_inputs.pixel_payload(options.payload))
+            pipe = eval_pipeline.Pipeline(paths, resumed, log, width, height, pixel_payload)
             bar = _progress(todo, options.progress) if boards else None
             try:
                 wall, interrupted = pipe.run(boards, reference, store, params, shapes, bar)
@@ -191,7 +191,7 @@ def _run(specs, manifest, options, paths, resumed, log, params):
             board_rows, link = _board_rows(boards, pipe.sent, wall)
             summary = store.summary.result()
             ok, reasons, warnings = compare.verdict(summary, options.min_f1, options.min_cos,
-                                                    eval_inputs.pixel_payload(options.payload))
+                                                    pixel_payload)
             report = {
                 "tool": "serial_eval", "schema": 1,
                 "manifest": os.path.relpath(manifest.path)
