@@ -63,9 +63,12 @@ class Pipeline(object):
                 found = self.journal.result_for(img) if i in self.resumed else None
                 if found is not None:
                     self.answered.put((i, img, found[0], found[1], None))
-                else:
-                    self.resumed.discard(i)    # changed since the journal was read: sent
-                    self.to_boards.put((i, img))
+                    continue
+                if i in self.resumed and not self.boards:
+                    raise UserError("%s changed since its journal record was checked (no board "
+                                    "is connected to send it): run again" % path)
+                self.resumed.discard(i)        # changed since the journal was read: sent
+                self.to_boards.put((i, img))
         except BaseException as exc:           # e.g. an image that cannot be decoded
             self._fail(exc)
         finally:
@@ -171,6 +174,7 @@ class Pipeline(object):
         -> (wall seconds of the board streams, interrupted). Raises the first board or
         preparation error (after everything stopped)."""
         self.reference, self.store, self.params, self.shapes = reference, store, params, shapes
+        self.boards = boards
         producer = threading.Thread(target=self._produce, name="prepare", daemon=True)
         streams = [threading.Thread(target=self._stream, args=(b, bar), daemon=True,
                                     name="board-%s" % b.link.name) for b in boards]
