@@ -78,6 +78,9 @@ NCC = os.path.join(REPO, ".venv", "bin", "ncc")
 V4_ARGS = ["--firmware", "maixpy-v4"]
 V4_METHODS = ["no_clip"]
 JPEG_QUALITIES = [95, 90, 75, 50]
+# long evaluations (issue 14): serial_eval on this many generated images of the small model
+LONG_EVAL_FULL = [1000, 10000]
+LONG_EVAL_QUICK = [200]
 
 
 def say(text):
@@ -247,6 +250,35 @@ def build_tiny():
     return os.path.join(out, "manifest.json")
 
 
+def build_small():
+    """The 16x16 model of the long-evaluation rows (bench/tiny_model.py --small)."""
+    out = os.path.join(TMP, "small")
+    shutil.rmtree(out, ignore_errors=True)
+    pb = os.path.join(TMP, "small.pb")
+    run([PY, "bench/tiny_model.py", "--small", pb], "small model")
+    run([PY, "host/convert.py", "--frozen-pb", pb, "--input-size", "16x16",
+         "--output-node", "small/output", "--decoder", "grid", "--threshold", "0.5",
+         "--no-layer-error", "--out", out], "small kmodel")
+    return os.path.join(out, "manifest.json")
+
+
+def bench_long_eval(counts):
+    """serial_eval on 1,000 and 10,000 generated images (QUICK: 200) of the small model:
+    peak RSS and images/s (bench/long_eval.py)."""
+    spec = {"manifest": build_small(), "counts": counts, "baud": 1500000,
+            "state": os.path.join(TMP, "vboard-long"), "images": os.path.join(TMP, "long")}
+    spec_path = os.path.join(TMP, "long-eval.spec.json")
+    out_path = os.path.join(TMP, "long-eval.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    run([PY, "bench/long_eval.py", spec_path, out_path], "long eval", timeout=3600)
+    data = read_json(out_path)
+    for r in data["runs"]:
+        say("long eval %6d images: %.1f images/s, peak RSS %.1f MB"
+            % (r["images"], r["images_per_second"], r["peak_rss_mb"]))
+    return data
+
+
 def build_v4_example():
     """The example as kmodel V4 for a MaixPy-v1 board (the link run's virtual board takes
     the manifest's firmware, maixpy-v4)."""
@@ -373,6 +405,9 @@ def main(argv):
                     help="page to update (default docs/bench.md; quick: none)")
     ap.add_argument("--seed-pb", default=SEED_PB,
                     help="the original user's frozen model (skipped when missing)")
+    ap.add_argument("--only", choices=["long-eval"], default=None,
+                    help="measure this section alone and update it in the existing results "
+                    "file (and the table)")
     opts = ap.parse_args(argv)
     quick = opts.quick
     out = opts.out or os.path.join(BENCH, "tmp" if quick else "", "results-quick.json"
@@ -400,6 +435,8 @@ def main(argv):
         results["sections"][name] = round(time.perf_counter() - t, 1)
         return value
 
+    if opts.only:
+        return only_long_eval(opts, quick, out, readme, results, section)
     kmodel = section("make kmodel overhead", bench_kmodel, 1 if quick else 4, not quick)
     if kmodel is not None:
         results["kmodel"], build = kmodel
@@ -428,8 +465,39 @@ def main(argv):
     if has_ncc:
         models += [(name + "-v4", args + V4_ARGS, V4_METHODS) for name, args in sources]
     results["fidelity"] = section("fidelity", bench_fidelity, models)
+    results["long_eval"] = section("long evaluations", bench_long_eval,
+                                   LONG_EVAL_QUICK if quick else LONG_EVAL_FULL)
     results["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     results["duration_seconds"] = round(time.perf_counter() - t0, 1)
+    return finish(results, out, readme)
+
+
+def only_long_eval(opts, quick, out, readme, fresh, section):
+    """--only long-eval: that section measured now, the rest of `out` kept as it was (the
+    machine record of this run goes with the section)."""
+    try:
+        results = read_json(out)
+    except (OSError, ValueError):
+        results = {"schema": 1, "quick": quick, "sections": {}, "errors": [], "notes": [],
+                   "machine": fresh["machine"]}
+    t0 = time.perf_counter()
+    results["errors"] = [e for e in results.get("errors", []) if e["section"] !=
+                         "long evaluations"]
+    results["long_eval"] = section("long evaluations", bench_long_eval,
+                                   LONG_EVAL_QUICK if quick else LONG_EVAL_FULL)
+    results.setdefault("sections", {})["long evaluations"] = \
+        fresh["sections"]["long evaluations"]
+    results["errors"] += fresh["errors"]
+    if results["long_eval"] is not None:
+        machine = dict(fresh["machine"])
+        machine["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+        results["long_eval"]["machine"] = machine
+    say("long evaluations alone in %.1f min" % ((time.perf_counter() - t0) / 60.0))
+    return finish(results, out, readme)
+
+
+def finish(results, out, readme):
+    """results -> `out` (atomically) and the table -> `readme` (or stdout); 1 on errors."""
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp_out = out + ".tmp"
     with open(tmp_out, "w") as f:
@@ -441,7 +509,9 @@ def main(argv):
         say("bench table updated: %s" % os.path.relpath(readme, REPO))
     else:
         sys.stdout.write(text + "\n")
-    say("done in %.1f min: %s" % (results["duration_seconds"] / 60.0, os.path.relpath(out, REPO)))
+    if results.get("duration_seconds"):
+        say("done in %.1f min: %s" % (results["duration_seconds"] / 60.0,
+                                      os.path.relpath(out, REPO)))
     if results["errors"]:
         for e in results["errors"]:
             say("error in %s: %s" % (e["section"], e["error"].splitlines()[0]))

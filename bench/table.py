@@ -339,6 +339,44 @@ def flash_table(flash):
           "; ".join(flash["retried"])] if flash.get("retried") else [])
 
 
+FLAT_TARGET = 0.10       # peak RSS growth from the fewest to the most images
+
+
+def long_eval_table(long_eval):
+    if not long_eval:
+        return []
+    runs = long_eval["runs"]
+    m = long_eval.get("machine") or {}
+    w, h = long_eval["model"]["input"]
+    out = ["**6. Long evaluations** (`host/serial_eval.py` on generated %dx%d images of the "
+           "small model, `bench/tiny_model.py --small`, one virtual board at %s baud; peak RSS "
+           "of the serial_eval process, VmHWM; host TensorFlow in batches of %d, at most %d "
+           "images in memory%s)"
+           % (w, h, _baud(long_eval["baud"]), long_eval["tf_batch"],
+              long_eval["max_images_in_memory"],
+              "; measured alone (`bench/run.py --only long-eval`) on %s, load average %s at "
+              "the start, commit %s" % (m.get("date", "?"), _f((m.get("loadavg_start") or
+                                                              [None])[0]),
+                                         m.get("git_commit", "?")) if m else ""), "",
+           "| images | wall (s) | images/s | link images/s | peak RSS (MB) | compared | "
+           "input CRC equal |",
+           "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in runs:
+        out.append("| %s | %s | %s | %s | %s | %s | %s |"
+                   % (_int(r["images"]), _f(r["wall_seconds"], 1),
+                      _f(r["images_per_second"], 1), _f(r["link_images_per_second"], 1),
+                      _f(r["peak_rss_mb"], 1), _int(r["compared"]),
+                      _int(r["input_crc_equal"])))
+    if len(runs) > 1:
+        growth = long_eval["rss_growth"]
+        out += ["", "Peak RSS from %s to %s images: %+.1f %% (target: flat within %.0f %%: "
+                "%s); images/s %s vs %s."
+                % (_int(runs[0]["images"]), _int(runs[-1]["images"]), 100 * growth,
+                   100 * FLAT_TARGET, _met(abs(growth), FLAT_TARGET, below=True),
+                   _f(runs[0]["images_per_second"], 1), _f(runs[-1]["images_per_second"], 1))]
+    return out
+
+
 def findings(results):
     """Generated sentences; steady-state efficiencies (the target's measure) throughout."""
     runs = results.get("link") or []
@@ -384,7 +422,8 @@ def render(results):
     for block in (link_table(link), rgb565z_table(runs or []), time_table(link),
                   host_table(link),
                   jpeg_table(link), kmodel_table(results.get("kmodel")),
-                  fidelity_table(results.get("fidelity")), flash_table(results.get("flash"))):
+                  fidelity_table(results.get("fidelity")), flash_table(results.get("flash")),
+                  long_eval_table(results.get("long_eval"))):
         if block:
             parts.append("\n".join(block))
     notes = findings(results)

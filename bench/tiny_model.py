@@ -5,7 +5,12 @@ almost no compute: five 3x3 convolutions of 4 channels with 2x2 max-pools (KPU o
 time (nncase's simulator) is a few ms instead of ~100 ms, so a serial eval with it measures
 the link, not the simulator. Same input size => same payload per image as the example model.
 
-Run: python bench/tiny_model.py OUT.pb  (TensorFlow process; seeded, deterministic)
+`--small`: a 16x16 input (`Input_image` [1, 16, 16, 3] -> `small/output` [1, 8, 8, 5], the
+`grid` layout: one 3x3 convolution of 8 channels, a 2x2 max-pool, a 1x1 convolution) for the
+long-evaluation rows (bench/long_eval.py): 512-byte images, so thousands cross the line in
+minutes and what is measured is serial_eval's own cost per image.
+
+Run: python bench/tiny_model.py [--small] OUT.pb  (TensorFlow process; seeded, deterministic)
 """
 import os
 import sys
@@ -40,11 +45,33 @@ def graph_def(seed=0):
     return graph.as_graph_def()
 
 
+SMALL = 16
+SMALL_OUTPUT = "small/output"
+
+
+def small_graph_def(seed=5):
+    rng = np.random.RandomState(seed)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [1, SMALL, SMALL, 3], name="Input_image")
+        with tf.compat.v1.variable_scope("small"):
+            w = tf.constant(rng.uniform(-0.6, 0.6, (3, 3, 3, 8)).astype(np.float32))
+            b = tf.constant(rng.uniform(-0.1, 0.1, (8,)).astype(np.float32))
+            y = tf.nn.leaky_relu(tf.nn.conv2d(x, w, 1, "SAME") + b, alpha=0.1)
+            y = tf.nn.max_pool2d(y, 2, 2, "VALID")
+            w = tf.constant(rng.uniform(-0.8, 0.8, (1, 1, 8, 5)).astype(np.float32))
+            b = tf.constant(np.array([0.0, 0.0, -1.0, -1.0, 0.2], np.float32))
+            y = tf.nn.conv2d(y, w, 1, "SAME") + b
+        tf.identity(y, name=SMALL_OUTPUT)
+    return graph.as_graph_def()
+
+
 def main(argv):
-    out = argv[0]
+    small = argv[:1] == ["--small"]
+    out = argv[-1]
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "wb") as f:
-        f.write(graph_def().SerializeToString())
+        f.write((small_graph_def() if small else graph_def()).SerializeToString())
     return 0
 
 

@@ -3,6 +3,7 @@ the reports work offline). Agg backend: no display needed."""
 import io
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -19,10 +20,27 @@ def _svg(fig):
     return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG sits in HTML
 
 
+MAX_POINTS = 1000   # a series longer than this is drawn as min/max per bucket of items
+
+
 def series(values, title, ylabel, xlabel="image (report order)"):
-    """One value per item, as points joined by a line."""
+    """One value per item, as points joined by a line; more than MAX_POINTS items as the
+    band between the min and max of each run of consecutive items (the chart, its memory and
+    its SVG stay the same size for 10,000 images)."""
     fig, ax = plt.subplots(figsize=SIZE)
-    ax.plot(range(len(values)), values, marker=".", linewidth=0.8)
+    if len(values) > MAX_POINTS:
+        per = -(-len(values) // MAX_POINTS)
+        v = np.full(per * -(-len(values) // per), np.nan)
+        v[:len(values)] = values
+        v = v.reshape(-1, per)
+        x = np.arange(len(v)) * per
+        lo, hi = np.nanmin(v, axis=1), np.nanmax(v, axis=1)
+        ax.fill_between(x, lo, hi, step="post", alpha=0.35, linewidth=0)
+        ax.plot(x, lo, drawstyle="steps-post", linewidth=0.6)
+        ax.plot(x, hi, drawstyle="steps-post", linewidth=0.6)
+        xlabel += ", min and max of each %d" % per
+    else:
+        ax.plot(range(len(values)), values, marker=".", linewidth=0.8)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     return _svg(fig)
@@ -30,7 +48,7 @@ def series(values, title, ylabel, xlabel="image (report order)"):
 
 def histogram(values, title, xlabel, bins=30):
     fig, ax = plt.subplots(figsize=SIZE)
-    if values:
+    if len(values):
         ax.hist(values, bins=bins, color="#4477aa")
     else:
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)

@@ -13,7 +13,7 @@ import numpy as np
 
 from device import decoders
 from device import protocol as P
-from host import metrics
+from host import eval_summary, metrics
 
 # An unmatched box scoring within this of the decoder threshold is a near-threshold flip
 # (quantisation moved the score across the threshold on one side), reported as such.
@@ -103,47 +103,13 @@ def compare_image(image, host_outputs, shapes, params, result, error, width, hei
     return rec
 
 
-def _stats(values):
-    if not values:
-        return {"mean": None, "max": None}
-    return {"mean": float(np.mean(values)), "max": float(np.max(values))}
-
-
 def summarize(records, output_names):
-    ok = [r for r in records if r["status"] == "ok"]
-    failed = [r for r in records if r["status"] != "ok"]
-    tensors = []
-    for k, name in enumerate(output_names):
-        row = metrics.summarize_tensor_metrics([r["tensors"][k] for r in ok])
-        row["node"] = name
-        tensors.append(row)
-    matches = [m for r in ok for m in r["matches"]]
-    det = metrics.pool_matches([r["detections"] for r in ok])
-    det["host_boxes"] = sum(r["detections"]["host_boxes"] for r in ok)
-    det["board_boxes"] = sum(r["detections"]["board_boxes"] for r in ok)
-    det["unmatched"] = sum(r["detections"].get("unmatched", 0) for r in ok)
-    det["near_threshold"] = sum(r["detections"].get("near_threshold", 0) for r in ok)
-    crc_in = [r["crc"]["input_equal"] for r in ok]
-    summary = {
-        "images": len(records), "compared": len(ok), "failed": len(failed),
-        "resized": sum(1 for r in records if r["resized"]),
-        "tensors": tensors,
-        "mean_cos": float(np.mean([t["cos"] for t in tensors])) if ok else None,
-        "min_cos": float(min(t["min_cos"] for t in tensors)) if ok else None,
-        "detections": det,
-        "score_delta": _stats([m["score_delta"] for m in matches]),
-        "box_delta_px": _stats([m["box_delta_px"] for m in matches]),
-        "input_crc": {"equal": crc_in.count(True), "differ": crc_in.count(False),
-                      "not_computed": crc_in.count(None),
-                      "sources": sorted(set(r["crc"]["source"] for r in ok))},
-        "pixel_crc": {"equal": sum(1 for r in ok if r["crc"]["pixel_equal"]),
-                      "differ": sum(1 for r in ok if not r["crc"]["pixel_equal"])},
-        "kpu_ms": _stats([r["board"]["kpu_ms"] for r in ok]),
-        "prep_ms": _stats([r["board"]["prep_ms"] for r in ok]),
-        "decode_ms": _stats([r["board"]["decode_ms"] for r in ok]),
-        "failures": [{"name": r["name"], "error": r["error"]} for r in failed],
-    }
-    return summary
+    """The summary of a list of records (host.eval_summary accumulates it record by record,
+    as serial_eval does)."""
+    summary = eval_summary.Summary(output_names)
+    for rec in records:
+        summary.add(rec)
+    return summary.result()
 
 
 def verdict(summary, min_f1, min_cos, payload):

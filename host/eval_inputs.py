@@ -28,11 +28,12 @@ import binascii
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from device import protocol as P
 from host import pixels
 from host.errors import UserError
+from host.manifest import sha256_file
 
 PAYLOADS = ("rgb565", "jpeg")                   # what an EvalImage holds
 CHOICES = ("auto", "rgb565z", "rgb565", "jpeg")  # --payload
@@ -41,12 +42,14 @@ MAX_JPEG = 262144      # device/detect.py MAX_JPEG
 
 
 class EvalImage(object):
-    """One image: `name`, `path`, `source_size` (w, h), `resized`, `payload` (bytes),
-    `fmt`, `pixels` (uint8 HxWx3 the KPU receives), `pixel_crc`, `input_crc`."""
+    """One image: `name`, `path`, `sha256` (of the file), `source_size` (w, h), `resized`,
+    `payload` (bytes), `fmt`, `pixels` (uint8 HxWx3 the KPU receives), `pixel_crc`,
+    `input_crc`."""
 
     def __init__(self, name, path, source_size, resized, payload, fmt, board_px, rgb565):
         self.name = name
         self.path = path
+        self.sha256 = sha256_file(path)
         self.source_size = source_size
         self.resized = resized
         self.payload = payload
@@ -71,6 +74,11 @@ def list_images(directory, limit=None):
     return paths
 
 
+def image_name(path):
+    """An image's name in reports and the journal: its file name."""
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def _sendable_jpeg(path):
     """The file's bytes when the board can take them as they are (a colour JPEG within the
     board's JPEG size limit), else None."""
@@ -89,7 +97,7 @@ def prepare(path, width, height, payload):
     rgb = pixels.load_rgb(path)
     source_size = rgb.size
     resized = source_size != (width, height)
-    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    name = image_name(path)
     if payload == "rgb565":
         q = pixels.quantize_rgb565(np.asarray(pixels.resize(rgb, width, height)))
         return EvalImage(name, path, source_size, resized, pixels.rgb565_bytes(q),
@@ -129,3 +137,17 @@ def choose_format(choice, info):
 
 def prepare_all(paths, width, height, payload):
     return [prepare(p, width, height, payload) for p in paths]
+
+
+def count_resized(paths, width, height):
+    """How many of the image files are not width x height, from their headers only (images
+    are prepared one by one as they are sent); UserError naming a file that is no image."""
+    resized = 0
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                resized += im.size != (width, height)
+        except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+            raise UserError("cannot read image %s (%s): remove it or replace it with a valid "
+                            "JPEG/PNG" % (path, exc.__class__.__name__))
+    return resized

@@ -1,8 +1,9 @@
 """serial_eval's outputs: the terminal summary, report.json, per-image overlay PNGs and
-report.html (verdict and key numbers on top, the disagreeing images as inline overlays worst
-first, charts, the sortable per-image table; one file with no external assets). Everything is
-built in a staging directory inside --out and moved in only when complete
-(host.atomic.staged_dir).
+report.html (verdict and key numbers on top, the worst disagreeing images as inline overlays
+(at most host.eval_records.MAX_THUMBNAILS), charts, the sortable per-image table; one file
+with no external assets). Overlays are drawn as records complete; report.json and the table
+are written one record at a time from host.eval_records.RecordStore. Everything is built in a
+staging directory inside --out and moved in only when complete (host.atomic.staged_dir).
 """
 import base64
 import html
@@ -11,9 +12,9 @@ import os
 
 from PIL import Image, ImageDraw
 
-from host import atomic, charts
+from host import charts
 from host.report import tensor_table
-from host.report_html import CSS, SORT_SCRIPT, table
+from host.report_html import CSS, SORT_SCRIPT, table_head, table_row
 
 HOST_COLOR = (0, 200, 0)        # host TensorFlow boxes
 BOARD_COLOR = (255, 0, 200)     # board boxes
@@ -64,8 +65,8 @@ def summary_lines(report):
     for f in s["failures"][:5]:
         lines.append("FAILED %s: %s %s" % (f["name"], f["error"].get("name"),
                                             f["error"].get("reason", "")[:200]))
-    if len(s["failures"]) > 5:
-        lines.append("... %d more failed image(s) in report.json" % (len(s["failures"]) - 5))
+    if s["failed"] > 5:
+        lines.append("... %d more failed image(s) in report.json" % (s["failed"] - 5))
     rec = {}
     for b in report["boards"]:
         for k, v in (b.get("recovery") or {}).items():
@@ -156,29 +157,11 @@ def overlay_name(index, record):
 
 
 # ------------------------------------------------------------------ html
-MAX_THUMBNAILS = 30             # inline overlays of the worst images (the rest: overlays/)
 _CRC = {True: "equal", False: "DIFFERS", None: "-"}
 
 
 def _e(text):
     return html.escape(str(text))
-
-
-def disagreement_order(report):
-    """Indexes of the images where board and host disagree, worst first: failed images, then
-    input CRC differences, then most unmatched boxes, then lowest output cos."""
-    min_cos = report["thresholds"]["min_cos"]
-    keyed = []
-    for i, rec in enumerate(report["images"]):
-        if rec["status"] != "ok":
-            keyed.append(((0, 0, 0.0), i))
-            continue
-        crc_differs = rec["crc"]["input_equal"] is False
-        unmatched = rec["detections"]["unmatched"]
-        cos = min(t["cos"] for t in rec["tensors"])
-        if crc_differs or unmatched or cos < min_cos:
-            keyed.append(((1 if crc_differs else 2, -unmatched, cos), i))
-    return [i for _, i in sorted(keyed)]
 
 
 def _why(rec):
@@ -201,110 +184,109 @@ def _key_numbers(report):
                   ("mean cos", "%.5f" % s["mean_cos"]),
                   ("input CRC equal", "%d / %d" % (s["input_crc"]["equal"], s["compared"])),
                   ("KPU ms / image", _f(s["kpu_ms"]["mean"], "%.1f"))]
-    items.append(("failed", str(len(s["failures"]))))
+    items.append(("failed", str(s["failed"])))
     return "<table>%s</table>" % "".join(
         "<tr><th class='l'>%s</th><td>%s</td></tr>" % (_e(k), _e(v)) for k, v in items)
 
 
-def _charts(report):
-    ok = [r for r in report["images"] if r["status"] == "ok"]
-    if not ok:
+def _charts(store):
+    cos, kpu_ms, score_deltas, box_deltas = store.chart_values()
+    if not len(cos):
         return ""
-    matches = [m for r in ok for m in r.get("matches", [])]
     return "<h2>Charts</h2><div class='charts'>%s</div>" % "".join([
-        charts.series([min(t["cos"] for t in r["tensors"]) for r in ok],
-                      "output cos per image, board vs host", "cos"),
-        charts.histogram([m["score_delta"] for m in matches],
-                         "score delta of matched boxes", "|board - host| score"),
-        charts.histogram([m["box_delta_px"] for m in matches],
-                         "box delta of matched boxes", "max corner delta (px)"),
-        charts.series([r["board"]["kpu_ms"] for r in ok], "KPU time per image", "ms")])
+        charts.series(cos, "output cos per image, board vs host", "cos"),
+        charts.histogram(score_deltas, "score delta of matched boxes", "|board - host| score"),
+        charts.histogram(box_deltas, "box delta of matched boxes", "max corner delta (px)"),
+        charts.series(kpu_ms, "KPU time per image", "ms")])
 
 
-def _thumbnails(report, thumbnails):
-    order = disagreement_order(report)
-    if not order:
+def _thumbnails(store):
+    shown = store.worst
+    if not shown:
         return "<h2>Disagreements</h2><p class='ok'>None: every image agrees.</p>"
-    shown = order[:MAX_THUMBNAILS]
     out = ["<h2>Disagreements (%d image(s), worst first%s)</h2>"
-           % (len(order), ", first %d shown" % len(shown) if len(shown) < len(order) else ""),
+           % (store.disagreeing, ", the first %d inline, every one in the table below"
+              % len(shown) if len(shown) < store.disagreeing else ""),
            "<p>Overlays: <span class='h'>&#9632; host TensorFlow boxes</span>, "
            "<span class='b'>&#9632; board boxes</span>, on the pixels the KPU received.</p>",
            "<div class='thumbs'>"]
     for i in shown:
-        rec = report["images"][i]
+        rec = store.record(i)
+        with open(os.path.join(store.stage, rec["overlay"]), "rb") as f:
+            png = f.read()
         out.append("<figure><a href='%s'><img alt='%s' src='data:image/png;base64,%s'></a>"
                    "<figcaption>%s: %s</figcaption></figure>"
                    % (_e(rec["overlay"]), _e(rec["name"]),
-                      base64.b64encode(thumbnails[i]).decode("ascii"), _e(rec["name"]),
-                      _e(_why(rec))))
+                      base64.b64encode(png).decode("ascii"), _e(rec["name"]), _e(_why(rec))))
     out.append("</div>")
     return "\n".join(out)
 
 
-def _image_table(report):
-    rows, classes = [], []
-    for rec in report["images"]:
-        link = "<a href='%s'>%s</a>" % (_e(rec["overlay"]), _e(rec["name"]))
-        if rec["status"] == "ok":
-            cells = ["ok", len(rec["host_boxes"]), len(rec["board_boxes"]),
-                     rec["detections"]["unmatched"], "%.3f" % rec["detections"]["f1"],
-                     "%.5f" % rec["tensors"][0]["cos"], "%.4f" % rec["tensors"][0]["max_abs"],
-                     _CRC[rec["crc"]["input_equal"]], "%.0f" % rec["board"]["kpu_ms"]]
-            bad = rec["detections"]["unmatched"] or rec["crc"]["input_equal"] is False
-        else:
-            cells = ["%s: %s" % (rec["error"].get("name"), rec["error"].get("reason", "")),
-                     len(rec["host_boxes"])] + ["-"] * 7
-            bad = True
-        rows.append([link] + [_e(c) for c in cells] + [_e(rec.get("board_port", ""))])
-        classes.append("bad" if bad else "")
-    return ("<h2>All images</h2><p>Click a column header to sort.</p>"
-            + table(["image", "status", "host boxes", "board boxes", "unmatched", "F1", "cos",
-                     "max abs", "input CRC", "KPU ms", "board"], rows, sortable=True,
-                    left_columns=2, row_classes=classes, escaped=True))
+TABLE_HEADERS = ["image", "status", "host boxes", "board boxes", "unmatched", "F1", "cos",
+                 "max abs", "input CRC", "KPU ms", "board"]
 
 
-def html_page(report, thumbnails):
-    """thumbnails: {image index: overlay PNG bytes} for the disagreeing images."""
+def _image_row(rec):
+    link = "<a href='%s'>%s</a>" % (_e(rec["overlay"]), _e(rec["name"]))
+    if rec["status"] == "ok":
+        cells = ["ok", len(rec["host_boxes"]), len(rec["board_boxes"]),
+                 rec["detections"]["unmatched"], "%.3f" % rec["detections"]["f1"],
+                 "%.5f" % rec["tensors"][0]["cos"], "%.4f" % rec["tensors"][0]["max_abs"],
+                 _CRC[rec["crc"]["input_equal"]], "%.0f" % rec["board"]["kpu_ms"]]
+        bad = rec["detections"]["unmatched"] or rec["crc"]["input_equal"] is False
+    else:
+        cells = ["%s: %s" % (rec["error"].get("name"), rec["error"].get("reason", "")),
+                 len(rec["host_boxes"])] + ["-"] * 7
+        bad = True
+    return table_row([link] + [_e(c) for c in cells] + [_e(rec.get("board_port", ""))],
+                     "bad" if bad else "", escaped=True, left_columns=2)
+
+
+def _write_html(f, report, store):
     v = report["verdict"]
-    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>serial_eval report</title>",
-           "<style>%s.h{color:rgb%s}.b{color:rgb%s}</style></head><body>"
-           % (CSS, HOST_COLOR, BOARD_COLOR),
-           "<h1>serial_eval: board vs host TensorFlow</h1>",
-           "<p class='verdict fail'><b>PARTIAL</b>: interrupted after %d of %d image(s); the "
-           "verdict covers only those</p>" % (len(report["images"]),
-                                             report["run"]["images_total"])
-           if report["run"]["partial"] else "",
-           "<p class='verdict %s'><b>%s</b>%s</p>" % (
-               "ok" if v["ok"] else "fail", "PASS" if v["ok"] else "FAIL",
-               "" if v["ok"] else ": " + _e("; ".join(v["reasons"]))),
-           "".join("<p class='fail'>WARNING: %s</p>" % _e(w) for w in v["warnings"]),
-           _key_numbers(report),
-           _thumbnails(report, thumbnails),
-           _charts(report),
-           "<h2>Summary</h2><pre>%s</pre>" % _e("\n".join(summary_lines(report))),
-           _image_table(report),
-           "<p>Full record: <a href='report.json'>report.json</a></p>",
-           "<script>%s</script></body></html>" % SORT_SCRIPT]
-    return "\n".join(out) + "\n"
+    f.write("\n".join([
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>serial_eval report</title>",
+        "<style>%s.h{color:rgb%s}.b{color:rgb%s}</style></head><body>"
+        % (CSS, HOST_COLOR, BOARD_COLOR),
+        "<h1>serial_eval: board vs host TensorFlow</h1>",
+        "<p class='verdict fail'><b>PARTIAL</b>: interrupted after %d of %d image(s); the "
+        "verdict covers only those</p>" % (report["summary"]["images"],
+                                          report["run"]["images_total"])
+        if report["run"]["partial"] else "",
+        "<p class='verdict %s'><b>%s</b>%s</p>" % (
+            "ok" if v["ok"] else "fail", "PASS" if v["ok"] else "FAIL",
+            "" if v["ok"] else ": " + _e("; ".join(v["reasons"]))),
+        "".join("<p class='fail'>WARNING: %s</p>" % _e(w) for w in v["warnings"]),
+        _key_numbers(report),
+        _thumbnails(store),
+        _charts(store),
+        "<h2>Summary</h2><pre>%s</pre>" % _e("\n".join(summary_lines(report))),
+        "<h2>All images</h2><p>Click a column header to sort.</p>",
+        table_head(TABLE_HEADERS, sortable=True, left_columns=2)]) + "\n")
+    for _, text in store.records():         # one row at a time: any number of images
+        f.write(_image_row(json.loads(text)))
+    f.write("</table>\n<p>Full record: <a href='report.json'>report.json</a></p>\n"
+            "<script>%s</script></body></html>\n" % SORT_SCRIPT)
 
 
-def write(out_dir, report, images):
-    """Write report.json, overlays/*.png and report.html into out_dir atomically.
-    `images`: the EvalImage list in report order (for the overlay pixels)."""
-    with atomic.staged_dir(out_dir) as stage:
-        odir = os.path.join(stage, "overlays")
-        os.makedirs(odir)
-        for rec, img in zip(report["images"], images):
-            name = overlay_name(rec["index"], rec)
-            overlay(img.pixels, rec).save(os.path.join(odir, name), "PNG")
-            rec["overlay"] = "overlays/" + name
-        thumbnails = {}
-        for i in disagreement_order(report)[:MAX_THUMBNAILS]:
-            with open(os.path.join(stage, report["images"][i]["overlay"]), "rb") as f:
-                thumbnails[i] = f.read()
-        with open(os.path.join(stage, "report.json"), "w") as f:
-            json.dump(report, f, indent=1)
-            f.write("\n")
-        with open(os.path.join(stage, "report.html"), "w", encoding="utf-8") as f:
-            f.write(html_page(report, thumbnails))
+def _write_json(f, report, store):
+    """report.json: `report` with the records of `store` as its "images", written one record
+    at a time."""
+    head = json.dumps({k: v for k, v in report.items() if k != "images"}, indent=1)
+    f.write(head[:-len("\n}")] + ',\n "images": [')
+    for k, (_, text) in enumerate(store.records()):
+        f.write(("," if k else "") + "\n  " + text.replace("\n", "\n  "))
+    f.write("\n ]\n}\n")
+
+
+def write(report, store):
+    """report.json and report.html into the staging directory of `store`
+    (host.eval_records.RecordStore, whose records are the report's images), which the caller
+    moves into --out (host.atomic.staged_dir); the store's scratch file is removed."""
+    try:
+        with open(os.path.join(store.stage, "report.json"), "w") as f:
+            _write_json(f, report, store)
+        with open(os.path.join(store.stage, "report.html"), "w", encoding="utf-8") as f:
+            _write_html(f, report, store)
+    finally:
+        store.close()

@@ -20,9 +20,11 @@ NAME = "journal.jsonl"
 
 
 class Journal(object):
-    """`Journal(out_dir, kmodel_sha256, payload, decoder, resume)`: `.done` maps an image
-    name to its journalled result when the image file, payload and decoder still match;
-    `.append(image, board_port, result)` records one more."""
+    """`Journal(out_dir, kmodel_sha256, payload, decoder, resume)`: with `resume`, the
+    journalled results whose payload and decoder still match are found by `result_for`;
+    `.append(image, board_port, result)` records one more. Only where each record is (its
+    image's name, file hash, byte offset) stays in memory: a record is read back when its
+    image's turn comes, so resuming a long run does not hold every board output."""
 
     def __init__(self, out_dir, kmodel_sha256, payload, decoder, resume):
         self.path = os.path.join(out_dir, NAME)
@@ -31,58 +33,67 @@ class Journal(object):
         self.decoder = decoder
         self.torn = 0
         self.resume = resume
-        entries = self._load() if resume else []
-        self.resumable = {e["image"]: e for e in entries}
+        self.resumable = self._load() if resume else {}   # name -> (sha256, offset, length)
         self._fd = None      # opened with the first result: a run that fails before writes nothing
 
     def _load(self):
-        """The whole lines of an existing journal (a torn last line dropped and cut off)."""
+        """{image name: (its file's sha256, offset, length)} of the whole lines of an
+        existing journal written for this payload and decoder (a torn last line dropped and
+        cut off)."""
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
+            f = open(self.path, "rb")
         except FileNotFoundError:
-            return []
+            return {}
         except OSError as exc:
             raise UserError("--resume: cannot read %s: %s" % (self.path, exc.strerror))
-        *lines, tail = data.split(b"\n")
-        self.torn = 1 if tail else 0          # no newline after it: written partly at most
-        entries, good_end = [], 0
-        for k, line in enumerate(lines):
-            try:
-                entry = json.loads(line.decode("utf-8"))
-            except ValueError:
-                entry = None
-            if not isinstance(entry, dict) or "image" not in entry:
-                if k == len(lines) - 1:       # the last line, e.g. zero-filled after a crash
+        found, offset, number = {}, 0, 0
+        with f:
+            for line in f:
+                number += 1
+                if not line.endswith(b"\n"):     # no newline after it: written partly at most
                     self.torn = 1
                     break
-                raise UserError("--resume: %s line %d is not a journal record: remove the "
-                                "journal to start over" % (self.path, k + 1))
-            if entry.get("kmodel_sha256") != self.kmodel_sha256:
-                raise UserError("--resume: %s was written for kmodel sha256 %s..., this "
-                                "manifest's is %s...: use another --out, or run without "
-                                "--resume to start over"
-                                % (self.path, str(entry.get("kmodel_sha256"))[:12],
-                                   self.kmodel_sha256[:12]))
-            entries.append(entry)
-            good_end += len(line) + 1
+                entry = _entry(line)
+                if entry is None:
+                    if not f.read(1):             # the last line, e.g. zero-filled after a crash
+                        self.torn = 1
+                        break
+                    raise UserError("--resume: %s line %d is not a journal record: remove the "
+                                    "journal to start over" % (self.path, number))
+                if entry.get("kmodel_sha256") != self.kmodel_sha256:
+                    raise UserError("--resume: %s was written for kmodel sha256 %s..., this "
+                                    "manifest's is %s...: use another --out, or run without "
+                                    "--resume to start over"
+                                    % (self.path, str(entry.get("kmodel_sha256"))[:12],
+                                       self.kmodel_sha256[:12]))
+                if entry.get("payload") == self.payload and entry.get("decoder") == self.decoder:
+                    found[entry["image"]] = (entry.get("image_sha256"), offset, len(line))
+                else:
+                    found.pop(entry["image"], None)
+                offset += len(line)
         if self.torn:
             with open(self.path, "r+b") as f:
-                f.truncate(good_end)
-        return entries
+                f.truncate(offset)
+        return found
+
+    def matches(self, name, path):
+        """Whether image file `path` (named `name` in the journal) has a record to reuse."""
+        where = self.resumable.get(name)
+        return where is not None and where[0] == sha256_file(path)
 
     def result_for(self, image):
-        """The journalled board result of `image` (host.eval_inputs.EvalImage) if it was
+        """(board port, result) journalled for `image` (host.eval_inputs.EvalImage) if it was
         made from the same file bytes, payload and decoder; else None."""
-        entry = self.resumable.get(image.name)
-        if entry is None or entry.get("payload") != self.payload or \
-                entry.get("decoder") != self.decoder or \
-                entry.get("image_sha256") != sha256_file(image.path):
+        where = self.resumable.get(image.name)
+        if where is None or where[0] != image.sha256:
             return None
+        with open(self.path, "rb") as f:
+            f.seek(where[1])
+            entry = json.loads(f.read(where[2]).decode("utf-8"))
         return entry["board_port"], _from_json(entry["result"])
 
     def append(self, image, board_port, result):
-        line = json.dumps({"image": image.name, "image_sha256": sha256_file(image.path),
+        line = json.dumps({"image": image.name, "image_sha256": image.sha256,
                            "kmodel_sha256": self.kmodel_sha256, "payload": self.payload,
                            "decoder": self.decoder, "board_port": board_port,
                            "result": result}, separators=(",", ":")) + "\n"
@@ -97,6 +108,15 @@ class Journal(object):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _entry(line):
+    """The record of one journal line, or None if it is not one."""
+    try:
+        entry = json.loads(line.decode("utf-8"))
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) and "image" in entry else None
 
 
 def _from_json(result):

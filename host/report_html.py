@@ -43,14 +43,21 @@ def table(headers, rows, sortable=False, row_classes=None, escaped=False, left_c
     """headers: column titles; rows: lists of cell texts, escaped here unless `escaped` (the
     caller's HTML); the first `left_columns` columns are left-aligned text. row_classes: one
     CSS class or "" per row."""
-    cell = (lambda c: str(c)) if escaped else (lambda c: html.escape(str(c)))
     classes = row_classes or [""] * len(rows)
-    out = ["<table%s><tr>%s</tr>" % (" class='sortable'" if sortable else "", "".join(
+    return "".join([table_head(headers, sortable, left_columns)] +
+                   [table_row(row, cls, escaped, left_columns)
+                    for cls, row in zip(classes, rows)] + ["</table>"])
+
+
+def table_head(headers, sortable=False, left_columns=1):
+    """The opening of a table and its header row (rows follow, then "</table>")."""
+    return "<table%s><tr>%s</tr>" % (" class='sortable'" if sortable else "", "".join(
         "<th%s>%s</th>" % (" class='l'" if i < left_columns else "", html.escape(h))
-        for i, h in enumerate(headers)))]
-    for cls, row in zip(classes, rows):
-        out.append("<tr%s>%s</tr>" % (" class='%s'" % cls if cls else "", "".join(
-            "<td%s>%s</td>" % (" class='l'" if i < left_columns else "", cell(c))
-            for i, c in enumerate(row))))
-    out.append("</table>")
-    return "".join(out)
+        for i, h in enumerate(headers)))
+
+
+def table_row(row, cls="", escaped=False, left_columns=1):
+    cell = (lambda c: str(c)) if escaped else (lambda c: html.escape(str(c)))
+    return "<tr%s>%s</tr>" % (" class='%s'" % cls if cls else "", "".join(
+        "<td%s>%s</td>" % (" class='l'" if i < left_columns else "", cell(c))
+        for i, c in enumerate(row)))

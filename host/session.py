@@ -58,6 +58,10 @@ API_PROFILE = {firmware.API_CANMV_NEW: "canmv-v5", firmware.API_CANMV_OLD: "canm
                firmware.API_LEGACY: "maixpy-v4"}
 
 
+# what a stream's next_job() returns when its next image is not ready yet: asked again soon
+NOT_YET = object()
+
+
 class BoardError(UserError):
     """The board stopped answering or broke the protocol during a run (exit 2)."""
 
@@ -528,10 +532,10 @@ class Session(object):
             self._events.put(None)
 
     def stream(self, next_job, on_done, stop=None):
-        """Send jobs from next_job() (None: no more) under the credit window, several in
-        flight; on_done(job, result_or_None, error_or_None) once for each. Returns the
-        stats. Recovers from a faulty line (see the module doc); BoardError when the board
-        gives nothing valid for `timeout` s in spite of it."""
+        """Send jobs from next_job() (None: no more; NOT_YET: ask again soon) under the
+        credit window, several in flight; on_done(job, result_or_None, error_or_None) once
+        for each. Returns the stats. Recovers from a faulty line (see the module doc);
+        BoardError when the board gives nothing valid for `timeout` s in spite of it."""
         from host.stream import Stream   # the streaming half; it imports this module
         return Stream(self, next_job, on_done, stop).run()
 

@@ -16,7 +16,7 @@ import serial
 
 from device import protocol as P
 from host.errors import UserError, one_line
-from host.session import ATTEMPT_SHIFT, BoardError, PortError
+from host.session import ATTEMPT_SHIFT, NOT_YET, BoardError, PortError
 
 # Recovery (docs/protocol.md, "Recovery"); the rest is in host/session.py
 FIRST_PROBE = 2.0          # s of silence before a probe until board times are known (a big
@@ -108,6 +108,16 @@ class _Job(object):
         self.last_error = None
 
 
+class _Answered(object):
+    """What `by_wire` keeps of an answered image: that it was answered (a late duplicate is
+    counted as one), not its payload, so a long run holds no image it has finished."""
+    done = True
+    wire = None
+
+
+ANSWERED = _Answered()
+
+
 class _LostSession(Exception):
     """The session must be re-established (reason in args[0])."""
 
@@ -124,7 +134,7 @@ class Stream(object):
         self.stop = stop
         self.queue = collections.deque()     # _Job to send, front first
         self.sent = collections.OrderedDict()  # wire id -> _Job: all frames written, no reply
-        self.by_wire = {}                    # every wire id ever used -> _Job
+        self.by_wire = {}                    # every wire id ever used -> _Job (ANSWERED)
         self.exhausted = False
         self.open = 0                        # jobs without their final answer
         self.credit = make_credit(session.info)
@@ -180,6 +190,8 @@ class Stream(object):
                 if self.exhausted or len(self.sent) >= MAX_IN_FLIGHT:
                     return
                 job = self.next_job()
+                if job is NOT_YET:          # the caller is still preparing it: ask again
+                    return
                 if job is None:
                     self.exhausted = True
                     return
@@ -264,6 +276,8 @@ class Stream(object):
             self.s.stats["results"] += 1
         else:
             self.s.stats["errors"] += 1
+        for attempt in range(j.attempts):
+            self.by_wire[(attempt << ATTEMPT_SHIFT) | j.job.image_id] = ANSWERED
         self.on_done(j.job, result, error)
 
     # -- receiving

@@ -220,3 +220,23 @@ def test_rgb565z_table_ratios_target_and_labels():
     r["link"][-2] = _photo("rgb565z", 1500000, 78300.0, 1.60, crcs="5/6", extra=z)
     text = table.render(r)
     assert "CRCs **not all equal**: **not met**." in text
+
+
+def _long_eval(peaks):
+    runs = [{"images": n, "wall_seconds": n / 30.0 + 8, "images_per_second": 30.0,
+             "link_images_per_second": 38.0, "peak_rss_mb": p, "compared": n, "failed": 0,
+             "input_crc_equal": n} for n, p in zip((1000, 10000), peaks)]
+    return {"model": {"input": [16, 16], "kmodel_bytes": 2000}, "baud": 1500000,
+            "runs": runs, "tf_batch": 32, "max_images_in_memory": 96,
+            "rss_growth": peaks[1] / peaks[0] - 1.0}
+
+
+def test_long_eval_rows_and_the_flat_memory_target():
+    r = results()
+    r["long_eval"] = _long_eval((260.0, 265.2))
+    text = table.render(r)
+    assert "**6. Long evaluations**" in text and "batches of 32, at most 96 images" in text
+    assert "| 10,000 | 341.3 | 30.0 | 38.0 | 265.2 | 10,000 | 10,000 |" in text
+    assert "Peak RSS from 1,000 to 10,000 images: +2.0 % (target: flat within 10 %: met)" in text
+    r["long_eval"] = _long_eval((260.0, 300.0))
+    assert "+15.4 % (target: flat within 10 %: **not met**)" in table.render(r)

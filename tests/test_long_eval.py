@@ -239,3 +239,27 @@ def test_resume_refuses_a_journal_of_another_manifest(tiny_build, eval_images, r
     assert_one_line_error(proc, "journal.jsonl was written for kmodel sha256 ffffffffffff",
                           "--resume")
     assert not os.path.exists(str(out / "report.json"))
+
+
+@pytest.mark.slow
+def test_an_image_unreadable_when_its_turn_comes_ends_the_run_in_one_line(tiny_build, tmp_path):
+    """Images are prepared as the boards ask for them (flat memory): a PNG whose header reads
+    but whose pixels are cut short passes the up-front check and fails when its turn comes:
+    one line naming it, exit 2, no report; --resume once it is removed finishes the rest."""
+    images = tiny_model.images(tmp_path / "images", 6, seed=4)
+    bad = os.path.join(images, "00003.png")
+    with open(bad, "rb") as f:
+        data = f.read()
+    with open(bad, "wb") as f:
+        f.write(data[:len(data) // 2])
+    state, out = str(tmp_path / "vb"), tmp_path / "out"
+    provision_flashed_boards(state, tiny_build, 1, BAUD, "tests/test_long_eval.py")
+    argv = _argv(tiny_build, images, out, state, 1)
+    proc = run_tool("host/serial_eval.py", *argv[2:], timeout=300)
+    assert_one_line_error(proc, "cannot read image", "00003.png")
+    assert "board virtual" in proc.stdout          # found during the run, not up front
+    assert not os.path.exists(str(out / "report.json"))
+    os.remove(bad)
+    proc = run_tool("host/serial_eval.py", *argv[2:] + ["--resume"], timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _report(out)["summary"]["images"] == 5
