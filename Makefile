@@ -51,9 +51,13 @@ ncc: $(STAMP)
 
 # FIRMWARE names the firmware profile for kmodel (maixpy-v4: kmodel V4 by ncc) and a firmware
 # image *.bin for flash; each target takes the kind it understands.
+# MaixPy-v1's 512 KiB GC heap cannot serve the example at 320x224 (docs/maixpy-v4.md, "Memory"):
+# for its kmodel V3/V4 the same fully convolutional detector at 224x160; INPUT_SIZE=HxW overrides.
+INPUT_SIZE ?= $(if $(filter maixpy-%,$(FIRMWARE)),160x224)
 kmodel: $(STAMP)
 	$(PY) host/convert.py --config $(EXAMPLE)/convert.json --out $(BUILD) \
-	    $(if $(filter-out %.bin,$(FIRMWARE)),--firmware $(FIRMWARE))
+	    $(if $(filter-out %.bin,$(FIRMWARE)),--firmware $(FIRMWARE)) \
+	    $(if $(INPUT_SIZE),--input-size $(INPUT_SIZE))
 
 PORT ?= virtual
 BOARD ?= dan

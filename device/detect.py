@@ -486,7 +486,8 @@ class Server:
              "max_payload": self.parser.max_payload, "baud": self.cfg["baud"],
              "formats": self.formats(), "input_crc": self.crc_mode,
              "features": P.FEATURES, "result_cache": RESULT_CACHE,
-             "mem_free": mem_free(), "platform": sys.platform}
+             "mem_free": mem_free(), "platform": sys.platform,
+             "uptime_ms": ticks()}
         utils = maix_utils()
         try:
             d["heap_free"] = utils.heap_free()

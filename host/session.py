@@ -33,6 +33,7 @@ BYE_WAIT = 2.0
 TEXT_KEEP = 8192
 SERVE_SWITCH_WAIT = 0.25
 BRINGUP_HELLO = 3.0        # s of HELLO after the serve banner before looking again
+UPTIME_SLACK_MS = 1000     # INFO uptimes: what latency may take off a running board's
 REPL_SERVE_WAIT = 10.0     # s from `detect.main()` typed at the REPL to the serve banner
 MODEL_LOAD_WAIT = 20.0     # s from the board's "loading the model" line to its serve banner
 
@@ -128,6 +129,7 @@ class Session(object):
         self.parser = P.Parser()
         self.seq = 0
         self.info = None
+        self.info_received_at = None
         self.text = bytearray()
         self.received = 0
         self.serve_line = None
@@ -384,6 +386,9 @@ class Session(object):
                 "serve mode (last text: %r); check --baud, reset the board and retry"
                 % (self.name, waited, self.received, text[-120:]))
 
+    def hello_frame(self):
+        return self._frame(P.T_HELLO, P.pack_json({"proto": P.VERSION, "host": "serial_eval"}))
+
     def _hello(self, baud, until, on_frame=None):
         """HELLO every HELLO_RETRY s at `baud` until INFO or `until`; then wait until no
         further INFO can answer an earlier HELLO. Returns INFO or None. Other frames go to
@@ -398,8 +403,7 @@ class Session(object):
             if info is None and now >= until:
                 return None
             if info is None and now - last_hello >= HELLO_RETRY:
-                self._write(self._frame(P.T_HELLO, P.pack_json({"proto": P.VERSION,
-                                                                "host": "serial_eval"})))
+                self._write(self.hello_frame())
                 last_hello = now
                 hellos += 1
             # after INFO, wait until no earlier HELLO can still be answered: with several
@@ -416,6 +420,7 @@ class Session(object):
                     except ValueError:
                         continue
                     t_info = time.monotonic()
+                    self.info_received_at = t_info
                 elif on_frame is not None:
                     on_frame(ftype, _seq, payload)
 
@@ -557,6 +562,18 @@ class Session(object):
             self._set_baud(REPL_BAUD)
         except Exception:
             pass
+
+
+def restarted_between(old_info, old_at, new_info, new_at):
+    """The board restarted between two INFOs (received at host times old_at, new_at): its
+    uptime went back. A board that keeps running shows at least the old uptime plus the time
+    passed (less the frames' latency, well under UPTIME_SLACK_MS); one that rebooted after the
+    old INFO shows at most the time passed. A restart is seen this way also when its boot
+    text went by unseen (the host at the serve speed)."""
+    old_up, new_up = old_info.get("uptime_ms"), new_info.get("uptime_ms")
+    if not isinstance(old_up, int) or not isinstance(new_up, int) or old_at is None:
+        return False
+    return new_up < old_up + (new_at - old_at) * 1000.0 - UPTIME_SLACK_MS
 
 
 def exit_serve_mode(ser, bauds):

@@ -16,7 +16,7 @@ import serial
 
 from device import protocol as P
 from host.errors import UserError, one_line
-from host.session import ATTEMPT_SHIFT, NOT_YET, BoardError, PortError
+from host.session import ATTEMPT_SHIFT, NOT_YET, BoardError, PortError, restarted_between
 
 # Recovery (docs/protocol.md, "Recovery"); the rest is in host/session.py
 FIRST_PROBE = 2.0          # s of silence before a probe until board times are known (a big
@@ -317,9 +317,14 @@ class Stream(object):
         elif ftype == P.T_LOG:
             s.logs.append(bytes(payload).decode("utf-8", "replace"))
         elif ftype == P.T_INFO:
-            # a reply to a HELLO the board saw late: it dropped its partial image and its
-            # cache, and counts ACK bytes from there: start over from this INFO
-            self._after_info(P.unpack_json(payload))
+            # a reply to a HELLO the board saw late, or to the HELLO probe after undecodable
+            # bytes: it dropped its partial image and its cache, and counts ACK bytes from
+            # there: start over from this INFO (a board that rebooted shows a younger uptime)
+            info = P.unpack_json(payload)
+            if restarted_between(s.info, s.info_received_at, info, self.last_valid):
+                s.recovery["board_restarts"] += 1
+            s.info_received_at = self.last_valid
+            self._after_info(info)
 
     def _result(self, r):
         s = self.s
@@ -388,9 +393,15 @@ class Stream(object):
             raise _LostSession("%d probe(s) unanswered" % self.probes)
         self.probes += 1
         self.last_probe = now
+        seq = s.seq
+        if self.suspect:
+            # undecodable bytes, maybe a reboot banner: HELLO, whose INFO says (uptime) and
+            # restarts the session on both sides; a RESEND would be answered by a rebooted
+            # board as by the old one
+            self._write(s.hello_frame(), seq)
+            return
         target = next(iter(self.sent), 0)
         s.recovery["resend_requests"] += 1
-        seq = s.seq
         self._write(s._frame(P.T_RESEND, P.pack_resend(target)), seq)
 
     # -- re-establishing
@@ -412,6 +423,8 @@ class Stream(object):
         s._stop_reader()
         s.recovery["sessions_reestablished"] += 1
         path = s.path           # how the run began, for the report
+        old_info, old_at = s.info, s.info_received_at
+        restarted = False
         deadline = time.monotonic() + s.timeout
         hello_wait = FIRST_PROBE + 1.0 if self.service is None else max(1.0, 4 * self.service)
         info = None
@@ -424,7 +437,8 @@ class Stream(object):
                     info = s._hello(s.baud, min(deadline, time.monotonic() + hello_wait),
                                     on_frame=self._frame_during_hello)
                 if info is None:
-                    info = self._reconnect(deadline, hello_wait)
+                    info, restarted = s.find_board(deadline, hello_wait,
+                                                   self._frame_during_hello)
             except (serial.SerialException, OSError, PortError):
                 self._reopen()
                 hello_first = True
@@ -439,6 +453,8 @@ class Stream(object):
                                                 "%.0f s, %d attempt(s), last text %r"
                                                 % (why, s.timeout, tries, text[-60:])))
         s.path = path
+        if restarted or restarted_between(old_info, old_at, info, s.info_received_at):
+            s.recovery["board_restarts"] += 1
         if info.get("model_sha256") != s.info.get("model_sha256"):
             raise BoardError("the board on %s runs another model after its restart (sha256 "
                              "%s...): flash it again" % (s.name, str(info.get("model_sha256"))[:16]))
@@ -450,12 +466,6 @@ class Stream(object):
     def _frame_during_hello(self, ftype, seq, payload):
         if ftype in (P.T_RESULT, P.T_ERROR, P.T_LOG):
             self._frame(ftype, seq, payload)
-
-    def _reconnect(self, deadline, hello_wait):
-        info, restarted = self.s.find_board(deadline, hello_wait, self._frame_during_hello)
-        if restarted:
-            self.s.recovery["board_restarts"] += 1
-        return info
 
     def _after_info(self, info):
         """A fresh session on the board: credit from its INFO; every image without an answer

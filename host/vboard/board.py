@@ -455,6 +455,7 @@ class Board:
         self.port.reset(REPL_BAUD, DEFAULT_BUF)
         fs.chdir("/")
         if hard:
+            self.boot_time = time.monotonic()     # ticks start again; a soft reset keeps them
             self.raw_mode = False
             self.write(self.banner())
         # the built-in _boot.py: SD card if mounted, else /flash; boot.py, then main.py
