@@ -47,8 +47,8 @@ def _met(value, target, below=False):
 
 def _label(run):
     model = {"example": "example model", "tiny": "tiny kmodel (link only)",
-             "example-v4": "example model at 224x160, kmodel V4 on MaixPy-v1 (maixpy-v4, ncc infer)"
-             }.get(run["model"], run["model"])
+             "example-v4": "example model at 224x160, kmodel V4 on MaixPy-v1 "
+                           "(maixpy-v4, ncc infer)"}.get(run["model"], run["model"])
     parts = [model, PAYLOAD_LABELS.get(run["payload"], run["payload"])]
     if run.get("image_set") == PHOTOS:
         parts.append("photos")
