@@ -2,7 +2,7 @@
 it can load this build's kmodel (host.firmware.check_loadable).
 
 The probe reports sys.implementation, os.uname(), sys.platform, the KPU API generation
-(detected like device/detect.py: `maix.KPU` with load_kmodel/run_with_output, or a KPU
+(detected like device/kpu_model.py: `maix.KPU` with load_kmodel/run_with_output, or a KPU
 object with load/run/get_outputs, else `import KPU` with load/forward), `utils.heap_free()`
 of `maix` (CanMV) or `Maix` (MaixPy-v1), `gc.mem_free()`, whether `utils.flash_read` exists, the mounted filesystems and the
 free space of /flash. The KPU API names the firmware profile (the kmodel versions it loads).

@@ -38,7 +38,7 @@ from host.manifest import sha256_file
 PAYLOADS = ("rgb565", "jpeg")                   # what an EvalImage holds
 CHOICES = ("auto", "rgb565z", "rgb565", "jpeg")  # --payload
 JPEG_QUALITY = 95
-MAX_JPEG = 262144      # device/detect.py MAX_JPEG
+MAX_JPEG = 262144      # device/server.py MAX_JPEG
 
 
 class EvalImage(object):

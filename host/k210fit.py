@@ -94,7 +94,7 @@ def v4_placement(ops):
     return {"kpu": kpu, "cpu": cpu, "cpu_compute": [op for op in cpu if op[0] not in _GLUE_OPS]}
 
 
-# The serve loop's peak in the MicroPython GC heap (device/detect.py, docs/design.md "Board
+# The serve loop's peak in the MicroPython GC heap (device/server.py, docs/design.md "Board
 # memory"), an upper bound of what tests/test_mpy_memory.py measures on MicroPython 1.11 (64-bit
 # as the K210's RV64: 32-byte GC blocks). Made once per session: the image place (RGB565 pixels
 # w*h*2 and pix_ai planes with rows padded to 64 pixels, both xalloc'ed from the GC heap,
@@ -107,7 +107,7 @@ def v4_placement(ops):
 GC_INTERPRETER = 128 * 1024
 GC_PER_OUTPUT_VALUE = 32 + 8 + 4 * 3
 GC_INFLATER = 16384 + 2048 + 4096 + 64
-JPEG_STEP = 8192           # device/detect.py JPEG_STEP
+JPEG_STEP = 8192           # device/server.py JPEG_STEP
 # What the firmware keeps in the GC heap before main.py runs (REPL UART and its ring, _boot.py,
 # VFS mounts: a few KiB; an upper bound with margin, tests/test_mpy_memory.py)
 GC_FIRMWARE_KEEPS = 32 * 1024

@@ -115,7 +115,7 @@ def _floats(line):
 def test_feat_kpu_get_outputs_index_is_positional_and_device_reads_every_output(tmp_path,
                                                                                  models):
     """maix_kpu.c: k210_kpu_get_outputs reads the index only from one positional int: a
-    keyword is ignored (output 0). device/detect.py reads output i with get_outputs(i)."""
+    keyword is ignored (output 0). device/kpu_model.py reads output i with get_outputs(i)."""
     data, refs = models["two"]
     with _board(tmp_path, data, "canmv-v5") as handle:
         ser, repl = _repl(handle)
@@ -145,7 +145,7 @@ def test_feat_kpu_get_outputs_index_is_positional_and_device_reads_every_output(
 def test_feat_kpu_deinit_leaks_the_context_and_device_keeps_one_model_per_boot(tmp_path,
                                                                                 models):
     """maix_kpu.c: k210_kpu_deinit frees the model buffer, never kpu_model_free: each
-    load/deinit cycle loses the runtime's working memory. device/detect.py loads a model
+    load/deinit cycle loses the runtime's working memory. device/kpu_model.py loads a model
     once per boot on feat/kpu: a second serve session costs no heap."""
     data, _ = models["one"]
     cfg = json.dumps(_cfg(data, [(C0, H, W)]))
@@ -212,7 +212,7 @@ def test_canmv_run_with_output_reads_output_0_only_and_multi_output_models_are_r
 def test_canmv_deinit_without_init_yolo2_halts_the_board_and_device_never_does(tmp_path,
                                                                               models):
     """Maix_kpu.c: py_kpu_deinit: False without a model; with one it frees it, prints, then
-    dereferences yolo2_rl, NULL unless init_yolo2 ran. device/detect.py gives every model a
+    dereferences yolo2_rl, NULL unless init_yolo2 ran. device/kpu_model.py gives every model a
     1x1 region layer, so its close (and the firmware's free after a Ctrl-C) is safe."""
     data, _ = models["one"]
     cfg = json.dumps(_cfg(data, [(C0, H, W)]))
@@ -252,7 +252,7 @@ def test_maix_module_name_follows_the_firmware_and_every_reader_tries_both(
             assert out == "True\r\n"
             _, err = repl.exec_raw("import %s" % absent)
             assert b"ImportError" in err
-            assert repl.exec("import detect\nprint(detect.maix_utils() is not None)") == \
+            assert repl.exec("import kpu_model\nprint(kpu_model.maix_utils() is not None)") == \
                 "True\r\n"
             info = board_probe.probe(repl, handle.port)
             assert info["heap_free"] > 0 and info["flash_read"] is True
@@ -452,7 +452,7 @@ def test_canmv_ctrl_c_timer_frees_every_kpu_buffer_and_traps_without_init_yolo2(
 
 def test_feat_kpu_ctrl_c_timer_frees_held_objects_and_device_loads_after_it(tmp_path, models):
     """feat/kpu's timer frees every listed KPU object and buffer (not the contexts): a
-    script's object is dangling afterwards. device/detect.py waits past the timer before a
+    script's object is dangling afterwards. device/kpu_model.py waits past the timer before a
     load, so a serve session started right after a Ctrl-C keeps its model."""
     data, _ = models["one"]
     cfg = json.dumps(_cfg(data, [(C0, H, W)]))

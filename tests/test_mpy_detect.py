@@ -12,7 +12,7 @@ import struct
 import numpy as np
 
 from device import decoders
-from device import detect
+from device import detect, kpu_model
 from device import float32
 from device import protocol as P
 from host import rgb565z
@@ -93,7 +93,7 @@ def test_serve_loop_every_payload_mode(tmp_path):
         assert not errors, errors
         assert out["result"]["images"] == n == 6
         info = [P.unpack_json(p) for t, _s, p in frames if t == P.T_INFO]
-        assert info and info[0]["model_loaded"] and info[0]["api"] == detect.API_NEW
+        assert info and info[0]["model_loaded"] and info[0]["api"] == kpu_model.API_NEW
         assert frames[-1][0] == P.T_BYE
         assert any("exit after 6 images" in l for l in lines), lines
         total += n

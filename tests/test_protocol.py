@@ -358,7 +358,7 @@ def test_utilisation_at_1500000():
     assert util >= 0.90, util
 
 
-# ---------------------------------------------------------------- the board end (detect.Server)
+# ---------------------------------------------------------------- the board end (server.Server)
 class FakeUart:
     """REPL UART seen from the board: a bounded receive ring that drops overflow."""
 
@@ -452,7 +452,7 @@ def serve_cfg(w=2, h=2, rbl=2048):
 
 
 class Host:
-    """Host end driving a detect.Server through FakeUart with the credit window."""
+    """Host end driving a server.Server through FakeUart with the credit window."""
 
     def __init__(self, server, uart):
         self.server, self.uart = server, uart
@@ -504,20 +504,21 @@ class Host:
 @pytest.fixture
 def board(monkeypatch):
     import types
-    from device import detect
+    from device import clock, server
     fake_image = types.ModuleType("image")
     fake_image.Image = FakeImage
     monkeypatch.setitem(sys.modules, "image", fake_image)
     import time as _t
     utime = types.SimpleNamespace(ticks_ms=lambda: int(_t.monotonic() * 1000),
                                   ticks_diff=lambda a, b: a - b, sleep_ms=lambda ms: None)
-    monkeypatch.setattr(detect, "time", utime)
+    monkeypatch.setattr(server, "time", utime)
+    monkeypatch.setattr(clock, "time", utime)
 
     def make(cfg=None, model=None):
         cfg = cfg or serve_cfg()
         uart = FakeUart(cfg["read_buf_len"])
-        server = detect.Server(cfg, uart, model or FakeModel())
-        return Host(server, uart), server, uart
+        board_server = server.Server(cfg, uart, model or FakeModel())
+        return Host(board_server, uart), board_server, uart
     return make
 
 
@@ -722,10 +723,10 @@ def test_resend_returns_the_cached_result_or_says_there_is_none(board):
 
 
 def test_truncated_frame_is_dropped_once_stale(board, monkeypatch):
-    from device import detect
+    from device import server as board_server
     clock = [0]
-    monkeypatch.setattr(detect, "ticks", lambda: clock[0])
-    monkeypatch.setattr(detect, "since", lambda t0: clock[0] - t0)
+    monkeypatch.setattr(board_server, "ticks", lambda: clock[0])
+    monkeypatch.setattr(board_server, "since", lambda t0: clock[0] - t0)
     host, server, uart = board()
     host.hello()
     frames = [P.encode(t, 300 + k, p) for k, (t, p) in

@@ -181,7 +181,9 @@ def test_virtual_board_end_to_end(request, model, six, tmp_path):
     assert report["boards"][0]["payload"] == "rgb565"
     assert "PASS" in proc.stdout and "Link:" in proc.stdout
     # the board was provisioned from the manifest (no flash step yet) and booted into serve
-    assert report["boards"][0]["provisioned"].startswith("boot.py, config.json")
+    scripts = sorted(n for n in os.listdir(os.path.join(REPO, "device")) if n.endswith(".py"))
+    assert report["boards"][0]["provisioned"].split("; ")[0] == \
+        ", ".join(sorted(scripts + ["config.json"]))
     assert report["boards"][0]["path"] == "boot"
     with open(str(tmp_path / "vb" / "flash" / "config.json")) as f:
         assert json.load(f) == devconfig.device_config(manifest)

@@ -50,7 +50,9 @@ OBJ_FLOAT = 16       # mp_obj_float_t: base, float
 FIRMWARE_KEEPS = 32 * 1024
 # A board script's bytecode, qstrs and function objects per byte of source: measured with
 # MicroPython 1.11 (unix, 64-bit) importing device/: protocol.py + decoders.py 0.90,
-# detect.py 0.75 (gc.mem_alloc() after gc.collect(), before and after the import).
+# detect.py with kpu_model.py, server.py, pixel_views.py, clock.py 0.66, all that
+# `import detect` brings 0.76 (61 KB from 81 KB of source; gc.mem_alloc() after gc.collect(),
+# before and after the import).
 BYTECODE_PER_SOURCE_BYTE = 0.8
 
 M_MALLOC = "memory allocation failed, allocating %u bytes"      # py/runtime.c: m_malloc_fail

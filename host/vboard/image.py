@@ -27,7 +27,7 @@ _EXPAND6 = np.array([int(v * 255.0 / 63 + 0.5) for v in range(64)], dtype=np.uin
 
 # What an Image object looks like in K210 memory (64-bit RISC-V, MaixPy/CanMV image_t after
 # the MicroPython object base): base, w, h, bpp, pixels, pix_ai. Only the probe in
-# device/detect.py reads it; the type pointer is an arbitrary firmware-like address.
+# device/pixel_views.py reads it; the type pointer is an arbitrary firmware-like address.
 _OBJ_LAYOUT = struct.Struct("<QIIIIQQ")
 _OBJ_SIZE = 64
 _PY_IMAGE_OBJ = 40      # py_image_obj_t: mp_obj_base_t + image_t (w, h, bpp, pixels, pix_ai)
@@ -67,7 +67,7 @@ class Image:
             # that fails to decode raises nothing (`if(data_type != 2)`); picojpeg_util.c:
             # picojpeg_util_read prints its error and the image stays 0x0. The decoder reads
             # to the end of the scan (picojpeg_util.c: pjpeg_load_from_file stops after the last
-            # MCU): bytes after it, as in device/detect.py's session buffer, are never read; PIL
+            # MCU): bytes after it, as in device/server.py's session buffer, are never read; PIL
             # stops at the EOI alike
             data = bytes(path)
             if not data.startswith(b"\xff\xd8"):

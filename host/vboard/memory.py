@@ -2,7 +2,7 @@
 
 On the board an Image's pixels, its pix_to_ai() buffer and the Image object itself live at
 addresses in 0x80000000-0x80800000 that `uctypes.addressof`, `id()` and
-`uctypes.bytearray_at` expose (device/detect.py writes received pixels straight into the
+`uctypes.bytearray_at` expose (device/server.py writes received pixels straight into the
 Image and reads the KPU input buffer that way). Here each such buffer gets an address in
 that range, backed by the numpy array that really holds the data; objects synthesise their
 header bytes on demand. Nothing else is mapped: other addresses raise, as a guarded probe

@@ -55,7 +55,7 @@ def out(v):
 
 
 def parse(case):
-    """The board's receive path (device/detect.py Server.poll): bytes arrive in chunks into
+    """The board's receive path (device/server.py Server.poll): bytes arrive in chunks into
     parser.free() and commit(); after each chunk the frames are drained; a chunk size 0 is a
     line that stalls (the head candidate is stale: rescan()). At the end the line stalls until
     nothing more comes out."""

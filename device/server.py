@@ -1,0 +1,597 @@
+# The serial-eval server of serve mode (docs/protocol.md): frames in from the REPL UART,
+# images into the firmware's Image, the KPU run, RESULT frames out. MicroPython 1.11
+# dialect; firmware modules are imported lazily.
+import gc
+import sys
+
+try:
+    import utime as time
+except ImportError:  # pragma: no cover - the board always has utime
+    import time
+try:
+    import protocol
+except ImportError:
+    from device import protocol
+try:
+    import zinflate
+except ImportError:
+    from device import zinflate
+try:
+    from kpu_model import decode_boxes, err_text, maix_utils
+except ImportError:
+    from device.kpu_model import decode_boxes, err_text, maix_utils
+try:
+    from pixel_views import expansion_tables, fill_rows, pix_ai_view, rgb565_view
+except ImportError:
+    from device.pixel_views import expansion_tables, fill_rows, pix_ai_view, rgb565_view
+try:
+    from clock import since, ticks
+except ImportError:
+    from device.clock import since, ticks
+
+P = protocol
+
+MAX_JPEG = 262144
+JPEG_STEP = 8192    # the session's JPEG buffer grows in these steps (Server.jpeg_buffer)
+# picojpeg.c getChar: once the input runs out the decoder reads a fake EOI, FF D9 FF D9 ...
+JPEG_PAST_END = b"\xff\xd9" * 128
+RESULT_CACHE = 2    # RESULTs kept for RESEND (docs/protocol.md, "Recovery")
+
+
+def mem_free():
+    try:
+        return gc.mem_free()
+    except Exception:
+        return 0
+
+
+# ------------------------------------------------------------------ serve
+class Transfer:
+    def __init__(self, image_id, fmt, flags, w, h, total):
+        self.id = image_id
+        self.fmt = fmt
+        self.flags = flags
+        self.w = w
+        self.h = h
+        self.total = total
+        self.got = 0
+        self.fail = None     # (code, text): consume the data, then one ERROR
+        self.z = None        # rgb565z: the session's zinflate.Inflater while it fills the Image
+        self.t0 = ticks()
+
+
+class Server:
+    """The serial-eval server. uart: object with any(), readinto(buf), write(buf)."""
+
+    def __init__(self, cfg, uart, model):
+        self.cfg = cfg
+        self.uart = uart
+        self.model = model
+        self.rbl = cfg["read_buf_len"]
+        self.window = P.window_for(self.rbl)
+        self.chunk = P.chunk_for(self.window)
+        self.parser = P.Parser(max_payload=max(P.DEVICE_MAX_PAYLOAD, self.chunk + 8))
+        self.ack_step = self.window // 4
+        self.consumed = 0
+        self.base = 0
+        self.acked = 0
+        self.seq = 0
+        self.w = cfg["input"]["width"]
+        self.h = cfg["input"]["height"]
+        # The session's big buffers, allocated once and reused for every image (docs/design.md
+        # "Board memory"): per-image blocks of 100s of KB fragment the first-fit GC heap.
+        self.img = None          # the image place: an RGB565 Image of the model input with
+        self.view = None         # its pix_ai planes (raw_image, or the last decoded JPEG)
+        self.jpeg = None         # JPEG buffer: bytes (grows by JPEG_STEP), JPEG at its start
+        self.jpeg_w = None       # writable view of it (uctypes), or the bytearray itself
+        self.z = None            # rgb565z: one zinflate.Inflater for the session's images
+        self.z_clean = False     # whether self.z ended its last image at a segment boundary
+        self.slots = None        # RESULT_CACHE + 1 sets of output float32 buffers (pack_outputs)
+        self.slot = 0            # the set the next RESULT uses
+        self.cur = None
+        self.ready = None        # a received image waiting for run_ready()
+        self.dead = None
+        self.running = True
+        self.crc_mode = cfg.get("input_crc", "auto")
+        self.rowbuf = None
+        self.images = 0
+        self.write = uart.write
+        self.baud = cfg["baud"]
+        self.last_seq = 0        # seq of the last host frame parsed intact (ACK)
+        self.last_done = None    # id of the last image that got its reply
+        self.cache = []          # [(image id, RESULT payload parts)], newest last
+        self.nacked = 0          # parser.dropped() already reported
+        self.idle_t0 = None      # when a partial frame at the parser head stopped growing
+
+    # -- output
+    def send(self, ftype, parts):
+        P.send(self.write, ftype, self.seq, parts)
+        self.seq = (self.seq + 1) & 0xFFFF
+
+    def error(self, code, ref, text):
+        self.send(P.T_ERROR, [P.pack_error(code, ref, text)])
+
+    def log(self, text):
+        self.send(P.T_LOG, [str(text).encode("utf-8")])
+
+    def ack(self):
+        if self.consumed != self.acked:
+            self.acked = self.consumed
+            self.send(P.T_ACK, [P.pack_ack(self.consumed - self.base, self.last_seq)])
+
+    def info(self):
+        d = {"proto": P.VERSION, "firmware": self.cfg.get("firmware"),
+             "api": self.model.api, "model_loaded": self.model.loaded(),
+             "load_error": self.model.error,
+             "kmodel_version": self.cfg["model"].get("version"),
+             "model_sha256": self.cfg["model"].get("sha256"),
+             "model_source": self.cfg["model"]["source"],
+             "input": [self.w, self.h],
+             "outputs": [o["shape"] for o in self.cfg["outputs"]],
+             "decoder": self.cfg["decoder"]["type"],
+             "rx_buf": self.rbl, "window": self.window, "chunk": self.chunk,
+             "max_payload": self.parser.max_payload, "baud": self.cfg["baud"],
+             "formats": self.formats(), "input_crc": self.crc_mode,
+             "features": P.FEATURES, "result_cache": RESULT_CACHE,
+             "mem_free": mem_free(), "platform": sys.platform,
+             "uptime_ms": ticks()}
+        utils = maix_utils()
+        try:
+            d["heap_free"] = utils.heap_free()
+        except Exception:
+            pass
+        return d
+
+    def formats(self):
+        if zinflate.available():
+            return ["rgb565", "jpeg", "rgb565z"]
+        return ["rgb565", "jpeg"]
+
+    # -- input
+    def poll(self):
+        """Drain the UART, handle frames, acknowledge. Returns bytes read.
+        A partial frame that stops growing for longer than its line time (a truncated
+        frame) is dropped; dropped frames are answered with one ERROR crc (NACK)."""
+        k = self.uart.any()
+        n = 0
+        if k:
+            room = self.parser.free()
+            if k > len(room):
+                k = len(room)
+            if k:
+                n = self.uart.readinto(room[0:k]) or 0
+                self.parser.commit(n)
+                self.consumed += n
+        if n:
+            self.idle_t0 = None
+        elif self.parser.want:
+            if self.idle_t0 is None:
+                self.idle_t0 = ticks()
+            elif self.parser.stale(since(self.idle_t0), self.baud):
+                self.parser.rescan()
+                self.idle_t0 = None
+        while self.running and self.ready is None:
+            f = self.parser.next()
+            if f is None:
+                break
+            self.handle(f[0], f[1], f[2])
+        if self.ready is not None:
+            self.run_ready()
+        dropped = self.parser.dropped()
+        if dropped != self.nacked and self.running:
+            self.error(P.E_CRC, self.cur.id if self.cur is not None else 0,
+                       "%d frame(s) failed their check (last good host frame %d)"
+                       % ((dropped - self.nacked) & 0xFFFFFFFF, self.last_seq))
+            self.nacked = dropped
+        if self.consumed - self.acked >= self.ack_step or (n == 0 and self.consumed != self.acked):
+            self.ack()
+        return n
+
+    def loop(self):
+        while self.running:
+            if not self.poll():
+                time.sleep_ms(1)
+
+    def handle(self, ftype, seq, payload):
+        """One intact frame. Never raises: anything wrong becomes an ERROR frame."""
+        self.last_seq = seq
+        if self.parser.version != P.VERSION:
+            self.error(P.E_VERSION, 0, "board speaks protocol %d, frame is version %d"
+                       % (P.VERSION, self.parser.version))
+            return
+        try:
+            if ftype == P.T_IMAGE_DATA:
+                self.on_data(payload)
+            elif ftype == P.T_IMAGE_BEGIN:
+                self.on_begin(payload)
+            elif ftype == P.T_HELLO:
+                self.cur = None         # a new session: ids start again
+                self.last_done = None
+                self.dead = None
+                self.cache = []
+                self.base = self.consumed - self.parser.buffered()
+                self.acked = self.consumed
+                self.send(P.T_INFO, [P.pack_json(self.info())])
+            elif ftype == P.T_RESEND:
+                self.on_resend(P.unpack_resend(payload))
+            elif ftype == P.T_EXIT:
+                self.send(P.T_BYE, [])
+                self.running = False
+            elif ftype in P.TYPE_NAMES:
+                self.error(P.E_STATE, 0, "frame type %s is not for the board"
+                           % P.TYPE_NAMES[ftype])
+            else:
+                self.error(P.E_UNKNOWN_TYPE, 0, "unknown frame type 0x%02x" % ftype)
+        except P.ProtocolError as e:
+            self.error(P.E_BAD_PAYLOAD, 0, str(e))
+        except MemoryError as e:
+            self.cur = None
+            gc.collect()
+            self.error(P.E_NO_MEMORY, 0, err_text(e))
+        except Exception as e:
+            self.cur = None
+            self.error(P.E_INTERNAL, 0, err_text(e))
+
+    def on_resend(self, image_id):
+        for cid, parts in self.cache:
+            if cid == image_id:
+                self.send(P.T_RESULT, parts)
+                return
+        t = self.cur
+        if t is not None and t.id == image_id:
+            why = "image %d is incomplete (%d of %d bytes)" % (image_id, t.got, t.total)
+        else:
+            why = "no result for image %d" % image_id
+        self.error(P.E_NO_RESULT, image_id, why)
+
+    def on_begin(self, payload):
+        image_id, fmt, flags, w, h, total = P.unpack_image_begin(payload)
+        if (self.cur is not None and self.cur.id == image_id) or \
+                (self.cur is None and image_id == self.last_done):
+            return   # a duplicated frame: the transfer (or its reply) exists already
+        if self.cur is not None:
+            self.error(P.E_STATE, self.cur.id, "image %d abandoned at %d of %d bytes"
+                       % (self.cur.id, self.cur.got, self.cur.total))
+        t = Transfer(image_id, fmt, flags, w, h, total)
+        self.cur = t
+        self.dead = None
+        if not self.model.loaded():
+            t.fail = (P.E_MODEL_LOAD, self.model.error)
+        elif fmt == P.FMT_RGB565:
+            if w != self.w or h != self.h or total != 2 * w * h:
+                t.fail = (P.E_SIZE, "image %dx%d (%d bytes), model input is %dx%d (%d bytes)"
+                          % (w, h, total, self.w, self.h, 2 * self.w * self.h))
+            else:
+                try:
+                    self.raw_image()
+                except MemoryError as e:
+                    t.fail = (P.E_NO_MEMORY, "RGB565 image buffer: " + err_text(e))
+        elif fmt == P.FMT_RGB565Z:
+            self.begin_rgb565z(t)
+        elif fmt == P.FMT_JPEG:
+            if total <= 0 or total > MAX_JPEG:
+                t.fail = (P.E_SIZE, "JPEG of %d bytes (max %d)" % (total, MAX_JPEG))
+            else:
+                try:
+                    self.raw_image()        # the place the decode takes, below the buffer
+                    self.jpeg_buffer(total)
+                except MemoryError as e:
+                    t.fail = (P.E_NO_MEMORY, "JPEG buffer: " + err_text(e))
+        else:
+            t.fail = (P.E_FORMAT, "unknown image format %d" % fmt)
+        if total == 0:
+            self.finish()
+
+    def begin_rgb565z(self, t):
+        if not zinflate.available():
+            t.fail = (P.E_FORMAT, "rgb565z: this firmware has no uzlib.DecompIO")
+        elif t.w != self.w or t.h != self.h or t.total <= 0:
+            t.fail = (P.E_SIZE, "rgb565z image %dx%d (%d bytes), model input is %dx%d"
+                      % (t.w, t.h, t.total, self.w, self.h))
+        else:
+            try:
+                self.raw_image()
+                t.z = self.inflater()
+            except MemoryError as e:
+                t.fail = (P.E_NO_MEMORY, "rgb565z image buffer or inflater: " + err_text(e))
+
+    def inflate(self, t, data):
+        """One rgb565z segment straight into the Image (or, without uctypes, through a row
+        buffer and the slice path)."""
+        z = t.z
+        n = z.next_len()
+        try:
+            if self.view is not None:
+                z.segment(data, memoryview(self.view)[z.done:z.done + n])
+            else:
+                off = z.done
+                buf = bytearray(n)
+                z.segment(data, buf)
+                fill_rows(self.img, self.w, off, buf)
+        except zinflate.InflateError as e:
+            t.fail = (P.E_INFLATE, "image %d: %s" % (t.id, e))
+            t.z = None
+
+    def inflater(self):
+        """The session's Inflater, set for the next image. The host ends every image's
+        deflate stream with a sync flush and never a final block (host/rgb565z.py), so one
+        DecompIO and its window serve every image; after an image that did not complete
+        (corrupt, abandoned) a new one replaces it."""
+        raw = 2 * self.w * self.h
+        if self.z is not None and self.z_clean:
+            self.z.next_image(raw)
+        else:
+            self.z = None
+            gc.collect()
+            self.z = zinflate.Inflater(raw, self.chunk, P.Z_WBITS)
+        self.z_clean = False
+        return self.z
+
+    def jpeg_buffer(self, n):
+        """The session's JPEG buffer, grown (by JPEG_STEP, so rarely) to hold n bytes and the
+        2-byte end mark. image.Image(data, from_bytes=True) takes bytes only (py_image.c:
+        mp_obj_is_str_or_bytes): the JPEG is received straight into a bytes object through a
+        writable uctypes view, never copied; a bytearray where uctypes is missing."""
+        if self.jpeg is not None and len(self.jpeg) >= n + 2:
+            return
+        self.jpeg = None
+        self.jpeg_w = None
+        gc.collect()
+        cap = (n + 2 + JPEG_STEP - 1) // JPEG_STEP * JPEG_STEP
+        buf = bytes(cap)
+        view = rgb565_view(buf, cap)
+        if view is None:
+            buf = bytearray(cap)
+            view = buf
+        self.jpeg = buf
+        self.jpeg_w = view
+
+    def end_jpeg(self, n):
+        """Make the buffer past the JPEG's n bytes read as the end of the input does: the
+        firmware decodes the whole bytes object, and picojpeg reads FF D9 FF D9 ... past the
+        end of its input (MaixPy-v1/CanMV omv/img/picojpeg.c: getChar), which its marker
+        reader never consumes. So the JPEG decodes as if the buffer ended with it, a complete
+        one and a truncated one alike (exactly so for reads that stay within the buffer)."""
+        w = self.jpeg_w
+        cap = len(self.jpeg)
+        k = n
+        while k < cap:
+            m = cap - k if cap - k < len(JPEG_PAST_END) else len(JPEG_PAST_END)
+            w[k:k + m] = JPEG_PAST_END if m == len(JPEG_PAST_END) else JPEG_PAST_END[:m]
+            k += m
+
+    def raw_image(self):
+        """The image place: an RGB565 Image of the model input and its pix_ai planes, made
+        once (and the result buffers after it). Image(size=) xallocs the pixels (GC heap)
+        and pix_to_ai() allocates the planes on its first call only (py_image.c:
+        py_image_pix_to_ai reuses img->pix_ai), so every later image reuses both."""
+        if self.img is None:
+            import image
+            gc.collect()
+            img = image.Image(size=(self.w, self.h))
+            img.pix_to_ai()
+            self.img = img
+            self.view = rgb565_view(img, 2 * self.w * self.h)
+        if self.slots is None:
+            self.slots = self.result_buffers()
+        return self.img
+
+    def decode_jpeg(self, t):
+        """Decode the received JPEG into the image place; the decoded Image becomes the place.
+        The Image that held it is released first; then the decode's pixels (picojpeg_util.c:
+        pjpeg_load_from_file xallocs them before anything else) and its pix_to_ai() planes
+        are the first big blocks allocated, so with the GC's first fit they land where the
+        old pixels and planes were, image after image. None after an ERROR (the place made
+        again)."""
+        import image
+        self.end_jpeg(t.total)
+        data = self.jpeg if isinstance(self.jpeg, bytes) else bytes(self.jpeg)
+        self.img = None
+        self.view = None
+        gc.collect()
+        try:
+            img = image.Image(data, from_bytes=True)
+        except MemoryError:
+            raise
+        except Exception as e:
+            return self.jpeg_failed(t, P.E_JPEG, "JPEG decode failed: " + err_text(e))
+        data = None
+        if img.width() == 0 or img.height() == 0:
+            # the firmware swallows decode errors: "Failed loading source image!" and a 0x0
+            # image (MaixPy-v1 omv/img/imlib.c: imlib_load_image)
+            return self.jpeg_failed(t, P.E_JPEG, "JPEG decode failed: the firmware made a "
+                                    "0x0 image")
+        img.pix_to_ai()
+        if img.width() != self.w or img.height() != self.h:
+            text = "JPEG is %dx%d, model input is %dx%d" % (img.width(), img.height(),
+                                                            self.w, self.h)
+            img = None
+            return self.jpeg_failed(t, P.E_SIZE, text)
+        self.img = img
+        self.view = rgb565_view(img, 2 * self.w * self.h)
+        return img
+
+    def pack_outputs(self, outs):
+        """The outputs copied into the session's next set of result buffers (result_buffers):
+        (arrays, their byte views), or None where there are none (pack_result_parts packs
+        the outputs itself)."""
+        if not self.slots:
+            return None
+        arrays, views = self.slots[self.slot]
+        self.slot = (self.slot + 1) % len(self.slots)
+        for k in range(len(outs)):
+            a = arrays[k]
+            v = outs[k]
+            for i in range(len(a)):
+                a[i] = v[i]
+        return arrays, views
+
+    def result_buffers(self):
+        """RESULT_CACHE + 1 sets of one array('f') per output, made once with the image place
+        and sent through uctypes byte views: the RESULTs kept for RESEND keep theirs, and no
+        image makes new 8 KB blocks (docs/design.md "Board memory"). [] without array or
+        uctypes: each RESULT then packs its own bytes."""
+        try:
+            from array import array
+            import uctypes
+        except ImportError:
+            return []
+        sets = []
+        for _ in range(RESULT_CACHE + 1):
+            arrays = [array("f", range(s[0] * s[1] * s[2])) for s in self.model.shapes]
+            try:
+                views = [uctypes.bytearray_at(uctypes.addressof(a), 4 * len(a)) for a in arrays]
+            except TypeError:       # an array without the buffer protocol (virtual board)
+                return []
+            sets.append((arrays, views))
+        return sets
+
+    def jpeg_failed(self, t, code, text):
+        """ERROR for the image; the RGB565 Image takes the image place again (None)."""
+        self.error(code, t.id, text)
+        try:
+            self.raw_image()
+        except MemoryError:
+            pass
+        return None
+
+    def on_data(self, payload):
+        image_id, off, data = P.unpack_image_data(payload)
+        t = self.cur
+        if t is None or t.id != image_id:
+            if self.dead != image_id and self.last_done != image_id:
+                self.dead = image_id
+                self.error(P.E_STATE, image_id, "data for image %d without IMAGE_BEGIN" % image_id)
+            return
+        n = len(data)
+        if off + n <= t.got:
+            return   # a duplicated chunk: those bytes are here already
+        if off != t.got or off + n > t.total:
+            self.cur = None
+            self.dead = image_id
+            self.error(P.E_STATE, image_id, "image %d: data at offset %d+%d, expected %d of %d"
+                       % (image_id, off, n, t.got, t.total))
+            return
+        if t.fail is None:
+            if t.fmt == P.FMT_JPEG:
+                self.jpeg_w[off:off + n] = data
+            elif t.fmt == P.FMT_RGB565Z:
+                self.inflate(t, data)
+            elif self.view is not None:
+                self.view[off:off + n] = data
+            elif off % 2 or n % 2:
+                t.fail = (P.E_STATE, "RGB565 chunk splits a pixel (offset %d, %d bytes)" % (off, n))
+            else:
+                fill_rows(self.img, self.w, off, data)
+        t.got += n
+        if t.got == t.total:
+            if t.z is not None and t.fail is None:
+                if t.z.complete():
+                    self.z_clean = True
+                else:
+                    t.fail = (P.E_INFLATE, "image %d: the deflate stream gave %d of %d bytes"
+                              % (t.id, t.z.done, t.z.raw_total))
+            t.z = None
+            self.finish()
+
+    def finish(self):
+        t = self.cur
+        self.cur = None
+        self.last_done = t.id
+        self.ack()  # the next image streams in while this one runs
+        if t.fail is not None:
+            self.error(t.fail[0], t.id, t.fail[1])
+            return
+        self.ready = t
+
+    def run_ready(self):
+        """Infer the image finish() left ready. poll() calls this after the frame that
+        completed it, not the frame handler: the decode's collection then runs high on the
+        C stack, in frames the many frame handlers between two images have overwritten. The
+        GC is conservative: a stale pointer to the last Image left deeper in the stack by
+        the calls that used it would keep the image place alive and fail the decode."""
+        t = self.ready
+        self.ready = None
+        try:
+            self.infer(t)
+        except MemoryError as e:
+            self.error(P.E_NO_MEMORY, t.id, err_text(e))
+        except Exception as e:
+            self.error(P.E_INTERNAL, t.id, err_text(e))
+        gc.collect()
+
+    def infer(self, t):
+        flags = 0
+        t_prep = ticks()
+        if t.fmt == P.FMT_JPEG:
+            img = self.decode_jpeg(t)
+            if img is None:
+                return
+            view = self.view
+        else:
+            img = self.img
+            view = self.view
+            if view is None:
+                flags |= P.R_PIXELS_SLOW
+            img.pix_to_ai()
+        prep_ms = since(t_prep)
+        t_kpu = ticks()
+        try:
+            outs = self.model.run(img)
+        except MemoryError:
+            raise
+        except Exception as e:
+            self.error(P.E_KPU_RUN, t.id, err_text(e))
+            return
+        kpu_ms = since(t_kpu)
+        packed = self.pack_outputs(outs)
+        if packed is not None:
+            # the decoder reads the packed copies: the KPU's list of float objects (thousands
+            # of GC blocks) is freed before it runs
+            outs = packed[0]
+            gc.collect()
+        # CRCs of what the KPU saw
+        pixel_crc = 0
+        try:
+            pixel_crc = P.crc32(view if view is not None else img)
+        except Exception:
+            pass
+        input_crc = 0
+        src = P.CRC_NONE
+        if (t.flags & P.F_INPUT_CRC) and self.crc_mode != "off":
+            ai = pix_ai_view(img, self.w, self.h) if self.crc_mode == "auto" else None
+            if ai is not None:
+                input_crc = P.crc32(ai)
+                src = P.CRC_PIX_AI
+            else:
+                px = view
+                if px is None:
+                    try:
+                        px = bytes(img)
+                    except Exception:
+                        px = None
+                if px is not None:
+                    if self.rowbuf is None:
+                        self.rowbuf = bytearray(self.w)
+                    input_crc = P.planar_crc(px, self.w, self.h, self.rowbuf, expansion_tables())
+                    src = P.CRC_LUT
+        boxes = []
+        t_dec = ticks()
+        if not (t.flags & P.F_NO_BOXES):
+            try:
+                boxes = decode_boxes(self.cfg, outs)
+            except Exception as e:
+                flags |= P.R_DECODE_FAILED
+                self.log("image %d: decoder failed: %s" % (t.id, err_text(e)))
+        decode_ms = since(t_dec)
+        shapes = [o["shape"] for o in self.cfg["outputs"]]
+        parts = P.pack_result_parts(t.id, [(shapes[i], outs[i]) for i in range(len(outs))],
+                                    boxes, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
+                                    src, mem_free(), flags,
+                                    packed[1] if packed is not None else None)
+        outs = None
+        self.send(P.T_RESULT, parts)
+        self.cache.append((t.id, parts))
+        if len(self.cache) > RESULT_CACHE:
+            self.cache.pop(0)
+        self.images += 1
