@@ -30,7 +30,7 @@ help:
 	@echo "make test           run the test suite (what CI runs)"
 	@echo "make test-fast      the suite without the slow end-to-end tests"
 	@echo "make soak           serial eval through 20,000 faulty frames on virtual boards (FRAMES=N)"
-	@echo "make bench          link, make kmodel overhead, fidelity, flashing -> bench/results.json + the table in docs/bench.md (<= 15 min; QUICK=1: <= 3 min)"
+	@echo "make bench          link, make kmodel overhead, fidelity, flashing -> bench/results.json + the table in docs/bench.md (~23 min on 2 cores; QUICK=1: <= 3 min)"
 
 setup: $(STAMP)
 

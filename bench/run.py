@@ -3,7 +3,7 @@
 side on this machine (issue 6). Writes bench/results.json and regenerates the performance
 table in docs/bench.md (between `<!-- bench:start -->` and `<!-- bench:end -->`).
 
-  python bench/run.py            # full: <= 15 min on 2 cores
+  python bench/run.py            # full: ~23 min on 2 cores (long evaluations: ~6)
   python bench/run.py --quick    # fewer repeats, methods and images: <= 3 min; writes
                                  # bench/tmp/results-quick.json and leaves docs/bench.md alone
 
