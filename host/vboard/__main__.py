@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import errno
+import faulthandler
 import signal
 import sys
 import threading
@@ -123,6 +124,10 @@ def main(argv=None):
         os.replace(tmp, status_path)
 
     def cleanup(*_):
+        # where every thread was when the board was stopped, into vboard.log (its stderr): a
+        # board that went quiet under a host leaves a trace of what it was doing
+        sys.stderr.write("vboard: stopping; its threads at that moment:\n")
+        faulthandler.dump_traceback(all_threads=True)
         for path in [status_path] + links:
             if path and os.path.lexists(path):
                 os.remove(path)
