@@ -104,18 +104,20 @@ E_BUSY = 14
 E_CRC = 15          # NACK: the board dropped bytes that failed a frame check
 E_NO_RESULT = 16    # RESEND for an image whose RESULT the board does not hold
 E_INFLATE = 17      # an rgb565z segment did not inflate to its pixels (corrupt or cut short)
+E_NO_SESSION = 18   # a frame before any HELLO: the board (re)started serve mode since
 ERROR_NAMES = {
     E_VERSION: "version", E_UNKNOWN_TYPE: "unknown_type", E_BAD_PAYLOAD: "bad_payload",
     E_STATE: "state", E_SIZE: "size", E_FORMAT: "format", E_JPEG: "jpeg",
     E_MODEL_LOAD: "model_load", E_KPU_RUN: "kpu_run", E_NO_MEMORY: "no_memory",
     E_INTERNAL: "internal", E_DECODER: "decoder", E_CONFIG: "config", E_BUSY: "busy",
     E_CRC: "crc", E_NO_RESULT: "no_result", E_INFLATE: "inflate",
+    E_NO_SESSION: "no_session",
 }
 # Errors about the transfer rather than the image: the host sends the image again.
 TRANSPORT_ERRORS = (E_BAD_PAYLOAD, E_STATE, E_CRC, E_NO_RESULT, E_INFLATE)
 
 # INFO "features": protocol extensions this board speaks (docs/protocol.md, "Recovery")
-FEATURES = ["seq_ack", "resend", "nack", "dedup"]
+FEATURES = ["seq_ack", "resend", "nack", "dedup", "session"]
 
 _LITTLE = sys.byteorder == "little"
 

@@ -98,6 +98,8 @@ class Server:
         self.write = uart.write
         self.baud = cfg["baud"]
         self.last_seq = 0        # seq of the last host frame parsed intact (ACK)
+        self.in_session = False  # a HELLO seen: frames before it belong to a session of
+        #                          a board life before this one (the board reset)
         self.last_done = None    # id of the last image that got its reply
         self.cache = []          # [(image id, RESULT payload parts)], newest last
         self.nacked = 0          # parser.dropped() already reported
@@ -115,7 +117,7 @@ class Server:
         self.send(P.T_LOG, [str(text).encode("utf-8")])
 
     def ack(self):
-        if self.consumed != self.acked:
+        if self.in_session and self.consumed != self.acked:
             self.acked = self.consumed
             self.send(P.T_ACK, [P.pack_ack(self.consumed - self.base, self.last_seq)])
 
@@ -199,12 +201,19 @@ class Server:
             self.error(P.E_VERSION, 0, "board speaks protocol %d, frame is version %d"
                        % (P.VERSION, self.parser.version))
             return
+        if not self.in_session and ftype not in (P.T_HELLO, P.T_EXIT):
+            # the host speaks to a board that has restarted: say so, so that it starts a
+            # new session (HELLO) instead of feeding a transfer this board never began
+            self.error(P.E_NO_SESSION, 0, "no session: serve mode started without a HELLO "
+                       "since (the board restarted)")
+            return
         try:
             if ftype == P.T_IMAGE_DATA:
                 self.on_data(payload)
             elif ftype == P.T_IMAGE_BEGIN:
                 self.on_begin(payload)
             elif ftype == P.T_HELLO:
+                self.in_session = True
                 self.cur = None         # a new session: ids start again
                 self.last_done = None
                 self.dead = None

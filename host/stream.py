@@ -119,7 +119,12 @@ ANSWERED = _Answered()
 
 
 class _LostSession(Exception):
-    """The session must be re-established (reason in args[0])."""
+    """The session must be re-established (reason in args[0]; `restarted`: the board said
+    it restarted)."""
+
+    def __init__(self, why, restarted=False):
+        Exception.__init__(self, why)
+        self.restarted = restarted
 
 
 class _PortGone(Exception):
@@ -165,7 +170,8 @@ class Stream(object):
                     self._reopen()
                     self._reestablish("the port came back", hello_first=True)
                 except _LostSession as exc:
-                    self._reestablish(exc.args[0], hello_first=not self.suspect)
+                    self._reestablish(exc.args[0], hello_first=not self.suspect,
+                                      restarted=exc.restarted)
                 except P.ProtocolError as exc:
                     s.recovery["transfer_errors"] += 1
                     s.logs.append("malformed frame: %s" % exc)
@@ -321,6 +327,7 @@ class Stream(object):
             # bytes: it dropped its partial image and its cache, and counts ACK bytes from
             # there: start over from this INFO (a board that rebooted shows a younger uptime)
             info = P.unpack_json(payload)
+            s.recovery["sessions_reestablished"] += 1
             if restarted_between(s.info, s.info_received_at, info, self.last_valid):
                 s.recovery["board_restarts"] += 1
             s.info_received_at = self.last_valid
@@ -351,6 +358,11 @@ class Stream(object):
 
     def _error(self, e):
         s = self.s
+        if e["code"] == P.E_NO_SESSION:
+            # the board has restarted serve mode since our HELLO (a reset between frames
+            # whose reboot text went by unseen): a new session, every open image again
+            raise _LostSession("the board answered without a session: it restarted",
+                               restarted=True)
         j = self.by_wire.get(e["ref"]) if e["ref"] else None
         if e["code"] == P.E_CRC:
             s.recovery["nacks"] += 1
@@ -414,7 +426,7 @@ class Stream(object):
                        PortError("the port %s went away: %s"
                                  % (s.name, one_line(s._reader_error or "write failed"))))
 
-    def _reestablish(self, why, hello_first=True):
+    def _reestablish(self, why, hello_first=True, restarted=False):
         """HELLO at the serve baud; else listen for a (re)booting board's serve banner at
         115200; else start serve mode from the REPL; again until `timeout` s have passed (a
         board may reset again while it is being reached). Then every unanswered image
@@ -424,7 +436,6 @@ class Stream(object):
         s.recovery["sessions_reestablished"] += 1
         path = s.path           # how the run began, for the report
         old_info, old_at = s.info, s.info_received_at
-        restarted = False
         deadline = time.monotonic() + s.timeout
         hello_wait = FIRST_PROBE + 1.0 if self.service is None else max(1.0, 4 * self.service)
         info = None
@@ -437,8 +448,9 @@ class Stream(object):
                     info = s._hello(s.baud, min(deadline, time.monotonic() + hello_wait),
                                     on_frame=self._frame_during_hello)
                 if info is None:
-                    info, restarted = s.find_board(deadline, hello_wait,
-                                                   self._frame_during_hello)
+                    info, seen_restarting = s.find_board(deadline, hello_wait,
+                                                         self._frame_during_hello)
+                    restarted = restarted or seen_restarting
             except (serial.SerialException, OSError, PortError):
                 self._reopen()
                 hello_first = True
@@ -464,6 +476,8 @@ class Stream(object):
         s._start_reader()
 
     def _frame_during_hello(self, ftype, seq, payload):
+        if ftype == P.T_ERROR and P.unpack_error(payload)["code"] == P.E_NO_SESSION:
+            return      # answers to frames sent before this HELLO: the session is coming
         if ftype in (P.T_RESULT, P.T_ERROR, P.T_LOG):
             self._frame(ftype, seq, payload)
 
