@@ -99,7 +99,9 @@ class RawRepl(object):
         attempt = 0
         while True:
             attempt += 1
-            self._write(b"\r\x03\x03")
+            # one Ctrl-C per attempt (attempts >= 1 s apart): a second one before the
+            # script has seen the first cancels it (machine_uart.c, docs/firmware-source.md)
+            self._write(b"\r\x03")
             time.sleep(0.1)
             self.drain(quiet=0.05, limit=0.5)
             self._write(b"\x01")

@@ -27,6 +27,7 @@ from host.errors import UserError, one_line
 
 REPL_BAUD = 115200
 HELLO_RETRY = 0.3
+CTRL_C_RETRY = 1.2          # s between single Ctrl-Cs: longer than a script's C calls
 LISTEN_FIRST = 0.6
 PROBE_TIME = 1.0
 BYE_WAIT = 2.0
@@ -321,17 +322,24 @@ class Session(object):
         self.path = "repl"
         self._set_baud(REPL_BAUD)
         self._read(0.05)
-        # Ctrl-C twice: stop a script (live mode) and clear the line; Ctrl-B: leave the raw
-        # REPL (earlier probe bytes may have typed Ctrl-A) - in the friendly REPL it only
-        # prints the banner. Then wait for the friendly prompt (a probe byte may also have
-        # been a Ctrl-D soft reset: main.py's grace period then sees our bytes as a key).
+        # ONE Ctrl-C: stop a script (a second one before the script has seen the first
+        # cancels it: machine_uart.c, docs/firmware-source.md) and clear the line; Ctrl-B:
+        # leave the raw REPL (earlier probe bytes may have typed Ctrl-A) - in the friendly
+        # REPL it only prints the banner. Then wait for the friendly prompt (a probe byte may
+        # also have been a Ctrl-D soft reset: main.py's grace period then sees our bytes as
+        # a key); another single Ctrl-C after CTRL_C_RETRY s of no prompt (a lost byte).
         del self.text[:]
-        self._write(b"\r\x03\x03\x02")
+        self._write(b"\r\x03\x02")
         prompt_by = min(deadline, time.monotonic() + 3.0)
+        last_ctrl_c = time.monotonic()
         quiet = 0.0
         while time.monotonic() < prompt_by:
             got = self._read(0.05)
             quiet = 0.0 if got else quiet + 0.05
+            if not self.text.endswith(b">>> ") and \
+                    time.monotonic() - last_ctrl_c >= CTRL_C_RETRY:
+                self._write(b"\x03")
+                last_ctrl_c = time.monotonic()
             if self.text.endswith(b"Ctrl-C or any key: stay in the REPL)\r\n"):
                 self._write(b"\r")
             if quiet >= 0.3 and self.text.endswith(b">>> "):

@@ -122,6 +122,32 @@ def test_ctrl_c_raises_keyboard_interrupt_unless_disabled(board):
     assert out == b"b'\\x03'\r\n\x04" and err == b"\x04"
 
 
+def test_ctrl_c_stays_in_the_ring_and_a_second_one_cancels_the_first(board):
+    """machine_uart.c (MaixPy-v1, CanMV): the RX IRQ stores 0x03 in the ring, then raises a
+    KeyboardInterrupt if none is pending, else cancels the pending one. Two Ctrl-Cs back to
+    back (one chunk on the line: the script cannot check in between) interrupt nothing."""
+    handle, ser, repl = board
+    ser.write(b"import time, machine\nu = machine.UART.repl_uart()\nn = 0\ntry:\n"
+              b"    while True:\n        n += 1\n        if n % 10 == 0:\n"
+              b"            print('TICK', n // 10)\n        time.sleep_ms(5)\n"
+              b"except KeyboardInterrupt:\n    print('CAUGHT', u.read())\n\x04")
+    repl.read_until(b"TICK 1\r\n")
+    ser.write(b"\x03\x03")
+    seen = repl.read_until(b"\r\n", timeout=10)   # the script runs on: ticks go on
+    while not seen.startswith(b"TICK"):
+        seen = repl.read_until(b"\r\n", timeout=10)
+    ticks_after = int(seen.split()[1])
+    for _ in range(3):                  # well past the double Ctrl-C: still ticking
+        seen = repl.read_until(b"\r\n", timeout=10)
+        assert seen.startswith(b"TICK") and int(seen.split()[1]) > ticks_after, seen
+    ser.write(b"\x03")
+    out = repl.read_until(b"\x04")
+    err = repl.read_until(b"\x04")
+    repl.read_until(b">")
+    # the one Ctrl-C interrupted; it and the two before it are still in the ring
+    assert out.endswith(b"CAUGHT b'\\x03\\x03\\x03'\r\n\x04") and err == b"\x04", (out, err)
+
+
 def test_uart_receive_buffer_drops_overflow(board):
     handle, ser, repl = board
     ser.write(b"import micropython, machine, time\nmicropython.kbd_intr(-1)\n"

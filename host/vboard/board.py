@@ -5,9 +5,10 @@ resolves firmware module names to the shims and flat names to files in the board
 filesystem (sys.path '', '/flash', ...), `print`/`open` go to the UART and the board's
 filesystem. Nothing in board code can reach host modules.
 
-Ctrl-C: the line's reader thread sees 0x03 while a script runs with the interrupt char
-enabled, drops the byte and sends SIGUSR1 to the main thread; the handler raises
-KeyboardInterrupt there (interrupting sleeps and waits), as the firmware's UART IRQ does.
+Ctrl-C: the line's reader thread puts 0x03 into the UART buffer and, while a script runs
+with the interrupt char enabled, toggles the pending interrupt as the firmware's UART IRQ
+does (`_on_ctrl_c`): raised, SIGUSR1 goes to the main thread, whose handler raises
+KeyboardInterrupt there (interrupting sleeps and waits).
 """
 import builtins
 import gc
@@ -157,14 +158,24 @@ class Board:
         return after + self.rng.expovariate(self.log_rate)
 
     # ------------------------------------------------------------------ Ctrl-C
-    def _on_ctrl_c(self):
-        # reader thread, under the port lock
-        if self.executing and self.interrupt_char == 3:
-            self.pending_interrupt = True
-            signal.pthread_kill(self.main_thread, signal.SIGUSR1)
+    def _on_ctrl_c(self, count):
+        """`count` 0x03 bytes reached the REPL UART's buffer in one go (reader thread, under
+        the port lock). Each, as machine_uart.c (MaixPy-v1 and CanMV: uart_rx_irq) handles
+        it: with no exception pending it raises one (mp_keyboard_interrupt; CanMV also
+        starts its KPU free timer), with one pending it cancels it (mp_pending_exception =
+        NULL). So two Ctrl-Cs that arrive before the script next checks (back to back, or
+        during a long C call) interrupt nothing - while CanMV's timer still runs. The
+        script's thread is signalled only after all of them, as it would see the state."""
+        if not (self.executing and self.interrupt_char == 3):
+            return
+        raised = False
+        for _ in range(count):
+            self.pending_interrupt = not self.pending_interrupt
+            raised = raised or self.pending_interrupt
+        if raised:
             self._start_kpu_timer()
-            return True
-        return False
+        if self.pending_interrupt:
+            signal.pthread_kill(self.main_thread, signal.SIGUSR1)
 
     def _start_kpu_timer(self):
         """CanMV (kendryte/canmv machine_uart.c: the UART IRQ on the interrupt char) starts

@@ -79,8 +79,10 @@ class UartPort:
 
     `feed` is called by the line's reader thread with bytes already paced at the line
     rate; bytes that find the buffer full are dropped silently, as the firmware does.
-    `on_interrupt` (REPL UART only) decides whether a 0x03 becomes a KeyboardInterrupt:
-    it returns True when the byte was consumed as an interrupt.
+    `on_interrupt(n)` (REPL UART only) is told of the n 0x03 bytes that got into it: the
+    firmware's RX interrupt stores the byte first, then signals the interrupt (MaixPy-v1 and
+    CanMV machine_uart.c: uart_rx_irq), so the 0x03 stays in the buffer for the REPL or a
+    script to read; a 0x03 that finds the buffer full is lost with its interrupt.
     """
 
     def __init__(self, name, line=None, on_interrupt=None):
@@ -101,18 +103,13 @@ class UartPort:
     # -- receive side (reader thread) --
     def feed(self, data):
         with self.cond:
-            if self.on_interrupt is not None and 3 in data:
-                kept = bytearray()
-                for b in data:
-                    if b == 3 and self.on_interrupt():
-                        continue
-                    kept.append(b)
-                data = bytes(kept)
             room = max(self.capacity - len(self.rx), 0)
             data = data[:room]
             if data:
                 self.rx += data
                 self.cond.notify_all()
+            if self.on_interrupt is not None and 3 in data:
+                self.on_interrupt(data.count(3))
 
     # -- board side (script thread) --
     def available(self):
