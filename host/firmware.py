@@ -1,13 +1,19 @@
 """Firmware profiles as data: which kmodel versions a K210 firmware loads, its KPU API, how much
 memory is left for a model, and what it prints when loading fails.
 
-Two budgets. The GC heap sizes come from the firmware source (below). The C heap budgets
-(`heap_budget`) are estimates from reported figures (the public issue trackers named below),
-not measurements and not derivable from source: the C heap is the 6 MiB general RAM
-(kendryte.ld: ram LENGTH 6 MiB, _heap_end = _ram_end) minus the firmware image (a build
-output), two stacks, the GC heap and the DMA buffers; the whole kmodel is copied into it on
-load, plus the runtime's working memory (for V5, nncase's printed TOTAL covers both). So
-`make kmodel` only warns against them and `make flash` judges the heap the board reports.
+Two budgets, each computed below from named parts with where each comes from:
+- the GC heap (Python objects: images, their KPU buffers, bytes, lists): the firmware's
+  config (CONFIG_MAIXPY_GC_HEAP_SIZE), exact;
+- the C heap left for a model (`heap_budget`: the whole kmodel is copied into it on load, plus
+  the runtime's working memory; for V5, nncase's printed TOTAL covers both). The C heap is the
+  6 MiB general RAM (projects/*/compile/kendryte.ld: ram LENGTH 6 MiB; sipeed_mem.c: from
+  _heap_start, the end of the image, to _heap_end) minus the firmware image, a build output
+  that no source states: so the start is `utils.heap_free()` measured on a booted board of
+  that build family (the GC heap is already malloc'ed then: maixpy_main.c), cited per
+  profile; from it go the camera's frame buffers (sensor.c, below), which a live-mode script
+  mallocs before it loads the model. Where a family has no measurement, the step from a
+  measured family is stated (GC heap difference, runtime code added to the image).
+`make kmodel` warns against these budgets; `make flash` judges the heap the board reports.
 """
 from host.errors import UserError
 
@@ -30,6 +36,24 @@ FLASH_SECTOR = 4096
 # (Maix_kpu.c / maix_kpu.c), whose free size is the board's utils.heap_free().
 MAIXPY_GC_HEAP = 0x80000
 CANMV_GC_HEAP = 0xBB9B0
+
+# sipeed/MaixPy-v1 (and kendryte/canmv) omv/sensor.c: sensor_set_framesize mallocs, per frame
+# buffer, w*h*OMV_INIT_BPP (2, RGB565) rounded up to 128 bytes plus w*h*3 (pix_ai, planar
+# RGB888) rounded up to 64; one buffer unless sensor.reset(dual_buff=True). QVGA, one buffer:
+CAMERA_QVGA_BYTES = 320 * 240 * 2 + 320 * 240 * 3
+# utils.heap_free() on a booted MaixPy-v1 v0.6.x full build (MaixBit), GC heap 524288:
+# sipeed/MaixPy-v1#490 (the same figure family as #422: v0.5.0 Dock, 2052 KB free).
+MAIXPY_FULL_HEAP_FREE = 1921024
+# kpu.memtest() "free sys heap memory: 3460 KB" on an early v0.4.0 build (sipeed/MaixPy-v1#180),
+# the size the minimum builds (no OMV algorithms, V3 only) still have.
+MAIXPY_MINIMUM_HEAP_FREE = 3460 * 1024
+# CanMV main is MaixPy-v1 0.6 with the maix modules: its image is taken as MaixPy's full
+# build's; its larger GC heap (0xBB9B0) comes out of the same C heap.
+CANMV_HEAP_FREE = MAIXPY_FULL_HEAP_FREE + MAIXPY_GC_HEAP - CANMV_GC_HEAP
+# feat/kpu links nncase's v1 runtime (a stored blob) into the image: ~0.9 MB more code, no
+# measurement published; kendryte/canmv#34: a V5 model ran out of memory on a full V5 build,
+# the maintainers' advice is a minimum-size build (or a smaller GC heap).
+NNCASE_V1_RUNTIME_BYTES = 900000
 
 API_LEGACY = "maixpy-kpu"   # `import KPU as kpu`: kpu.load / kpu.forward / kpu.set_outputs
 API_CANMV_OLD = "canmv-old"  # `from maix import KPU`: load_kmodel / run_with_output
@@ -63,11 +87,7 @@ PROFILES = {
         "description": "CanMV built from branch feat/kpu with CANMV_ENABLE_KMODEL_V5",
         "kmodel_versions": (3, 4, 5),
         "api": API_CANMV_NEW,
-        # CanMV full builds: no direct measurement; taken as MaixPy full builds' worst observed
-        # 1.3 MB free (k210-device.md), minus the ~0.9 MB the V5 runtime adds to the firmware
-        # image. kendryte/canmv#34: a V5 model ran out of memory on a V5 build; maintainers'
-        # advice is a minimum-size build. Shrinking the GC heap frees more.
-        "heap_budget": 1300000 - 900000,
+        "heap_budget": CANMV_HEAP_FREE - NNCASE_V1_RUNTIME_BYTES - CAMERA_QVGA_BYTES,
         "gc_heap": CANMV_GC_HEAP,
         "errors": _CANMV_V5_ERRORS,
     },
@@ -75,9 +95,8 @@ PROFILES = {
         "description": "CanMV main (releases up to v1.0.5), no V5 runtime",
         "kmodel_versions": (3, 4),
         "api": API_CANMV_OLD,
-        # as MaixPy full builds: 1.3-2.0 MB observed free, keep the low end; kendryte/canmv#39
-        # shows a ~1 MB model already failing on v1.0.5
-        "heap_budget": 1300000,
+        # kendryte/canmv#39: a ~1 MB model already fails on v1.0.5 (model + working memory)
+        "heap_budget": CANMV_HEAP_FREE - CAMERA_QVGA_BYTES,
         "gc_heap": CANMV_GC_HEAP,
         "errors": _CANMV_ERRORS,
         # Maix_kpu.c: py_kpu_run_with_output reads kpu_get_output(ctx, 0, ...) only
@@ -87,9 +106,8 @@ PROFILES = {
         "description": "MaixPy-v1 full builds (maixpy_*.bin) and *kmodel_v4* builds",
         "kmodel_versions": (3, 4),
         "api": API_LEGACY,
-        # k210-device.md: full builds have shown only 1.3-2.0 MB free; 2-3 MB models fail with
-        # 2006 (MaixPy-v1#426: 2.9 MB; #317: 1.9 MB). Keep the low end.
-        "heap_budget": 1300000,
+        # 2-3 MB models fail with 2006 on full builds (MaixPy-v1#426: 2.9 MB; #317: 1.9 MB)
+        "heap_budget": MAIXPY_FULL_HEAP_FREE - CAMERA_QVGA_BYTES,
         "gc_heap": MAIXPY_GC_HEAP,
         "errors": _MAIXPY_ERRORS,
     },
@@ -97,9 +115,8 @@ PROFILES = {
         "description": "MaixPy-v1 minimum builds (V3 only)",
         "kmodel_versions": (3,),
         "api": API_LEGACY,
-        # k210-device.md: practical model limit about 3.5 MB on minimum builds; MaixPy-v1#180
-        # kpu.memtest() showed 3460 KB free system heap. Keep ~100 KB for image buffers.
-        "heap_budget": 3400000,
+        # k210-device.md: practical model limit about 3.5 MB on minimum builds
+        "heap_budget": MAIXPY_MINIMUM_HEAP_FREE - CAMERA_QVGA_BYTES,
         "gc_heap": MAIXPY_GC_HEAP,
         "errors": _MAIXPY_V3_ERRORS,
     },
