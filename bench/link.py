@@ -15,8 +15,10 @@ resets its ACK counter) and a fresh stream of `count` images, pipelined under th
 exactly as serial_eval streams them. Per repeat:
   - efficiency as serial_eval reports it: payload bytes / (last RESULT - first IMAGE_BEGIN)
     over the line rate baud/10 (includes the first image's fill and the last image's tail);
-  - steady state: the median interval between consecutive RESULTs, and payload per image over
-    it (what a long run converges to);
+  - steady state (what a long run converges to): the image bytes the host wrote after the
+    first RESULT arrived, over the time from that RESULT to the last one. Every byte counted
+    crossed the line inside that span, so it can never read above the line rate (the median
+    interval between RESULTs could: results bunch when the ring held the next image already);
   - per image on the board (RESULT): kpu_ms (the nncase simulator on the virtual board),
     prep_ms (JPEG decode + pix_to_ai), decode_ms (the board's box decoder);
   - wire bytes per image each way (IMAGE frames host->board, RESULT frame board->host).
@@ -86,12 +88,17 @@ def stream_once(sess, images, first_id, width, height, fmt_override=None):
         jobs.append(job)
         return job
 
+    wire_at_first_result = []
+
     def done(job, result, error):
         replies[job.key] = (result, error)
+        if not wire_at_first_result:
+            wire_at_first_result.append(sess.stats["wire_bytes"] - wire0)
 
     wire0, payload0 = sess.stats["wire_bytes"], sess.stats["payload_bytes"]
     sess.stream(next_job, done)
-    return jobs, replies, sess.stats["wire_bytes"] - wire0, sess.stats["payload_bytes"] - payload0
+    return (jobs, replies, sess.stats["wire_bytes"] - wire0,
+            sess.stats["payload_bytes"] - payload0, wire_at_first_result[0])
 
 
 def inflate_study(images, chunk):
@@ -118,16 +125,17 @@ def inflate_study(images, chunk):
     return median(times), raw_bytes / float(z_bytes)
 
 
-def repeat_metrics(jobs, replies, wire, payload, images, baud, result_bytes):
+def repeat_metrics(jobs, replies, wire, payload, wire_at_first_result, images, baud,
+                   result_bytes):
     line_rate = baud / 10.0
     t0 = min(j.t_begin for j in jobs)
     t1 = max(j.t_done for j in jobs if j.t_done is not None)
     link_seconds = t1 - t0
     done = sorted(j.t_done for j in jobs if j.t_done is not None)
-    intervals = [b - a for a, b in zip(done, done[1:])]
-    interval = median(intervals)
     per_image_payload = payload / float(len(images))
     per_image_wire = wire / float(len(images))
+    steady_images = (wire - wire_at_first_result) / per_image_wire
+    interval = (done[-1] - done[0]) / steady_images if steady_images > 0 else None
     results = [replies[k][0] for k in sorted(replies) if replies[k][0] is not None]
     errors = [replies[k][1] for k in sorted(replies) if replies[k][1] is not None]
     out = {
@@ -282,10 +290,10 @@ def main(argv):
                                                              "baud", "api", "formats")}
                 if fmt is not None and "rgb565z" not in sess.info.get("formats", []):
                     raise SystemExit("the virtual board does not announce rgb565z")
-            jobs, replies, wire, payload = stream_once(sess, images, 1 + r * len(images),
-                                                       width, height, fmt)
-            repeats.append(repeat_metrics(jobs, replies, wire, payload, images, baud,
-                                          result_frame_bytes(manifest)))
+            jobs, replies, wire, payload, wire_first = stream_once(
+                sess, images, 1 + r * len(images), width, height, fmt)
+            repeats.append(repeat_metrics(jobs, replies, wire, payload, wire_first, images,
+                                          baud, result_frame_bytes(manifest)))
             last_replies = replies
         crc = [res["input_crc"] == images[k].input_crc
                for k, (res, err) in last_replies.items() if res is not None]

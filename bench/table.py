@@ -87,8 +87,9 @@ def link_table(runs):
     lines = ["**1. Serial eval link** (`serial_eval`'s session code against the virtual K210; "
              "median of the repeats; efficiency = payload bytes/s over the line rate baud/10, "
              "first IMAGE_BEGIN to last RESULT as `report.json` computes it; steady state = "
-             "payload per image over the median interval between RESULTs, what a long run "
-             "converges to; target >= %.2f of the line rate in the steady state, for RGB565: "
+             "the image bytes written after the first RESULT over the time from it to the last "
+             "RESULT (never above the line rate: every byte counted crossed the line in that "
+             "span), what a long run converges to; target >= %.2f of the line rate in the steady state, for RGB565: "
              "JPEG runs are bound by the board's work, not by the link)" % LINK_TARGET, "",
              "| run | baud | images x repeats | payload B/image | images/s | efficiency | "
              "steady state | KPU ms/image | target |",
@@ -189,7 +190,7 @@ def time_table(runs):
         lines.append("| %s | %s |" % (name, " | ".join(values)))
 
     ms = [r["median"] for r in cols]
-    row("interval between RESULTs", [_f(m.get("interval_ms"), 0) for m in ms])
+    row("steady-state interval per image", [_f(m.get("interval_ms"), 0) for m in ms])
     row("line time of the image's frames (wire bytes / line rate)",
         [_f(m.get("line_ms_per_image"), 0) for m in ms])
     row("KPU (nncase simulator in the board's worker process)",
