@@ -71,6 +71,19 @@ def seed_manifest(tmp_path_factory):
     return manifest_mod.load(str(out / "manifest.json"))
 
 
+@pytest.fixture(scope="session")
+def example_build(tmp_path_factory):
+    """`make kmodel` as the README's first step runs it, on the shipped example: the build
+    directory and make's stdout. Built once per session (read only)."""
+    import subprocess
+    build = tmp_path_factory.mktemp("example") / "build"
+    proc = subprocess.run(["make", "-s", "kmodel", "BUILD=%s" % build], cwd=REPO,
+                          env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return build, proc.stdout
+
+
 # fields of serial_eval's per-image records that differ between runs by nature: board
 # timings, memory, which board ran it
 VOLATILE = {"board_port", "kpu_ms", "prep_ms", "decode_ms", "mem_free"}

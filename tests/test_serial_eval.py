@@ -87,13 +87,6 @@ def test_verdict_separates_model_and_preprocessing_problems():
 
 
 # ------------------------------------------------------------------ builds
-def _convert(out, *args):
-    # the per-layer table is not what these tests check (tests/test_convert.py does)
-    proc = run_tool("host/convert.py", *(list(args) + ["--no-layer-error", "--out", out]))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return manifest_mod.load(os.path.join(str(out), "manifest.json"))
-
-
 @pytest.fixture(scope="module")
 def seed(seed_manifest):
     return seed_manifest
@@ -116,12 +109,12 @@ def _example_ready():
 
 
 @pytest.fixture(scope="module")
-def example(tmp_path_factory):
+def example(request):
     why = _example_ready()
     if why:
         pytest.skip(why)
-    return _convert(tmp_path_factory.mktemp("example"), "--config",
-                    os.path.join(EXAMPLE, "convert.json"))
+    build, _stdout = request.getfixturevalue("example_build")
+    return manifest_mod.load(str(build / "manifest.json"))
 
 
 @pytest.fixture(scope="module")
