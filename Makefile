@@ -76,11 +76,14 @@ eval: $(STAMP)
 train-example: $(STAMP)
 	$(PY) $(EXAMPLE)/train.py
 
+# Two workers, one test file each at a time (--dist loadfile: a file's module fixtures are
+# built once): most tests wait on a virtual line, a subprocess or the other core.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" tests
 
 # The board's interpreter (micropython ced340d, float32) at .venv/bin/micropython: tests/test_mpy_*
 # run device/ on it and skip without it. MICROPY_SRC=DIR: a source bundle with a build.sh.

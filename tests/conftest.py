@@ -7,6 +7,10 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The original user's frozen face detector, shipped in the repo (examples/seed-face/README.md).
 SEED_PB = os.path.join(REPO, "examples", "seed-face", "Freeze_save.pb")
+# docs/convert.md's command for it
+SEED_ARGS = ["--frozen-pb", SEED_PB, "--input-node", "Input_image", "--output-node",
+             "Yolo/Final/conv2d/BiasAdd", "--input-size", "240x320", "--decoder", "grid",
+             "--threshold", "0.7"]
 VENV_BIN = os.path.dirname(sys.executable)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
@@ -58,17 +62,22 @@ def tiny_build(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def seed_manifest(tmp_path_factory):
-    """The original user's model as in docs/convert.md (grid decoder, threshold 0.7), built
-    once per session for the tests that flash or evaluate it (read only: never modify its
-    files; tests/test_convert.py builds its own to check the conversion itself)."""
-    from host import manifest as manifest_mod
+def seed_build(tmp_path_factory):
+    """The original user's model converted as in docs/convert.md (grid decoder, threshold
+    0.7, per-layer error on): the build directory and convert.py's run. Built once per
+    session for the tests that check the conversion, flash or evaluate it (read only: never
+    modify its files)."""
     out = tmp_path_factory.mktemp("seed") / "build"
-    proc = run_tool("host/convert.py", "--frozen-pb", SEED_PB, "--input-size", "240x320",
-                    "--decoder", "grid", "--threshold", "0.7", "--no-layer-error",
-                    "--out", out)
+    proc = run_tool("host/convert.py", *(SEED_ARGS + ["--out", out]))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return manifest_mod.load(str(out / "manifest.json"))
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def seed_manifest(seed_build):
+    """seed_build's manifest."""
+    from host import manifest as manifest_mod
+    return manifest_mod.load(str(seed_build[0] / "manifest.json"))
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +86,9 @@ def example_build(tmp_path_factory):
     directory and make's stdout. Built once per session (read only)."""
     import subprocess
     build = tmp_path_factory.mktemp("example") / "build"
-    proc = subprocess.run(["make", "-s", "kmodel", "BUILD=%s" % build], cwd=REPO,
+    # -o: the .venv running these tests is the one make would set up
+    proc = subprocess.run(["make", "-s", "-o", ".venv/.installed", "kmodel",
+                           "BUILD=%s" % build], cwd=REPO,
                           env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

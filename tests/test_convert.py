@@ -5,20 +5,9 @@ import os
 import pytest
 from PIL import Image
 
-from conftest import SEED_PB, assert_nothing_written, assert_one_line_error, run_tool
+from conftest import SEED_ARGS, assert_nothing_written, assert_one_line_error, run_tool
 from host import manifest as manifest_mod
 
-SEED_ARGS = ["--frozen-pb", SEED_PB, "--input-node", "Input_image", "--output-node",
-             "Yolo/Final/conv2d/BiasAdd", "--input-size", "240x320", "--decoder", "grid",
-             "--threshold", "0.7"]
-
-
-@pytest.fixture(scope="module")
-def seed_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("seed")
-    proc = run_tool("host/convert.py", *(SEED_ARGS + ["--out", out]))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
 
 
 def test_seed_model_converts_with_high_fidelity(seed_build):

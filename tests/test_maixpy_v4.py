@@ -238,9 +238,10 @@ def test_example_end_to_end_on_a_maixpy_v4_board(tmp_path):
                     "--vboard-profile", "maixpy-v4", "--manifest", manifest, "--no-progress",
                     timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # 30 of the 80 held-out images (docs/maixpy-v4.md quotes all 80: make eval)
     proc = run_tool("host/serial_eval.py", "--port", "virtual", "--vboard-state", state,
                     "--manifest", manifest, "--out", tmp_path / "eval", "--no-progress",
-                    timeout=900)
+                    "--limit", "30", timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "maixpy-v4, KPU API maixpy-kpu, kmodel V4 loaded" in proc.stdout
     assert "PASS: " in proc.stdout, proc.stdout[-1500:]
