@@ -406,7 +406,7 @@ def main(argv):
                     help="page to update (default docs/bench.md; quick: none)")
     ap.add_argument("--seed-pb", default=SEED_PB,
                     help="the original user's frozen model (skipped when missing)")
-    ap.add_argument("--only", choices=["long-eval"], default=None,
+    ap.add_argument("--only", choices=sorted(ONLY), default=None,
                     help="measure this section alone and update it in the existing results "
                     "file (and the table)")
     opts = ap.parse_args(argv)
@@ -437,7 +437,7 @@ def main(argv):
         return value
 
     if opts.only:
-        return only_long_eval(opts, quick, out, readme, results, section)
+        return only_section(opts, quick, out, readme, results, section)
     kmodel = section("make kmodel overhead", bench_kmodel, 1 if quick else 4, not quick)
     if kmodel is not None:
         results["kmodel"], build = kmodel
@@ -473,27 +473,46 @@ def main(argv):
     return finish(results, out, readme)
 
 
-def only_long_eval(opts, quick, out, readme, fresh, section):
-    """--only long-eval: that section measured now, the rest of `out` kept as it was (the
-    machine record of this run goes with the section)."""
+def measure_link_alone(quick):
+    """The link section with the builds it needs (the example as `make kmodel` makes it, the
+    tiny kmodel, the V4 example when ncc is there)."""
+    example = os.path.join(TMP, "example-link")
+    shutil.rmtree(example, ignore_errors=True)
+    run(["make", "-s", "-o", ".venv/.installed", "kmodel", "BUILD=%s" % example],
+        "example kmodel")
+    manifests = {"example": os.path.join(example, "manifest.json"), "tiny": build_tiny(),
+                 "example-v4": build_v4_example() if os.path.isfile(NCC) else None}
+    configs = [c for c in (LINK_QUICK if quick else LINK_FULL) if manifests[c[1]] is not None]
+    return bench_link(configs, manifests)
+
+
+# --only NAME: (section name, results key, measure(quick))
+ONLY = {
+    "long-eval": ("long evaluations", "long_eval",
+                  lambda quick: bench_long_eval(LONG_EVAL_QUICK if quick else LONG_EVAL_FULL)),
+    "link": ("serial eval link", "link", measure_link_alone),
+}
+
+
+def only_section(opts, quick, out, readme, fresh, section):
+    """--only NAME: that section measured now, the rest of `out` kept as it was (the machine
+    record of this run goes with the section)."""
+    name, key, measure = ONLY[opts.only]
     try:
         results = read_json(out)
     except (OSError, ValueError):
         results = {"schema": 1, "quick": quick, "sections": {}, "errors": [], "notes": [],
                    "machine": fresh["machine"]}
     t0 = time.perf_counter()
-    results["errors"] = [e for e in results.get("errors", []) if e["section"] !=
-                         "long evaluations"]
-    results["long_eval"] = section("long evaluations", bench_long_eval,
-                                   LONG_EVAL_QUICK if quick else LONG_EVAL_FULL)
-    results.setdefault("sections", {})["long evaluations"] = \
-        fresh["sections"]["long evaluations"]
+    results["errors"] = [e for e in results.get("errors", []) if e["section"] != name]
+    results[key] = section(name, measure, quick)
+    results.setdefault("sections", {})[name] = fresh["sections"][name]
     results["errors"] += fresh["errors"]
-    if results["long_eval"] is not None:
+    if isinstance(results[key], dict):
         machine = dict(fresh["machine"])
         machine["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-        results["long_eval"]["machine"] = machine
-    say("long evaluations alone in %.1f min" % ((time.perf_counter() - t0) / 60.0))
+        results[key]["machine"] = machine
+    say("%s alone in %.1f min" % (name, (time.perf_counter() - t0) / 60.0))
     return finish(results, out, readme)
 
 
