@@ -49,6 +49,28 @@ def vm_hwm_kb(pid):
     return 0
 
 
+def run_measured(argv, log_path, env=None, timeout=None):
+    """Run argv (stdout and stderr to log_path) -> (exit code, wall seconds, peak resident
+    memory in MB: the child's VmHWM, sampled until it exits; VmHWM only grows, so the last
+    sample is the peak but for its last instants). Shared with tests/test_eval_memory.py."""
+    peak = 0
+    t0 = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError("%s did not end within %d s" % (argv[1], timeout))
+            try:
+                peak = max(peak, vm_hwm_kb(proc.pid))
+            except OSError:        # it has just ended
+                pass
+            time.sleep(0.02)      # the sampling period, not a wait for a condition
+    return proc.returncode, time.monotonic() - t0, peak / 1024.0
+
+
 def run_eval(spec, images, out, log_path):
     """serial_eval on `images`; -> (wall seconds, peak RSS MB by VmHWM, report)."""
     argv = [sys.executable, os.path.join(REPO, "host", "serial_eval.py"),
@@ -56,25 +78,13 @@ def run_eval(spec, images, out, log_path):
             "--port", "virtual", "--vboard-state", spec["state"], "--baud", str(spec["baud"]),
             "--no-progress", "--min-f1", "0", "--min-cos", "0"]
     shutil.rmtree(out, ignore_errors=True)
-    peak = 0
-    t0 = time.monotonic()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT)
-        while proc.poll() is None:
-            try:
-                peak = max(peak, vm_hwm_kb(proc.pid))
-            except OSError:
-                pass
-            time.sleep(0.02)
-    wall = time.monotonic() - t0
-    if proc.returncode != 0:
+    code, wall, peak = run_measured(argv, log_path)
+    if code != 0:
         with open(log_path) as f:
-            raise SystemExit("serial_eval failed (exit %d): %s"
-                             % (proc.returncode, f.read()[-2000:]))
+            raise SystemExit("serial_eval failed (exit %d): %s" % (code, f.read()[-2000:]))
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)
-    return wall, peak / 1024.0, report
+    return wall, peak, report
 
 
 def main(argv):

@@ -89,8 +89,8 @@ def link_table(runs):
              "first IMAGE_BEGIN to last RESULT as `report.json` computes it; steady state = "
              "the image bytes written after the first RESULT over the time from it to the last "
              "RESULT (never above the line rate: every byte counted crossed the line in that "
-             "span), what a long run converges to; target >= %.2f of the line rate in the steady state, for RGB565: "
-             "JPEG runs are bound by the board's work, not by the link)" % LINK_TARGET, "",
+             "span), what a long run converges to; target >= %.2f of the line rate in the "
+             "steady state, for RGB565: JPEG runs are bound by the board's work, not by the link)" % LINK_TARGET, "",
              "| run | baud | images x repeats | payload B/image | images/s | efficiency | "
              "steady state | KPU ms/image | target |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]

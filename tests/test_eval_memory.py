@@ -13,44 +13,19 @@ image). What it keeps now per image is a few numbers (record offset, chart value
 bytes), so 300 more images may add at most a few hundred KB, plus allocator noise (the same
 run varies by ~1-2 MB). 4 MB separates the two by a factor of three either way."""
 import os
-import subprocess
 import sys
-import time
 
 import pytest
 
 import tiny_model
 from conftest import REPO, provision_flashed_boards, tool_env
 
+sys.path.insert(0, os.path.join(REPO, "bench"))
+import long_eval  # noqa: E402  (bench/long_eval.py: the bench's peak-memory runner)
+
 BAUD = 1500000
 SIZES = (100, 400)
 GROWTH_BOUND_MB = 4.0
-
-
-def _vm_hwm_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _run_measured(argv, log_path, timeout=600):
-    """Run argv; -> (returncode, peak resident memory in MB: the child's VmHWM, read until it
-    exits). VmHWM only grows, so the last reading is the peak but for its last instants."""
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, env=tool_env(), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        peak = 0
-        while proc.poll() is None:
-            assert time.monotonic() < deadline, "serial_eval did not end within %d s" % timeout
-            try:
-                peak = max(peak, _vm_hwm_kb(proc.pid))
-            except OSError:        # it has just ended
-                pass
-            time.sleep(0.02)
-    return proc.returncode, peak / 1024.0
 
 
 @pytest.mark.slow
@@ -63,11 +38,11 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(tiny_build, tmp_pat
         images = tiny_model.images(tmp_path / ("images-%d" % n), n, seed=n, smooth=False)
         out = tmp_path / ("out-%d" % n)
         log = str(tmp_path / ("serial_eval-%d.log" % n))
-        code, peaks[n] = _run_measured(
+        code, _wall, peaks[n] = long_eval.run_measured(
             [sys.executable, os.path.join(REPO, "host", "serial_eval.py"), "--manifest",
              tiny_build.path, "--images", images, "--out", str(out), "--port", "virtual",
              "--vboard-state", state, "--baud", str(BAUD), "--no-progress", "--min-f1", "0",
-             "--min-cos", "0"], log)
+             "--min-cos", "0"], log, env=tool_env(), timeout=600)
         with open(log) as f:
             text = f.read()
         assert code == 0, text[-3000:]

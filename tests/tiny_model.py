@@ -1,7 +1,8 @@
-"""A tiny real model for the reliability tests: a frozen TF graph (16x16 RGB -> 8x8x5, the
-seed user's `grid` layout), calibration images, and `host/convert.py` run on it, so the
-virtual board's KPU time per image is negligible and thousands of frames cross the line in
-seconds. TensorFlow runs in a subprocess (this pytest process may host nncase users)."""
+"""A tiny real model for the reliability tests: the frozen graph of `bench/tiny_model.py
+--small` (16x16 RGB -> 8x8x5, the seed user's `grid` layout; the bench's long evaluations use
+the same), calibration images, and `host/convert.py` run on it, so the virtual board's KPU
+time per image is negligible and thousands of frames cross the line in seconds. TensorFlow
+runs in a subprocess (this pytest process may host nncase users)."""
 import os
 import subprocess
 import sys
@@ -10,26 +11,6 @@ import numpy as np
 from PIL import Image
 
 H, W = 16, 16
-
-_MAKE_PB = """
-import sys
-import numpy as np
-import tensorflow as tf
-path = sys.argv[1]
-rng = np.random.RandomState(5)
-with tf.Graph().as_default() as g:
-    x = tf.compat.v1.placeholder(tf.float32, [1, %d, %d, 3], name="Input_image")
-    k1 = tf.constant(rng.uniform(-0.6, 0.6, (3, 3, 3, 8)).astype(np.float32))
-    b1 = tf.constant(rng.uniform(-0.1, 0.1, (8,)).astype(np.float32))
-    y = tf.nn.leaky_relu(tf.nn.conv2d(x, k1, [1, 1, 1, 1], "SAME") + b1, alpha=0.1)
-    y = tf.nn.max_pool2d(y, 2, 2, "VALID")
-    k2 = tf.constant(rng.uniform(-0.8, 0.8, (1, 1, 8, 5)).astype(np.float32))
-    b2 = tf.constant(np.array([0.0, 0.0, -1.0, -1.0, 0.2], np.float32))
-    tf.identity(tf.nn.conv2d(y, k2, [1, 1, 1, 1], "SAME") + b2, name="out")
-    with open(path, "wb") as f:
-        f.write(g.as_graph_def().SerializeToString())
-""" % (H, W)
-
 
 def images(directory, n, seed, size=(W, H), smooth=True):
     """n PNGs of random content (blobs of colour when smooth, else noise)."""
@@ -49,13 +30,14 @@ def build(directory, repo, env):
     """Frozen graph + calibration images + `host/convert.py`; returns the manifest path."""
     directory = str(directory)
     pb = os.path.join(directory, "tiny.pb")
-    subprocess.run([sys.executable, "-c", _MAKE_PB, pb], env=env, check=True,
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    subprocess.run([sys.executable, os.path.join(repo, "bench", "tiny_model.py"), "--small",
+                    pb], cwd=repo, env=env, check=True, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, timeout=300)
     calib = images(os.path.join(directory, "calib"), 16, seed=11)
     out = os.path.join(directory, "build")
     proc = subprocess.run(
         [sys.executable, os.path.join(repo, "host", "convert.py"), "--frozen-pb", pb,
-         "--input-size", "%dx%d" % (H, W), "--output-node", "out", "--decoder", "grid",
+         "--input-size", "%dx%d" % (H, W), "--output-node", "small/output", "--decoder", "grid",
          "--threshold", "0.5", "--calib-dir", calib, "--out", out],
         cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         universal_newlines=True, timeout=600)
