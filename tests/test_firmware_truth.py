@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -132,7 +131,7 @@ def test_feat_kpu_get_outputs_index_is_positional_and_device_reads_every_output(
                 o = m.run(img)
                 print(repr(o[0]))
                 print(repr(o[1]))
-                """ % json.dumps(_cfg(data, [(C0, H, W), (C1, H, W)]))))
+                """ % json.dumps(_cfg(data, [(C0, H, W), (C1, H, W)]))), timeout=60)
     lines = out.split("\r\n")
     assert lines[0] == "None None"                          # load and run return None
     np.testing.assert_array_equal(_floats(lines[1]), refs[1])
@@ -194,7 +193,7 @@ def test_canmv_run_with_output_reads_output_0_only_and_multi_output_models_are_r
                 import detect
                 m = detect.Model(%s)
                 print(m.error)
-                """ % json.dumps(_cfg(data, [(C0, H, W), (C1, H, W)]))))
+                """ % json.dumps(_cfg(data, [(C0, H, W), (C1, H, W)]))), timeout=60)
     lines = out.split("\r\n")
     assert lines[:2] == ["model size %d " % len(data), "model load succeed"]
     assert lines[2] == "None"
@@ -354,21 +353,18 @@ def test_uart_follows_machine_uart_c(tmp_path, profile, tag):
                                  tag + "UART5:( baudrate=115200, bits=8, parity=None, stop=1)"]
             held = []
             for rbl in (100, 65535):
+                # the host sends 300 bytes once the new ring exists (READY); the board counts
+                # what its ring holds 1 s later (the bytes take 26 ms of line time)
                 code = ("import machine, utime\nu = machine.UART.repl_uart()\n"
-                        "u.init(115200, 8, None, 1, read_buf_len=%d)\nutime.sleep_ms(400)\n"
-                        "n = u.any()\nu.read(n)\nu.init(115200, 8, None, 1)\nprint(n)\n" % rbl)
-                result = {}
-
-                def run():
-                    result["out"] = repl.exec(code, timeout=20.0)
-
-                import threading
-                t = threading.Thread(target=run)
-                t.start()
-                time.sleep(0.2)
+                        "u.init(115200, 8, None, 1, read_buf_len=%d)\nprint('READY')\n"
+                        "utime.sleep_ms(1000)\nn = u.any()\nu.read(n)\n"
+                        "u.init(115200, 8, None, 1)\nprint(n)\n" % rbl)
+                repl.exec_started(code, timeout=20.0)
+                repl.read_until(b"READY\r\n", timeout=20.0)
                 ser.write(b"y" * 300)
-                t.join(30)
-                held.append(int(result["out"]))
+                out, err = repl.exec_finish(timeout=20.0)
+                assert err == b"", err
+                held.append(int(out))
     assert held == [100, 0]
 
 

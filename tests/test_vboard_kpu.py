@@ -122,7 +122,7 @@ def test_canmv_new_api_runs_the_simulator_from_flash_file_and_flash_chip(tmp_pat
                 b = k2.get_outputs(index=0)
                 print(len(a), a == b)
                 print(repr(a))
-                """ % len(data)))
+                """ % len(data)), timeout=60)
     lines = out.split("\r\n")
     # feat/kpu's run prints the size mismatch (no newline) before raising (maix_kpu.c)
     assert lines[:3] == ["no pix_to_ai: ValueError",
@@ -225,8 +225,7 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
                                           np.array(reference, np.float32))
             send(P.T_EXIT)
             wait_for(P.T_BYE)
-            time.sleep(0.2)
-            ser.baudrate = 115200
+            ser.baudrate = 115200          # enter() retries until the board is back at it
             repl = RawRepl(ser)
             repl.enter()
             assert repl.exec("print('repl')") == "repl\r\n"
@@ -267,8 +266,7 @@ def test_serve_mode_answers_malformed_frames_and_keeps_serving(tmp_path, kmodel)
         with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
             RawRepl(ser).read_until(b"k210-deploy serve: proto", timeout=20)
             RawRepl(ser).read_until(b"\r\n")
-            time.sleep(0.3)
-            ser.baudrate = cfg["baud"]
+            ser.baudrate = cfg["baud"]     # HELLO until INFO below: the board switches 0.1 s on
             parser = P.Parser()
             seq = [0]
 
@@ -366,7 +364,7 @@ def test_legacy_kpu_api(tmp_path, models):
                     kpu.load('/flash/y.kmodel')
                 except ValueError as e:
                     print('sixth', e)
-                """ % (W, H, C)))
+                """ % (W, H, C)), timeout=60)
     lines = out.split("\r\n")
     assert lines[0] == "%d True" % (C * H * W)
     np.testing.assert_array_equal(np.array(eval(lines[1]), np.float32),
@@ -391,7 +389,7 @@ def test_canmv_old_kpu_api(tmp_path, models):
                 img.pix_to_ai()
                 a = k.run_with_output(img, getlist=True)
                 print(repr(a))
-                """))
+                """), timeout=60)
     lines = out.split("\r\n")
     assert lines[0] == "['deinit', 'init_yolo2', 'load_kmodel', 'run_with_output']"
     # the loader's own prints (Maix_kpu.c: py_kpu_load_kmodel)
@@ -530,7 +528,7 @@ def test_the_board_starts_its_kpu_worker_on_the_first_load_and_stops_it(tmp_path
                 img.pix_to_ai()
                 k.run(img)
                 print(repr(k.get_outputs()))
-                """))
+                """), timeout=60)
             np.testing.assert_array_equal(np.array(eval(out), np.float32),
                                           np.array(reference, np.float32))
             workers = _children(handle.pid)
