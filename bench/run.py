@@ -513,11 +513,12 @@ def only_section(opts, quick, out, readme, fresh, section):
         machine["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
         results[key]["machine"] = machine
     say("%s alone in %.1f min" % (name, (time.perf_counter() - t0) / 60.0))
-    return finish(results, out, readme)
+    return finish(results, out, readme, only=True)
 
 
-def finish(results, out, readme):
-    """results -> `out` (atomically) and the table -> `readme` (or stdout); 1 on errors."""
+def finish(results, out, readme, only=False):
+    """results -> `out` (atomically) and the table -> `readme` (or stdout); 1 on errors.
+    `only`: one section was measured (the stored duration is the full run's)."""
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp_out = out + ".tmp"
     with open(tmp_out, "w") as f:
@@ -529,7 +530,7 @@ def finish(results, out, readme):
         say("bench table updated: %s" % os.path.relpath(readme, REPO))
     else:
         sys.stdout.write(text + "\n")
-    if results.get("duration_seconds"):
+    if results.get("duration_seconds") and not only:
         say("done in %.1f min: %s" % (results["duration_seconds"] / 60.0,
                                       os.path.relpath(out, REPO)))
     if results["errors"]:
