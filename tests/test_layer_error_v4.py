@@ -17,7 +17,8 @@ def test_v4_per_layer_error_on_the_tiny_model(tiny_build, tmp_path):
     proc = run_tool("host/convert.py", "--frozen-pb", os.path.join(tiny_build.directory,
                                                                    "model.pb"),
                     "--input-size", "%dx%d" % (tiny_model.H, tiny_model.W), "--output-node",
-                    "out", "--calib-dir", tiny_model.images(tmp_path / "calib", 16, seed=11),
+                    tiny_model.OUTPUT, "--calib-dir",
+                    tiny_model.images(tmp_path / "calib", 16, seed=11),
                     "--firmware", "maixpy-v4", "--ncc", NCC, "--ncc-layer-error", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(str(out / "convert_report.json")) as f:

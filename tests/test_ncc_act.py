@@ -77,7 +77,8 @@ def test_tiny_model_v4_gets_exact_tables_closer_to_tf(tmp_path, tiny_build):
     proc = run_tool("host/convert.py", "--frozen-pb",
                     os.path.join(tiny_build.directory, "model.pb"),
                     "--input-size", "%dx%d" % (tiny_model.H, tiny_model.W), "--output-node",
-                    "out", "--calib-dir", tiny_model.images(tmp_path / "calib", 16, seed=11),
+                    tiny_model.OUTPUT, "--calib-dir",
+                    tiny_model.images(tmp_path / "calib", 16, seed=11),
                     "--firmware", "maixpy-v4", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "convert_report.json").read_text())["quantization"]
@@ -115,7 +116,7 @@ def test_a_rewrite_that_measures_worse_is_not_kept(tmp_path, tiny_build):
         kmodel_path = sys.argv[3]
         holdout = np.stack([pixels.board_pixels(p, 16, 16)
                             for p in pixels.list_images(calib)[:4]])
-        runner = FrozenRunner(graph, "Input_image", ["out"])
+        runner = FrozenRunner(graph, "Input_image", [sys.argv[5]])
         float_outputs = runner.run(pixels.model_input(holdout, {"scale": "0-1"}))
         float_chw = [[pipeline.to_chw(s) for s in out] for out in float_outputs]
         specs = [(shape, ("relu",)) for shape, _ in ncc_act.activation_specs(graph)]
@@ -136,7 +137,7 @@ def test_a_rewrite_that_measures_worse_is_not_kept(tmp_path, tiny_build):
                        pixels.to_nchw(calib_u8), {"scale": "0-1"}, ncc=NCC)
     original = kmodel_path.read_bytes()
     proc = subprocess.run([sys.executable, "-c", script, tiny_build.directory, calib,
-                           str(kmodel_path), NCC], env=tool_env(), cwd=REPO,
+                           str(kmodel_path), NCC, tiny_model.OUTPUT], env=tool_env(), cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
                           universal_newlines=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

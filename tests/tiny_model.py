@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 H, W = 16, 16
+OUTPUT = "small/output"   # bench/tiny_model.py SMALL_OUTPUT
 
 def images(directory, n, seed, size=(W, H), smooth=True):
     """n PNGs of random content (blobs of colour when smooth, else noise)."""
@@ -37,7 +38,7 @@ def build(directory, repo, env):
     out = os.path.join(directory, "build")
     proc = subprocess.run(
         [sys.executable, os.path.join(repo, "host", "convert.py"), "--frozen-pb", pb,
-         "--input-size", "%dx%d" % (H, W), "--output-node", "small/output", "--decoder", "grid",
+         "--input-size", "%dx%d" % (H, W), "--output-node", OUTPUT, "--decoder", "grid",
          "--threshold", "0.5", "--calib-dir", calib, "--out", out],
         cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         universal_newlines=True, timeout=600)
