@@ -88,17 +88,18 @@ def stream_once(sess, images, first_id, width, height, fmt_override=None):
         jobs.append(job)
         return job
 
-    wire_at_first_result = []
+    wire_at_first_result = None
 
     def done(job, result, error):
+        nonlocal wire_at_first_result
         replies[job.key] = (result, error)
-        if not wire_at_first_result:
-            wire_at_first_result.append(sess.stats["wire_bytes"] - wire0)
+        if wire_at_first_result is None:
+            wire_at_first_result = sess.stats["wire_bytes"] - wire0
 
     wire0, payload0 = sess.stats["wire_bytes"], sess.stats["payload_bytes"]
     sess.stream(next_job, done)
     return (jobs, replies, sess.stats["wire_bytes"] - wire0,
-            sess.stats["payload_bytes"] - payload0, wire_at_first_result[0])
+            sess.stats["payload_bytes"] - payload0, wire_at_first_result)
 
 
 def inflate_study(images, chunk):

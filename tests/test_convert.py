@@ -9,7 +9,6 @@ from conftest import SEED_ARGS, assert_nothing_written, assert_one_line_error, r
 from host import manifest as manifest_mod
 
 
-
 def test_seed_model_converts_with_high_fidelity(seed_build):
     out, proc = seed_build
     report = json.load(open(str(out / "convert_report.json")))

@@ -47,7 +47,10 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(tiny_build, tmp_pat
             text = f.read()
         if code != 0:       # the board's side too: vboard.log has its threads' stacks on stop
             vboard_log = os.path.join(state, "vboard.log")
-            board = open(vboard_log).read()[-6000:] if os.path.isfile(vboard_log) else ""
+            board = ""
+            if os.path.isfile(vboard_log):
+                with open(vboard_log) as f:
+                    board = f.read()[-6000:]
             raise AssertionError("exit %d: %s\n--- vboard.log:\n%s" % (code, text[-3000:], board))
         assert len(os.listdir(str(out / "overlays"))) == n    # every image went all the way
         assert "serial_eval: %d image(s)" % n in text

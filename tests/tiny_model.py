@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 H, W = 16, 16
-OUTPUT = "small/output"   # bench/tiny_model.py SMALL_OUTPUT
+OUTPUT = "small/output"   # bench/tiny_model.py SMALL_OUTPUT (not imported: it imports TF)
+
 
 def images(directory, n, seed, size=(W, H), smooth=True):
     """n PNGs of random content (blobs of colour when smooth, else noise)."""
