@@ -67,7 +67,9 @@ TYPE_NAMES = {
 FMT_RGB565 = 0   # raw RGB565, big-endian pixels (as the firmware stores them), row-major
 FMT_JPEG = 1     # JPEG file bytes; the board decodes to RGB565
 FMT_RGB565Z = 2  # FMT_RGB565 bytes as raw deflate, one sync-flushed segment per IMAGE_DATA
-FORMAT_NAMES = {FMT_RGB565: "rgb565", FMT_JPEG: "jpeg", FMT_RGB565Z: "rgb565z"}
+FMT_GRAY8 = 3    # 8-bit luminance, row-major, w*h bytes: the board's GRAYSCALE image (1-channel models)
+FORMAT_NAMES = {FMT_RGB565: "rgb565", FMT_JPEG: "jpeg", FMT_RGB565Z: "rgb565z",
+                FMT_GRAY8: "gray8"}
 # rgb565z window: 2**Z_WBITS bytes of history (the board's DecompIO(stream, -Z_WBITS) ring).
 # Raw deflate with the window given explicitly: MicroPython 1.11's DecompIO(stream, 0) takes
 # 1 << CINFO (128 bytes for a 32 KiB zlib stream) from a zlib header as its window.
@@ -80,6 +82,7 @@ F_NO_BOXES = 0x02    # skip the board-side decoder
 # RESULT flags
 R_DECODE_FAILED = 0x01   # the board decoder raised: boxes empty, see the LOG frame before
 R_PIXELS_SLOW = 0x02     # RGB565 reached the Image through the slow slice path (no uctypes)
+R_MASK = 0x04            # a segmentation mask follows the box records: <HH h, w + h*w uint8 class ids
 
 # RESULT crc_source
 CRC_NONE = 0     # not computed
