@@ -51,10 +51,17 @@ MAIXPY_MINIMUM_HEAP_FREE = 3460 * 1024
 # CanMV main is MaixPy-v1 0.6 with the maix modules: its image is taken as MaixPy's full
 # build's; its larger GC heap (0xBB9B0) comes out of the same C heap.
 CANMV_HEAP_FREE = MAIXPY_FULL_HEAP_FREE + MAIXPY_GC_HEAP - CANMV_GC_HEAP
-# feat/kpu links nncase's v1 runtime (a stored blob) into the image: ~0.9 MB more code, no
-# measurement published; kendryte/canmv#34: a V5 model ran out of memory on a full V5 build,
-# the maintainers' advice is a minimum-size build (or a smaller GC heap).
-NNCASE_V1_RUNTIME_BYTES = 900000
+# feat/kpu links nncase's v1 runtime into the image (kendryte/canmv dd1a143 "Add nncase v1.1.0
+# runtime": libnncase.runtime.a, .rt_modules.k210.a, .functional.a; blobs not in the public
+# mirror). Measured on the nearest public build (docs/flash.md, "V5 runtime code"): the
+# v1.0.0-beta2 runtime (kendryte-standalone-sdk cd966ff) 559,933 bytes of code and data plus the
+# k210 module canmv first linked (06eb7c2) 27,183 = 587,116, every archive member counted (an
+# upper bound for those objects under --gc-sections). Not measurable here: libstdc++'s share
+# (the module references <iostream>) and v1.1.0's growth: 312,884 bytes are allowed for them.
+# kendryte/canmv#34: a V5 model ran out of memory on a full V5 build, the maintainers' advice
+# is a minimum-size build (or a smaller GC heap).
+NNCASE_V1_OBJECTS_MEASURED = 559933 + 27183
+NNCASE_V1_RUNTIME_BYTES = NNCASE_V1_OBJECTS_MEASURED + 312884
 
 API_LEGACY = "maixpy-kpu"   # `import KPU as kpu`: kpu.load / kpu.forward / kpu.set_outputs
 API_CANMV_OLD = "canmv-old"  # `from maix import KPU`: load_kmodel / run_with_output
