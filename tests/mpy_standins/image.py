@@ -64,6 +64,22 @@ class _Image(bytearray):
             raw[j + 1] = ((g6 & 7) << 5) | b5
             j += 2
 
+    def to_grayscale(self, copy=False):
+        # py_image_to_grayscale, RGB565 (copy=False): COLOR_RGB565_TO_GRAYSCALE per pixel,
+        # yuv_table[pixel * 3] + 128 (imlib.h), the uint16 read little-endian from the
+        # big-endian pixel bytes; the firmware keeps the pixel buffer (bpp 1, its first w*h
+        # bytes), a bytearray cannot shrink: a new w*h buffer here, the old one released
+        import uctypes
+        table = _gray_table()
+        n = self.w * self.h
+        g = _new_gray(self.w, self.h)
+        raw = uctypes.bytearray_at(uctypes.addressof(g), n)
+        j = 0
+        for i in range(n):
+            raw[i] = table[self[j] | (self[j + 1] << 8)]
+            j += 2
+        return g
+
     def draw_rectangle(self, x, y, w, h, color=(255, 255, 255), thickness=1, fill=False):
         drawn.append(("rect", [x, y, w, h]))
         return self
@@ -71,6 +87,53 @@ class _Image(bytearray):
     def draw_string(self, x, y, text, color=(255, 255, 255), scale=1, mono_space=True):
         drawn.append(("text", [x, y, text]))
         return self
+
+
+class _Gray(_Image):
+    """A GRAYSCALE image: w*h bytes."""
+
+    def pix_to_ai(self):
+        # py_image_pix_to_ai, GRAYSCALE: xalloc(w*h) once per image, then memcpy of the pixels
+        import uctypes
+        n = self.w * self.h
+        if self.ai is None:
+            self.ai = bytearray(n)
+            standin.sample()
+        self.ai[:] = uctypes.bytearray_at(uctypes.addressof(self), n)
+
+    def __setitem__(self, k, v):
+        # py_image_subscr store, GRAYSCALE: a slice takes a list of ints
+        import uctypes
+        if not isinstance(k, slice) or not isinstance(v, list):
+            raise TypeError("grayscale pixels: slice assignment of a list of ints")
+        raw = uctypes.bytearray_at(uctypes.addressof(self), self.w * self.h)
+        j = k.start
+        for p in v:
+            raw[j] = p
+            j += 1
+
+    def to_grayscale(self, copy=False):
+        return self
+
+
+_GRAY_TABLE = None
+
+
+def _gray_table():
+    # the test writes the firmware's table (standin.GRAY_TABLE: 65536 GRAYSCALE values by the
+    # in-memory uint16): float32 here cannot redo its double arithmetic
+    global _GRAY_TABLE
+    if _GRAY_TABLE is None:
+        with open(standin.GRAY_TABLE, "rb") as f:
+            _GRAY_TABLE = f.read()
+    return _GRAY_TABLE
+
+
+def _new_gray(w, h):
+    img = _Gray(w * h)
+    img._setup(w, h)
+    standin.sample()
+    return img
 
 
 def _new(w, h):
