@@ -98,8 +98,9 @@ def v4_placement(ops):
 # memory"), an upper bound of what tests/test_mpy_memory.py measures on MicroPython 1.11 (64-bit
 # as the K210's RV64: 32-byte GC blocks). Made once per session: the image place (RGB565 pixels
 # w*h*2 and pix_ai planes with rows padded to 64 pixels, both xalloc'ed from the GC heap,
-# MaixPy-v1 omv/py/py_image.c; for a grayscale model a GRAYSCALE Image, w*h bytes, and its
-# pix_ai w*h, unpadded: py_image_pix_to_ai), RESULT_CACHE + 1 RESULT buffers (4 bytes a value), the UART ring
+# MaixPy-v1 omv/py/py_image.c; for a grayscale model Image(size=) turned GRAYSCALE in place,
+# which keeps its w*h*2 pixel buffer, and its pix_ai w*h, unpadded: py_image_pix_to_ai),
+# RESULT_CACHE + 1 RESULT buffers (4 bytes a value), the UART ring
 # (read_buf_len + 1, m_new in machine_uart.c), and the JPEG buffer (the largest JPEG rounded up
 # to JPEG_STEP) or the inflater (16 KiB window, DecompIO state, source buffer). Per image: the
 # KPU's outputs as a list of float objects (a boxed mp_obj_float_t takes one 32-byte block, its
@@ -121,7 +122,7 @@ def _jpeg_buffer(jpeg_bytes):
 def image_place_bytes(width, height, channels):
     """The session's image place: pixels plus pix_ai (py_image.c: py_image_pix_to_ai)."""
     if channels == 1:
-        return width * height * 2
+        return width * height * 2 + width * height
     return width * height * 2 + ((width + 63) & ~63) * height * 3
 
 
