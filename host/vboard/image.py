@@ -37,17 +37,18 @@ _TYPE_ADDR = 0x80012340
 
 def _y_table():
     """COLOR_RGB565_TO_GRAYSCALE for every in-memory pixel value (sipeed/MaixPy-v1
-    omv/img/include/imlib.h: yuv_table[pixel * 3] + 128). The table in omv/img/yuv_tab.c
-    (the const one, CONFIG_MAIXPY_OMV_CONV_YUV_FAST=y builds) is what its `#if 0` generator
-    yuv_table(idx) computes, transcribed here: the index is the uint16 the CPU reads from the
-    big-endian pixel bytes (byte-swapped RGB565), the 5/6-bit levels expand as
-    (uint8_t)((v*255 + 15.5)/31), Y = (int8_t)(r*0.299 + g*0.587 + b*0.114 - 128)."""
+    omv/img/include/imlib.h: yuv_table[pixel * 3] + 128). The const table in omv/img/yuv_tab.c
+    (CONFIG_MAIXPY_OMV_CONV_YUV_FAST=y builds) follows its `#if 0` generator yuv_table(idx)
+    (OpenMV tools/gen_rgb2yuv.py): the index is the uint16 the CPU reads from the big-endian
+    pixel bytes (byte-swapped RGB565), the 5/6-bit levels expand as (uint8_t)((v*255 +
+    15.5)/31), the BT.601 sum r*0.299 + g*0.587 + b*0.114 in double. One difference, read off
+    the table's 65536 values: the sum is truncated before the 128 is taken off (int(sum) -
+    128), where the C generator's (int8_t) of (sum - 128) would round negatives up."""
     pixel = np.arange(65536, dtype=np.int64)
     r = np.floor((((pixel >> 3) & 31) * 255 + 15.5) / 31)
     g = np.floor(((((pixel & 7) << 3) | (pixel >> 13)) * 255 + 31.5) / 63)
     b = np.floor((((pixel >> 8) & 31) * 255 + 15.5) / 31)
-    y = np.trunc((r * 0.299) + (g * 0.587) + (b * 0.114) - 128)
-    return (y + 128).astype(np.uint8)
+    return np.trunc((r * 0.299) + (g * 0.587) + (b * 0.114)).astype(np.uint8)
 
 
 _GRAYSCALE_OF_565 = _y_table()

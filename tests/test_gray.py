@@ -1,0 +1,144 @@
+"""Grayscale (1-channel) models end to end, as users run the tools: a tiny 28x28x1 model
+(tests/gray_model.py) converted by host/convert.py (real TensorFlow, nncase 1.9 or ncc v0.2),
+flashed to the virtual board by host/flash.py and evaluated by host/serial_eval.py with gray8
+payloads: the board's GRAYSCALE image, its pix_to_ai() and the KPU against TensorFlow on the
+host's luminance of the same pictures. And the refusals: other channel counts at convert time,
+payloads that do not fit the model's input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, assert_nothing_written, assert_one_line_error, run_tool, tool_env
+import gray_model
+from host import manifest as manifest_mod
+
+
+def _pb(directory, channels):
+    path = os.path.join(str(directory), "gray%d.pb" % channels)
+    subprocess.run([sys.executable, os.path.join(REPO, "tests", "gray_model.py"), path,
+                    str(channels)], cwd=REPO, env=tool_env(), check=True,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    return path
+
+
+def _convert(pb, calib, out, *more):
+    return run_tool("host/convert.py", "--frozen-pb", pb, "--input-size", "28x28",
+                    "--output-node", gray_model.OUTPUT, "--decoder", "raw", "--calib-dir",
+                    calib, "--out", out, *more)
+
+
+@pytest.fixture(scope="module")
+def gray_dirs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gray")
+    return {"dir": d, "pb": _pb(d, 1), "calib": gray_model.images(d / "calib", 16, seed=11),
+            "eval": gray_model.images(d / "eval", 6, seed=12)}
+
+
+@pytest.fixture(scope="module")
+def gray_build(gray_dirs):
+    out = gray_dirs["dir"] / "build"
+    proc = _convert(gray_dirs["pb"], gray_dirs["calib"], out)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return manifest_mod.load(str(out / "manifest.json")), proc
+
+
+def test_gray_model_converts_to_a_gray_manifest(gray_build):
+    manifest, proc = gray_build
+    inp = manifest["input"]
+    assert (inp["channels"], inp["format"], inp["mean"], inp["std"]) == (1, "gray", [0.0], [1.0])
+    with open(os.path.join(manifest.directory, "convert_report.json")) as f:
+        report = json.load(f)
+    # nncase compiled a 1-channel uint8 input and its simulator agrees with TensorFlow on the
+    # held-out images' luminance
+    assert report["quantization"]["mean_cos"] >= 0.999
+    assert report["quantization"]["holdout_images"] == 4
+    fit = report["k210_fit"]
+    assert fit["serve_gc_rgb565z_bytes"] is None and fit["jpeg_max_bytes"] == 0
+    assert "serve loop peak, gray8" in open(os.path.join(manifest.directory,
+                                                         "convert_report.html")).read()
+
+
+def _eval(manifest, images, out, *args):
+    return run_tool("host/serial_eval.py", "--manifest", manifest.path, "--images", images,
+                    "--out", out, "--no-progress", *args, timeout=600)
+
+
+def _gray_report(out, n):
+    with open(os.path.join(str(out), "report.json")) as f:
+        report = json.load(f)
+    s = report["summary"]
+    assert s["compared"] == n and s["failed"] == 0
+    assert s["input_crc"]["equal"] == n and s["pixel_crc"]["equal"] == n
+    assert s["mean_cos"] >= 0.999
+    board = report["boards"][0]
+    assert board["payload"] == "gray8" and board["info"]["formats"] == ["gray8"]
+    assert "gray8" in board["info"]["features"]
+    assert report["verdict"]["ok"]
+    return report
+
+
+@pytest.mark.slow
+def test_gray_model_flashed_and_evaluated_on_the_virtual_board(gray_build, gray_dirs, tmp_path):
+    manifest, _ = gray_build
+    state = tmp_path / "vb"
+    proc = run_tool("host/flash.py", "--port", "virtual", "--manifest", manifest.path,
+                    "--vboard-state", state, "--no-progress", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for payload in ("gray8", "auto"):
+        out = tmp_path / payload
+        proc = _eval(manifest, gray_dirs["eval"], out, "--vboard-state", state,
+                     "--payload", payload)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        report = _gray_report(out, 6)
+        assert not report["boards"][0]["provisioned"]    # flash.py wrote the board
+
+
+@pytest.mark.slow
+def test_gray_model_through_ncc_on_maixpy_v4(gray_dirs, tmp_path):
+    """--firmware maixpy-v4: ncc v0.2 gets the calibration images as gray PNGs (its
+    1-channel input takes OpenCV's first channel) and `ncc infer` the w*h bytes."""
+    out = tmp_path / "build"
+    proc = _convert(gray_dirs["pb"], gray_dirs["calib"], out, "--firmware", "maixpy-v4")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    manifest = manifest_mod.load(str(out / "manifest.json"))
+    assert manifest["kmodel"]["version"] == 4 and manifest["input"]["channels"] == 1
+    with open(str(out / "convert_report.json")) as f:
+        assert json.load(f)["quantization"]["mean_cos"] >= 0.999
+    proc = _eval(manifest, gray_dirs["eval"], tmp_path / "eval", "--vboard-state",
+                 tmp_path / "vb", "--limit", "3")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _gray_report(tmp_path / "eval", 3)
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_other_channel_counts_are_refused_at_convert_time(gray_dirs, tmp_path, channels):
+    pb = _pb(tmp_path, channels)
+    out = tmp_path / "build"
+    proc = _convert(pb, gray_dirs["calib"], out)
+    assert_one_line_error(proc, "input image has shape [1, 28, 28, %d]" % channels,
+                          "%d channels" % channels, "RGB (3 channels) or GRAYSCALE (1)")
+    assert_nothing_written(out)
+
+
+def test_three_different_means_for_a_gray_model_are_refused(gray_dirs, tmp_path):
+    out = tmp_path / "build"
+    proc = _convert(gray_dirs["pb"], gray_dirs["calib"], out, "--input-scale", "mean-std",
+                    "--mean", "0.4,0.5,0.6", "--std", "0.2")
+    assert_one_line_error(proc, "--mean 0.4,0.5,0.6", "grayscale (1 channel): give one value")
+    assert_nothing_written(out)
+
+
+def test_payloads_that_do_not_fit_the_models_input_are_refused(gray_build, gray_dirs,
+                                                               tiny_build, tmp_path):
+    manifest, _ = gray_build
+    for payload in ("rgb565", "rgb565z", "jpeg"):
+        proc = _eval(manifest, gray_dirs["eval"], tmp_path / payload, "--payload", payload)
+        assert_one_line_error(proc, "--payload %s" % payload, "grayscale", "gray8 or auto")
+        assert_nothing_written(tmp_path / payload)
+    proc = _eval(tiny_build, gray_dirs["eval"], tmp_path / "rgb", "--payload", "gray8")
+    assert_one_line_error(proc, "--payload gray8 is for grayscale models",
+                          "input.channels 3")
+    assert_nothing_written(tmp_path / "rgb")
