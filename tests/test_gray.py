@@ -142,3 +142,15 @@ def test_payloads_that_do_not_fit_the_models_input_are_refused(gray_build, gray_
     assert_one_line_error(proc, "--payload gray8 is for grayscale models",
                           "input.channels 3")
     assert_nothing_written(tmp_path / "rgb")
+
+
+def test_gray8_payload_is_the_boards_luminance_and_its_crcs(tmp_path):
+    from device import protocol as P
+    from host import eval_inputs, pixels
+    path = gray_model.images(tmp_path, 1, seed=4, size=(40, 24)) + "/00000.png"
+    img = eval_inputs.prepare(path, 32, 16, "gray8")
+    assert img.fmt == P.FMT_GRAY8 and img.resized and len(img.payload) == 32 * 16
+    assert img.pixels.shape == (16, 32, 1)
+    assert img.payload == pixels.board_gray_pixels(path, 32, 16).tobytes()
+    # the KPU input is the bytes themselves (pix_to_ai copies them): both CRCs are theirs
+    assert img.input_crc == img.pixel_crc == P.crc32(img.payload)
