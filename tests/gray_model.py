@@ -1,9 +1,10 @@
-"""A tiny grayscale (1-channel) model, MNIST-sized: 28x28xC -> two 3x3 convolutions with 2x2
-max-pools (KPU ops), a global average pool and a 1x1 convolution to 10 class scores
-[1, 1, 1, 10]. Seeded and deterministic; C is 1 for the real thing, other counts (2, 4) make
-the graphs the converter must refuse. Also the images it is calibrated and evaluated on:
-smooth gray blobs saved as RGB PNGs, so the board's path (RGB565, then the firmware's
-luminance) is what they go through.
+"""A tiny grayscale (1-channel) model, MNIST-sized: 32x32xC (MNIST's 28 padded to 32, as the
+camera window takes multiples of 8) -> two 3x3 convolutions with 2x2 max-pools (KPU ops), a
+global average pool and a 1x1 convolution to 10 class scores [1, 1, 1, 10]. Seeded and
+deterministic; C is 1 for the real thing, other counts (2, 4) make the graphs the converter
+must refuse. Also the images it is calibrated and evaluated on: smooth coloured blobs saved
+as RGB PNGs, so the board's path (RGB565, then the firmware's luminance) is what they go
+through.
 
 Run: python tests/gray_model.py OUT.pb [CHANNELS]  (TensorFlow process)
 """
@@ -13,7 +14,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-H = W = 28
+H = W = 32
 INPUT = "image"
 OUTPUT = "gray/scores"
 

@@ -1,4 +1,4 @@
-"""Grayscale (1-channel) models end to end, as users run the tools: a tiny 28x28x1 model
+"""Grayscale (1-channel) models end to end, as users run the tools: a tiny 32x32x1 model
 (tests/gray_model.py) converted by host/convert.py (real TensorFlow, nncase 1.9 or ncc v0.2),
 flashed to the virtual board by host/flash.py and evaluated by host/serial_eval.py with gray8
 payloads: the board's GRAYSCALE image, its pix_to_ai() and the KPU against TensorFlow on the
@@ -8,8 +8,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import REPO, assert_nothing_written, assert_one_line_error, run_tool, tool_env
 import gray_model
@@ -25,7 +28,7 @@ def _pb(directory, channels):
 
 
 def _convert(pb, calib, out, *more):
-    return run_tool("host/convert.py", "--frozen-pb", pb, "--input-size", "28x28",
+    return run_tool("host/convert.py", "--frozen-pb", pb, "--input-size", "%dx%d" % (gray_model.H, gray_model.W),
                     "--output-node", gray_model.OUTPUT, "--decoder", "raw", "--calib-dir",
                     calib, "--out", out, *more)
 
@@ -118,7 +121,7 @@ def test_other_channel_counts_are_refused_at_convert_time(gray_dirs, tmp_path, c
     pb = _pb(tmp_path, channels)
     out = tmp_path / "build"
     proc = _convert(pb, gray_dirs["calib"], out)
-    assert_one_line_error(proc, "input image has shape [1, 28, 28, %d]" % channels,
+    assert_one_line_error(proc, "input image has shape [1, 32, 32, %d]" % channels,
                           "%d channels" % channels, "RGB (3 channels) or GRAYSCALE (1)")
     assert_nothing_written(out)
 
@@ -154,3 +157,44 @@ def test_gray8_payload_is_the_boards_luminance_and_its_crcs(tmp_path):
     assert img.payload == pixels.board_gray_pixels(path, 32, 16).tobytes()
     # the KPU input is the bytes themselves (pix_to_ai copies them): both CRCs are theirs
     assert img.input_crc == img.pixel_crc == P.crc32(img.payload)
+
+
+@pytest.mark.slow
+def test_gray_model_live_mode_takes_grayscale_camera_frames(gray_build, gray_dirs, tmp_path):
+    """main.py starts live mode with a 1-channel config: the camera is set to GRAYSCALE
+    (device/detect.py), the KPU runs on its frames and the LCD shows them (gray: R = G = B)."""
+    import serial
+    from host import devconfig, transport
+    from host.vboard.launcher import start_board
+    manifest, _ = gray_build
+    state = str(tmp_path / "vb")
+    transport.provision_virtual(state, manifest, 1500000)
+    cfg = devconfig.device_config(manifest, mode="live", grace_ms=300)
+    with open(os.path.join(state, "flash", "config.json"), "w") as f:
+        f.write(devconfig.to_json(cfg))
+    lcd = os.path.join(state, "lcd")
+    with start_board(state, sensor_dir=gray_dirs["eval"], log_rate=0) as board:
+        deadline = time.monotonic() + 90
+        frames = []
+        while len(frames) < 3 and time.monotonic() < deadline:
+            frames = sorted(n for n in os.listdir(lcd) if n.endswith(".png")) \
+                if os.path.isdir(lcd) else []
+            time.sleep(0.2)
+        assert len(frames) >= 3, "live mode showed %d frame(s)" % len(frames)
+        with serial.Serial(board.port, 115200, timeout=0.2) as ser:
+            ser.write(b"\x03")
+            seen = b""
+            end = time.monotonic() + 15
+            while b">>> " not in seen and time.monotonic() < end:
+                seen += ser.read(4096)
+    assert b"k210-deploy live: Ctrl-C: REPL" in seen, seen[-500:]
+    assert b"Traceback" not in seen and b"Error" not in seen, seen[-500:]
+    # the LCD keeps its last 50 frames (host/vboard/shims/lcd.py KEEP): the newest three
+    frames = sorted(n for n in os.listdir(lcd) if n.endswith(".png"))[-3:]
+    shots = [np.asarray(Image.open(os.path.join(lcd, n)).convert("RGB")) for n in frames]
+    assert all(s.shape == (32, 32, 3) for s in shots)
+    # grayscale frames: every pixel is gray, except the drawn FPS text
+    for s in shots:
+        gray = (s[..., 0] == s[..., 1]) & (s[..., 1] == s[..., 2])
+        assert gray.mean() > 0.5
+    assert len(set(s.tobytes() for s in shots)) == 3
