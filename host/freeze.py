@@ -26,6 +26,7 @@ class Frozen(object):
         self.input_node = input_node
         self.output_nodes = list(output_nodes)
         self.source = source
+        self.channels = 3           # the input's, once set_input_shape pinned it (3 or 1)
         self.findings = []          # bncheck.Finding found while freezing
         self.bn_summary = {}
         self.notes = []             # information for the report

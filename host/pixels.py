@@ -96,13 +96,6 @@ def board_gray_pixels(source, width, height):
     return luminance(board_pixels(source, width, height))
 
 
-def board_input(source, width, height, channels):
-    """The KPU input of a `channels`-channel model (3: RGB planes, 1: luminance), HxWxC."""
-    if channels == 1:
-        return board_gray_pixels(source, width, height)
-    return board_pixels(source, width, height)
-
-
 def to_nchw(hwc_batch):
     """uint8 [N,H,W,C] -> [N,C,H,W] (the kmodel's input layout)."""
     return np.ascontiguousarray(np.asarray(hwc_batch).transpose(0, 3, 1, 2))

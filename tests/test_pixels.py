@@ -108,8 +108,6 @@ def test_board_gray_pixels(tmp_path):
     assert gray.shape == (4, 8, 1) and gray.dtype == np.uint8
     rgb = pixels.board_pixels(path, 8, 4)[0, 0].astype(float)
     assert gray[0, 0, 0] == int(0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])
-    assert pixels.board_input(path, 8, 4, 1).shape == (4, 8, 1)
-    assert pixels.board_input(path, 8, 4, 3).shape == (4, 8, 3)
 
 
 def test_gray_input_scale():
