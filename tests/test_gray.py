@@ -198,3 +198,16 @@ def test_gray_model_live_mode_takes_grayscale_camera_frames(gray_build, gray_dir
         gray = (s[..., 0] == s[..., 1]) & (s[..., 1] == s[..., 2])
         assert gray.mean() > 0.5
     assert len(set(s.tobytes() for s in shots)) == 3
+
+
+def test_device_config_carries_the_channels_and_refuses_others(gray_build):
+    from device import detect
+    from host import devconfig
+    from host.errors import UserError
+    manifest, _ = gray_build
+    cfg = devconfig.device_config(manifest)
+    assert cfg["input"]["channels"] == 1 and detect.check_config(cfg) == []
+    bad = json.loads(json.dumps(dict(manifest)))
+    bad["input"]["channels"] = 2
+    with pytest.raises(UserError, match="input.channels is 2"):
+        devconfig.device_config(bad)
