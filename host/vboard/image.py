@@ -21,6 +21,8 @@ from host.vboard import fs, gcheap, memory
 GRAYSCALE = 1
 RGB565 = 2
 JPEG = 4
+# py_image.c: py_image_format answers the sensor's pixformat_t (omv/include/sensor.h), not the bpp
+_PIXFORMAT = {GRAYSCALE: 4, RGB565: 2}
 
 # pix_to_ai expansion: 5-bit R,B -> round(v*255/31), 6-bit G -> round(v*255/63).
 _EXPAND5 = np.array([int(v * 255.0 / 31 + 0.5) for v in range(32)], dtype=np.uint8)
@@ -195,7 +197,7 @@ class Image:
         return self._px.shape[0]
 
     def format(self):
-        return self._fmt
+        return _PIXFORMAT[self._fmt]
 
     def size(self):
         return self._px.nbytes
