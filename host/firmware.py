@@ -39,8 +39,9 @@ CANMV_GC_HEAP = 0xBB9B0
 
 # sipeed/MaixPy-v1 (and kendryte/canmv) omv/sensor.c: sensor_set_framesize mallocs, per frame
 # buffer, w*h*OMV_INIT_BPP (2, RGB565) rounded up to 128 bytes plus w*h*3 (pix_ai, planar
-# RGB888) rounded up to 64; one buffer unless sensor.reset(dual_buff=True). QVGA, one buffer
-# (both sizes are multiples of 128 already):
+# RGB888) rounded up to 64; one buffer unless sensor.reset(dual_buff=True); sized for RGB565
+# whatever the pixformat (a GRAYSCALE frame uses part of it). QVGA, one buffer (both sizes are
+# multiples of 128 already):
 CAMERA_QVGA_BYTES = 320 * 240 * 2 + 320 * 240 * 3
 # utils.heap_free() on a booted MaixPy-v1 v0.6.x full build (MaixBit), GC heap 524288:
 # sipeed/MaixPy-v1#490 (the same figure family as #422: v0.5.0 Dock, 2052 KB free).
