@@ -311,7 +311,8 @@ def _run(opts, plan, port, report, t_start):
     report["checks"] = [{"what": w, "result": r} for w, r in checks]
     report["seconds"] = time.monotonic() - t_start
     report["repl_upload"] = {"bytes": uploader.bytes_sent, "seconds": uploader.seconds,
-                             "baud": REPL_BAUD}
+                             "baud": REPL_BAUD, "resent_blocks": uploader.resent_blocks,
+                             "resent_files": uploader.resent_files}
     if port.handle is not None:
         from host.vboard import launcher
         launcher.mark_flashed(port.handle.state_dir, dict(report, complete=True))

@@ -6,6 +6,12 @@ the target (rename). An upload that is interrupted leaves the previous target un
 `.part` the next upload truncates). A target that already has the right size and CRC is not
 sent again.
 
+Bytes can be lost on the way (a REPL UART ring that overflows, a noisy cable): a block whose
+code the board cannot run (a base64 line cut short: "Incorrect padding", a SyntaxError) is sent
+again at its own offset (`_kf.seek`, which SPIFFS and FAT files support: MaixPy-v1
+vfs_spiffs_file.c), and a file whose size or CRC does not verify is uploaded again, each a few
+times, before the upload fails.
+
 Board-side helpers (MicroPython 1.11 dialect) are defined once per REPL session: `_kst(path)`
 -> (size, crc32) or (-1, 0); `_kfl(address, n)` -> crc32 of n bytes of the SPI flash read with
 `utils.flash_read` of `maix` (CanMV) or `Maix` (MaixPy-v1) (None when neither has it).
@@ -18,6 +24,8 @@ from host.rawrepl import ExecError, ReplError
 
 CHUNK = 3072                 # raw bytes per base64 line (4096 characters)
 LINES_PER_EXEC = 2           # ~8 KB of code per raw-REPL exec
+BLOCK_ATTEMPTS = 3           # sends of one block whose code the board could not run
+FILE_ATTEMPTS = 3            # uploads of one file that did not verify
 FLASH_BLOCK = 4096
 
 HELPERS = """\
@@ -78,16 +86,23 @@ class Uploader(object):
         self.ready = False
         self.bytes_sent = 0          # payload bytes uploaded (skipped files excluded)
         self.seconds = 0.0
+        self.resent_blocks = 0       # blocks sent again after the board could not run them
+        self.resent_files = 0        # files uploaded again after they did not verify
 
-    def _exec(self, code, timeout=10.0, what="the board"):
-        try:
-            return self.repl.exec(code, timeout)
-        except ExecError as exc:
-            raise UserError("%s on %s failed: %s" % (what, self.name, exc))
-        except ReplError as exc:
-            raise UserError("the board on %s stopped answering (%s): %s; the files it had are "
-                            "intact, reset the board and run the flash again"
-                            % (self.name, what, exc))
+    def _exec(self, code, timeout=10.0, what="the board", attempts=1):
+        """Run code on the board; code the board could not run is sent up to `attempts` times
+        (only for code that is safe to run twice)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.repl.exec(code, timeout)
+            except ExecError as exc:
+                if attempt == attempts:
+                    raise UserError("%s on %s failed: %s" % (what, self.name, exc))
+                self.resent_blocks += 1
+            except ReplError as exc:
+                raise UserError("the board on %s stopped answering (%s): %s; the files it had "
+                                "are intact, reset the board and run the flash again"
+                                % (self.name, what, exc))
 
     def setup(self):
         if not self.ready:
@@ -123,27 +138,38 @@ class Uploader(object):
             return "unchanged"
         t0 = time.monotonic()
         part = path + ".part"
+        for attempt in range(1, FILE_ATTEMPTS + 1):
+            got = self._send(part, data, progress if attempt == 1 else None)
+            if got == want:
+                break
+            self._exec("uos.remove(%r)" % part, what="removing %s" % part)
+            if attempt == FILE_ATTEMPTS:
+                raise UserError("upload of %s to the board on %s did not verify %d times (board "
+                                "has %d bytes, crc32 %08x; sent %d bytes, crc32 %08x): the "
+                                "previous file is intact; check the cable and retry"
+                                % (path, self.name, attempt, got[0], got[1], want[0], want[1]))
+            self.resent_files += 1
+        self._exec("_kmv(%r, %r)" % (part, path), what="renaming %s" % part)
+        self.seconds += time.monotonic() - t0
+        return "written"
+
+    def _send(self, part, data, progress):
+        """Write `data` to board file `part`; returns its (size, crc32) as the board reads it."""
         self._exec("_kf = open(%r, 'wb')" % part, what="opening %s" % part)
         step = CHUNK * LINES_PER_EXEC
         for i in range(0, len(data), step):
             block = data[i:i + step]
-            lines = ["_kw(b'%s')" % binascii.b2a_base64(block[j:j + CHUNK]).decode().strip()
-                     for j in range(0, len(block), CHUNK)]
-            self._exec("\n".join(lines), timeout=20.0, what="writing %s" % part)
+            lines = ["_kf.seek(%d)" % i] + [
+                "_kw(b'%s')" % binascii.b2a_base64(block[j:j + CHUNK]).decode().strip()
+                for j in range(0, len(block), CHUNK)]
+            # the block seeks to its own offset first, so running it again rewrites it
+            self._exec("\n".join(lines), timeout=20.0, what="writing %s" % part,
+                       attempts=BLOCK_ATTEMPTS)
             self.bytes_sent += len(block)
             if progress is not None:
                 progress(len(block))
         self._exec("_kf.close()\ndel _kf", what="closing %s" % part)
-        got = self.stat(part)
-        if got != want:
-            self._exec("uos.remove(%r)" % part, what="removing %s" % part)
-            raise UserError("upload of %s to the board on %s did not verify (board has %d bytes, "
-                            "crc32 %08x; sent %d bytes, crc32 %08x): the previous file is "
-                            "intact; check the cable and retry"
-                            % (path, self.name, got[0], got[1], want[0], want[1]))
-        self._exec("_kmv(%r, %r)" % (part, path), what="renaming %s" % part)
-        self.seconds += time.monotonic() - t0
-        return "written"
+        return self.stat(part)
 
     def gc_collect(self):
         self._exec("gc.collect()", what="gc")
