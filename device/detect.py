@@ -93,7 +93,7 @@ def check_config(cfg):
                 bad.append("outputs[%d].shape must be [C, H, W]" % k)
     d = cfg.get("decoder")
     if not isinstance(d, dict) or d.get("type") not in decoders.KINDS:
-        bad.append("decoder.type must be one of yolo2, grid, raw")
+        bad.append("decoder.type must be one of " + ", ".join(decoders.KINDS))
     return bad
 
 

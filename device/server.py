@@ -28,6 +28,10 @@ try:
     from clock import since, ticks
 except ImportError:
     from device.clock import since, ticks
+try:
+    import board_mask
+except ImportError:
+    from device import board_mask
 
 P = protocol
 
@@ -88,6 +92,7 @@ class Server:
         self.z_clean = False     # whether self.z ended its last image at a segment boundary
         self.slots = None        # RESULT_CACHE + 1 sets of output float32 buffers (pack_outputs)
         self.slot = 0            # the set the next RESULT uses
+        self.masks = board_mask.for_config(cfg, RESULT_CACHE + 1)   # segment: mask buffers
         self.cur = None
         self.ready = None        # a received image waiting for run_ready()
         self.dead = None
@@ -383,6 +388,8 @@ class Server:
             self.view = rgb565_view(img, 2 * self.w * self.h)
         if self.slots is None:
             self.slots = self.result_buffers()
+            if self.masks is not None:
+                self.masks.allocate()
         return self.img
 
     def decode_jpeg(self, t):
@@ -585,10 +592,13 @@ class Server:
                     input_crc = P.planar_crc(px, self.w, self.h, self.rowbuf, expansion_tables())
                     src = P.CRC_LUT
         boxes = []
+        mask = None
         t_dec = ticks()
         if not (t.flags & P.F_NO_BOXES):
             try:
                 boxes = decode_boxes(self.cfg, outs)
+                if self.masks is not None:
+                    mask = self.masks.make(outs[0])
             except Exception as e:
                 flags |= P.R_DECODE_FAILED
                 self.log("image %d: decoder failed: %s" % (t.id, err_text(e)))
@@ -597,7 +607,7 @@ class Server:
         parts = P.pack_result_parts(t.id, [(shapes[i], outs[i]) for i in range(len(outs))],
                                     boxes, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
                                     src, mem_free(), flags,
-                                    packed[1] if packed is not None else None)
+                                    packed[1] if packed is not None else None, mask)
         outs = None
         self.send(P.T_RESULT, parts)
         self.cache.append((t.id, parts))

@@ -13,7 +13,7 @@ import numpy as np
 
 from device import decoders
 from device import protocol as P
-from host import eval_summary, metrics
+from host import decoder_kinds, eval_summary, metrics
 
 # An unmatched box scoring within this of the decoder threshold is a near-threshold flip
 # (quantisation moved the score across the threshold on one side), reported as such.
@@ -23,10 +23,7 @@ CRC_SOURCES = {P.CRC_NONE: "none", P.CRC_PIX_AI: "pix_ai", P.CRC_LUT: "lut"}
 
 
 def decoder_params(manifest):
-    d = manifest["decoder"]
-    return {"type": d.get("type", "raw"), "anchors": list(d.get("anchors") or []),
-            "classes": d.get("classes", 1), "labels": list(d.get("labels") or []),
-            "threshold": d.get("threshold", 0.5), "nms": d.get("nms", 0.3)}
+    return decoder_kinds.board_params(manifest["decoder"])
 
 
 def decode(params, flat_chw, shape):
