@@ -85,7 +85,8 @@ def compare_image(image, host_outputs, shapes, params, result, error, width, hei
     det["board_boxes"] = len(board_boxes)
     matched_b = set(m["board"] for m in matches)
     matched_h = set(m["host"] for m in matches)
-    unmatched = [b[4] for i, b in enumerate(board_boxes) if i not in matched_b] + \
+    unmatched = [] if params["type"] in decode_eval.KINDS else \
+        [b[4] for i, b in enumerate(board_boxes) if i not in matched_b] + \
         [h[4] for i, h in enumerate(host_boxes) if i not in matched_h]
     det["unmatched"] = len(unmatched)
     # the board's float32 comparison (device/decoders.py), so a score the board kept at the
