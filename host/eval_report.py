@@ -156,15 +156,19 @@ def overlay(pixels_u8, record):
     else:
         _draw_decoded_legend(d, record, w, h)
     y = h + 4
+    decoded = decode_eval.why(record) if record["status"] == "ok" else None
     d.rectangle([6, y + 2, 18, y + 12], fill=HOST_COLOR)
-    d.text((24, y + 1), "host TensorFlow (%d, score above)" % len(record["host_boxes"]),
+    d.text((24, y + 1), "host TensorFlow (%s)" % ("left" if masks else "top-1" if decoded else
+                                                  "%d, score above" % len(record["host_boxes"])),
            fill=(0, 0, 0))
     d.rectangle([250, y + 2, 262, y + 12], fill=BOARD_COLOR)
     if record["status"] == "ok":
-        d.text((268, y + 1), "board (%d, score below)" % len(record["board_boxes"]),
+        d.text((268, y + 1), "board (%s)" % ("right" if masks else "top-1" if decoded else
+                                             "%d, score below" % len(record["board_boxes"])),
                fill=(0, 0, 0))
-        line = "%s  F1 %.3f  cos %.5f  CRC %s" % (
-            record["name"], record["detections"]["f1"], record["tensors"][0]["cos"],
+        line = "%s  %s  cos %.5f  CRC %s" % (
+            record["name"], decoded or "F1 %.3f" % record["detections"]["f1"],
+            record["tensors"][0]["cos"],
             {True: "equal", False: "DIFFERS", None: "-"}[record["crc"]["input_equal"]])
     else:
         d.text((268, y + 1), "board: FAILED", fill=(200, 0, 0))
