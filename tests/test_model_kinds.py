@@ -16,6 +16,7 @@ from device import decoders
 from device import protocol as P
 from host import decode_agreement, decode_eval, decoder_kinds, devconfig, journal
 from host.errors import UserError
+from test_protocol import board  # noqa: F401  (the serve-loop fixture)
 
 
 # ------------------------------------------------------------------ wire
@@ -328,3 +329,51 @@ def test_segmenter_convert_flash_eval_on_the_virtual_board(kinds_dir):
     # the board's mask for image 0 is the argmax of the board's own tensor
     board = report["images"][0]
     assert board["segment"]["conforms"] is True
+
+
+# ------------------------------------------------------------------ board serve loop
+class SegmentModel(object):
+    """A (3, 1, 2) class-score output: the i-th run's mask is [i % 3, (i + 1) % 3]."""
+    api = "fake"
+    error = None
+    shapes = [(3, 1, 2)]
+    runs = 0
+
+    def loaded(self):
+        return True
+
+    def run(self, img):
+        self.runs += 1
+        i = self.runs
+        out = [0.0] * 6
+        out[2 * (i % 3)] = 1.0
+        out[2 * ((i + 1) % 3) + 1] = 1.0
+        return [out]
+
+    def close(self):
+        pass
+
+
+def test_board_sends_masks_from_session_buffers_and_resends_them(board):
+    from test_protocol import serve_cfg
+    cfg = serve_cfg()
+    cfg["outputs"] = [{"node": "seg", "shape": [3, 1, 2]}]
+    cfg["decoder"] = {"type": "segment", "anchors": [], "classes": 3, "labels": [],
+                      "threshold": None, "nms": None, "colors": [[0, 0, 0]] * 3}
+    host, server, _uart = board(cfg, SegmentModel())
+    assert "mask" in host.hello()["features"]
+    for i in (1, 2, 3, 4):
+        host.image(i, 2, 2, bytes([i]) * 8)
+        host.pump(3)
+        if i == 1:
+            buffers = [id(b) for b in server.masks.bufs]
+    results = {r["image_id"]: r for r in (P.unpack_result(p) for t, _, p in host.got
+                                          if t == P.T_RESULT)}
+    for i in (1, 2, 3, 4):
+        assert results[i]["flags"] & P.R_MASK
+        assert results[i]["mask"] == {"h": 1, "w": 2, "ids": bytes([i % 3, (i + 1) % 3])}
+    assert [id(b) for b in server.masks.bufs] == buffers and len(buffers) == 3
+    host.got.clear()
+    host.send(P.T_RESEND, P.pack_resend(3))
+    host.pump(2)
+    assert P.unpack_result(host.got[0][2])["mask"]["ids"] == bytes([0, 1])
