@@ -377,3 +377,45 @@ def test_board_sends_masks_from_session_buffers_and_resends_them(board):
     host.send(P.T_RESEND, P.pack_resend(3))
     host.pump(2)
     assert P.unpack_result(host.got[0][2])["mask"]["ids"] == bytes([0, 1])
+
+
+@pytest.mark.slow
+def test_segment_live_mode_on_the_virtual_board(kinds_dir):
+    """Live mode with the segmenter: the camera plays the eval images, the mask is drawn in
+    the class colours (pure red / blue: exact in RGB565) as filled 2x2 cells (16x16 input,
+    8x8 mask), class 0 left clear; the LCD shows the 16x16 frame."""
+    import time
+    from PIL import Image
+    from host import manifest as manifest_mod, transport
+    from host.vboard.launcher import start_board
+    proc, out = _convert(kinds_dir, "segmenter", "--decoder", "segment", "--colors",
+                         "[[0, 0, 0], [255, 0, 0], [0, 0, 255]]", out="build-seg-live")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = manifest_mod.load(os.path.join(out, "manifest.json"))
+    state = str(kinds_dir / "vb-live")
+    transport.provision_virtual(state, manifest, 1500000)
+    cfg = devconfig.device_config(manifest, mode="live", grace_ms=300)
+    with open(os.path.join(state, "flash", "config.json"), "w") as f:
+        f.write(devconfig.to_json(cfg))
+    lcd = os.path.join(state, "lcd")
+    with start_board(state, sensor_dir=str(kinds_dir / "eval"), log_rate=0):
+        deadline = time.monotonic() + 90
+        frames = []
+        while time.monotonic() < deadline and len(frames) < 4:
+            frames = sorted(n for n in os.listdir(lcd) if n.endswith(".png")) \
+                if os.path.isdir(lcd) else []
+            time.sleep(0.2)
+    frames = sorted(n for n in os.listdir(lcd) if n.endswith(".png"))   # the board stopped
+    assert len(frames) >= 4, "live mode showed %d frame(s)" % len(frames)
+    painted = 0
+    for name in frames[-4:]:
+        shot = np.asarray(Image.open(os.path.join(lcd, name)).convert("RGB"))
+        text = (shot == (0, 255, 0)).all(axis=-1)       # the FPS string drawn over it
+        for color in ((255, 0, 0), (0, 0, 255)):
+            hit = (shot == color).all(axis=-1)
+            painted += hit.sum()
+            # whole 2x2 cells of the 8x8 mask (where the FPS text left them)
+            cells = (hit | text).reshape(8, 2, 8, 2).transpose(0, 2, 1, 3).reshape(64, 4)
+            some = hit.reshape(8, 2, 8, 2).transpose(0, 2, 1, 3).reshape(64, 4).any(axis=1)
+            assert cells[some].all()
+    assert painted > 0
