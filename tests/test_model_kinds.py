@@ -16,7 +16,6 @@ from device import decoders
 from device import protocol as P
 from host import decode_agreement, decode_eval, decoder_kinds, devconfig, journal
 from host.errors import UserError
-from test_protocol import board  # noqa: F401  (the serve-loop fixture)
 
 
 # ------------------------------------------------------------------ wire
@@ -281,9 +280,9 @@ def test_classifier_convert_flash_eval_on_the_virtual_board(kinds_dir):
     assert c["top1_agreement"] == sum(r["classify"]["top1_equal"] for r in recs) / 8.0
     for r in recs:
         # the board's records: top-3, scores descending, softmax scores in 0..1
-        board = r["classify"]["board"]
-        assert len(board) == 3 and all(0 <= s <= 1 for s, _ in board)
-        assert [s for s, _ in board] == sorted((s for s, _ in board), reverse=True)
+        top = r["classify"]["board"]
+        assert len(top) == 3 and all(0 <= s <= 1 for s, _ in top)
+        assert [s for s, _ in top] == sorted((s for s, _ in top), reverse=True)
     assert sum(n for _h, _b, n in c["confusion"]) == 8
     assert c["board_accuracy"] == sum(r["classify"]["top1"] == r["classify"]["truth"]
                                       for r in recs if "truth" in r["classify"]) / 2.0
@@ -327,8 +326,7 @@ def test_segmenter_convert_flash_eval_on_the_virtual_board(kinds_dir):
     overlay = Image.open(os.path.join(ev, report["images"][0]["overlay"]))
     assert overlay.width >= 2 * 16 * 2          # host and board masks side by side
     # the board's mask for image 0 is the argmax of the board's own tensor
-    board = report["images"][0]
-    assert board["segment"]["conforms"] is True
+    assert report["images"][0]["segment"]["conforms"] is True
 
 
 # ------------------------------------------------------------------ board serve loop
@@ -354,13 +352,13 @@ class SegmentModel(object):
         pass
 
 
-def test_board_sends_masks_from_session_buffers_and_resends_them(board):
-    from test_protocol import serve_cfg
+def test_board_sends_masks_from_session_buffers_and_resends_them(monkeypatch):
+    from test_protocol import board_factory, serve_cfg
     cfg = serve_cfg()
     cfg["outputs"] = [{"node": "seg", "shape": [3, 1, 2]}]
     cfg["decoder"] = {"type": "segment", "anchors": [], "classes": 3, "labels": [],
                       "threshold": None, "nms": None, "colors": [[0, 0, 0]] * 3}
-    host, server, _uart = board(cfg, SegmentModel())
+    host, server, _uart = board_factory(monkeypatch)(cfg, SegmentModel())
     assert "mask" in host.hello()["features"]
     for i in (1, 2, 3, 4):
         host.image(i, 2, 2, bytes([i]) * 8)
