@@ -242,6 +242,17 @@ def test_convert_refuses_a_decoder_that_does_not_fit(kinds_dir):
                          out="refused3")
     assert_one_line_error(proc, "--labels names 2 classes but cls/output has 6")
     assert_nothing_written(out)
+    proc, out = _convert(kinds_dir, "classifier", "--decoder", "classify", "--top-k", "7",
+                         out="refused4")
+    assert_one_line_error(proc, "--top-k 7: use 1..6")
+    assert_nothing_written(out)
+
+
+def test_serial_eval_refuses_bad_agreement_thresholds(tmp_path):
+    for option in ("--min-top1-agreement", "--min-pixel-agreement"):
+        proc = run_tool("host/serial_eval.py", option, "1.5", "--out", str(tmp_path / "out"))
+        assert_one_line_error(proc, option, "0..1")
+        assert_nothing_written(tmp_path / "out")
 
 
 def _eval(manifest_path, kinds_dir, out, *args):
@@ -288,6 +299,13 @@ def test_classifier_convert_flash_eval_on_the_virtual_board(kinds_dir):
                                       for r in recs if "truth" in r["classify"]) / 2.0
     with open(os.path.join(ev, "report.html")) as f:
         assert "Top-1 labels, host vs board" in f.read()
+    # labels of eval images that name no class: one line, nothing written
+    bad = kinds_dir / "bad-truth.json"
+    bad.write_text(json.dumps({"00000.png": "cow"}))
+    proc = _eval(os.path.join(out, "manifest.json"), kinds_dir, ev + "-bad", "--eval-labels",
+                 str(bad))
+    assert_one_line_error(proc, "--eval-labels %s" % bad, "'cow' for 00000.png")
+    assert_nothing_written(ev + "-bad")
     # a threshold above what was reached exits 1 with the reason
     proc = _eval(os.path.join(out, "manifest.json"), kinds_dir, ev + "-strict",
                  "--min-cos", "1.0")
