@@ -435,3 +435,35 @@ def test_segment_live_mode_on_the_virtual_board(kinds_dir):
             some = hit.reshape(8, 2, 8, 2).transpose(0, 2, 1, 3).reshape(64, 4).any(axis=1)
             assert cells[some].all()
     assert painted > 0
+
+
+def test_image_record_checks_the_board_decoder_against_its_own_tensor():
+    params = {"type": "classify", "classes": 4, "labels": [], "softmax": False, "top_k": 2,
+              "threshold": None}
+    board_out = [0.1, 0.7, 0.2, 0.0]
+    honest = [(0.0, 0.0, 1.0, 1.0, r[4], r[5]) for r in
+              decoders.decode("classify", board_out, (4, 1, 1), params)]
+    result = {"outputs": [{"shape": (4, 1, 1), "data": board_out}], "boxes": honest}
+    rec, masks = decode_eval.image_record(params, result, [0.1, 0.2, 0.7, 0.0], (4, 1, 1), 2)
+    assert rec["conforms"] and masks is None and not rec["top1_equal"]
+    assert (rec["top1"], rec["ref_top1"], rec["truth"]) == (1, 2, 2)
+    result["boxes"] = honest[::-1]                       # the board ranked them wrong
+    assert not decode_eval.image_record(params, result, board_out, (4, 1, 1))[0]["conforms"]
+    seg = {"type": "segment", "classes": 2, "colors": [[0, 0, 0], [9, 9, 9]]}
+    out = [0.0, 1.0, 1.0, 0.0]                           # (2, 1, 2): mask [1, 0]
+    result = {"outputs": [{"shape": (2, 1, 2), "data": out}], "boxes": [],
+              "mask": {"h": 1, "w": 2, "ids": b"\x01\x00"}}
+    rec, masks = decode_eval.image_record(seg, result, out, (2, 1, 2))
+    assert rec["conforms"] and rec["pixel_agreement"] == 1.0 and masks[:2] == (b"\x01\x00",) * 2
+    result["mask"] = {"h": 1, "w": 2, "ids": b"\x00\x00"}
+    rec, _ = decode_eval.image_record(seg, result, out, (2, 1, 2))
+    assert not rec["conforms"] and rec["pixel_agreement"] == 0.5
+    result["mask"] = None
+    rec, masks = decode_eval.image_record(seg, result, out, (2, 1, 2))
+    assert rec["mask_missing"] and masks is None
+    totals = decode_eval.Totals()
+    totals.add({"name": "x", "status": "ok", "segment": rec})
+    s = totals.result()["segment"]
+    assert s["masks_missing"] == 1
+    assert any("without the board's mask" in r
+               for r in decode_eval.verdict_reasons({"segment": s}, 0.98, 0.98))
