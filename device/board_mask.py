@@ -28,10 +28,3 @@ class Masks:
         self.next = (self.next + 1) % self.count
         decoders.segment_mask(out, self.shape, self.params, buf)
         return (self.shape[1], self.shape[2], buf)
-
-
-def for_config(cfg, count):
-    """Masks for a segment config, else None."""
-    if cfg["decoder"]["type"] == "segment":
-        return Masks(cfg, count)
-    return None

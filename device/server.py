@@ -28,10 +28,6 @@ try:
     from clock import since, ticks
 except ImportError:
     from device.clock import since, ticks
-try:
-    import board_mask
-except ImportError:
-    from device import board_mask
 
 P = protocol
 
@@ -92,7 +88,13 @@ class Server:
         self.z_clean = False     # whether self.z ended its last image at a segment boundary
         self.slots = None        # RESULT_CACHE + 1 sets of output float32 buffers (pack_outputs)
         self.slot = 0            # the set the next RESULT uses
-        self.masks = board_mask.for_config(cfg, RESULT_CACHE + 1)   # segment: mask buffers
+        self.masks = None        # segment: the session's mask buffers (board_mask.Masks)
+        if cfg["decoder"]["type"] == "segment":
+            try:     # only a segment model loads it (GC heap: docs/design.md "Board memory")
+                from board_mask import Masks
+            except ImportError:
+                from device.board_mask import Masks
+            self.masks = Masks(cfg, RESULT_CACHE + 1)
         self.cur = None
         self.ready = None        # a received image waiting for run_ready()
         self.dead = None
