@@ -3,6 +3,7 @@
 # floats may be 32-bit. Contract: docs/design.md, section "Decoders".
 #
 # decode(kind, data, shape, params) -> [(x0, y0, x1, y1, score, class_id), ...]
+# segment_mask(data, shape, params, out) -> bytearray of h*w class ids (segment)
 #   data   flat float sequence in CHW order (list, array('f'), tuple)
 #   shape  (C, H, W)
 #   params dict: anchors (flat w0,h0,w1,h1,... in grid units), classes,
@@ -24,11 +25,13 @@
 # - exponent arguments are clamped to [-EXP_CLAMP, EXP_CLAMP] (box sizes to
 #   SIZE_CLAMP) so that float32 neither overflows nor raises, and no box area
 #   overflows to inf.
+# classify and segment (label_decoders.py): docs/model-kinds.md.
 import math
 
 EXP_CLAMP = 60.0
 SIZE_CLAMP = 20.0
-KINDS = ("yolo2", "grid", "raw")
+MASK_NONE = 255     # segment: the id of a pixel whose class values are all NaN
+KINDS = ("yolo2", "grid", "classify", "segment", "raw")
 
 if 1.0 + 2.0 ** -30 == 1.0:
     # 32-bit floats: the board, whose arithmetic is the reference
@@ -187,6 +190,24 @@ def decode_grid(data, shape, params):
     return out
 
 
+def _label_decoders():
+    # classify and segment live in label_decoders.py, loaded by the models that use them:
+    # a detector's serve loop keeps its bytecode out of the GC heap ("Board memory")
+    try:
+        import label_decoders
+    except ImportError:
+        from device import label_decoders
+    return label_decoders
+
+
+def classify_count(shape):
+    return _label_decoders().classify_count(shape)
+
+
+def segment_mask(data, shape, params=None, out=None):
+    return _label_decoders().segment_mask(data, shape, params, out)
+
+
 def iou(a, b):
     """Intersection over union of two boxes (x0, y0, x1, y1, ...), in the board's float32.
     Boxes whose areas overflow float32 (inf / inf) count as the same box (IoU 1)."""
@@ -235,13 +256,16 @@ def near_threshold(score, threshold, margin):
 
 
 def decode(kind, data, shape, params):
-    """Decode one output tensor (flat CHW floats) into boxes; see module doc."""
-    if kind == "raw":
+    """Decode one output tensor (flat CHW floats) into boxes; see module doc. segment: no
+    boxes (its result is segment_mask's)."""
+    if kind == "raw" or kind == "segment":
         return []
+    if kind == "classify":
+        return _label_decoders().decode_classify(data, shape, params)
     if kind == "yolo2":
         boxes = decode_yolo2(data, shape, params)
     elif kind == "grid":
         boxes = decode_grid(data, shape, params)
     else:
-        raise ValueError("unknown decoder %r (known: yolo2, grid, raw)" % (kind,))
+        raise ValueError("unknown decoder %r (known: %s)" % (kind, ", ".join(KINDS)))
     return nms(boxes, params.get("nms"))

@@ -95,7 +95,7 @@ def check_config(cfg):
                 bad.append("outputs[%d].shape must be [C, H, W]" % k)
     d = cfg.get("decoder")
     if not isinstance(d, dict) or d.get("type") not in decoders.KINDS:
-        bad.append("decoder.type must be one of yolo2, grid, raw")
+        bad.append("decoder.type must be one of " + ", ".join(decoders.KINDS))
     return bad
 
 
@@ -208,6 +208,13 @@ def live(cfg, frames=0):
         sensor.set_windowing((w, h))
     sensor.skip_frames(time=500)
     labels = cfg["decoder"].get("labels") or []
+    decoded = None
+    if cfg["decoder"]["type"] in ("classify", "segment"):
+        try:     # serve mode never loads it
+            from live_draw import LiveDraw
+        except ImportError:
+            from device.live_draw import LiveDraw
+        decoded = LiveDraw(cfg)
     n = 0
     fps = 0.0
     t_last = ticks()
@@ -220,6 +227,9 @@ def live(cfg, frames=0):
             img = sensor.snapshot()
             outs = model.run(img)
             boxes = decode_boxes(cfg, outs)
+            if decoded is not None:
+                decoded.draw(img, outs, boxes)
+                boxes = ()
             for b in boxes:
                 x0 = int(_clip(b[0], 0.0, 1.0) * w)
                 y0 = int(_clip(b[1], 0.0, 1.0) * h)

@@ -120,7 +120,7 @@ ERROR_NAMES = {
 TRANSPORT_ERRORS = (E_BAD_PAYLOAD, E_STATE, E_CRC, E_NO_RESULT, E_INFLATE)
 
 # INFO "features": protocol extensions this board speaks (docs/protocol.md, "Recovery")
-FEATURES = ["seq_ack", "resend", "nack", "dedup", "session", "gray8"]
+FEATURES = ["seq_ack", "resend", "nack", "dedup", "session", "gray8", "mask"]
 
 _LITTLE = sys.byteorder == "little"
 
@@ -545,14 +545,18 @@ OUT_FMT = "<HHHI"      # C, H, W, element count; then count float32
 OUT_LEN = 10
 BOX_FMT = "<5fH"       # x0, y0, x1, y1, score, class_id
 BOX_LEN = 22
+MASK_FMT = "<HH"       # h, w; then h*w uint8 class ids (flag R_MASK)
 
 
 def pack_result_parts(image_id, outputs, boxes, kpu_ms=0.0, decode_ms=0.0, prep_ms=0.0,
                       input_crc=0, pixel_crc=0, crc_source=CRC_NONE, mem_free=0, flags=0,
-                      packed=None):
+                      packed=None, mask=None):
     """Payload parts of a RESULT. outputs: [(shape (C, H, W), flat floats)];
     boxes: [(x0, y0, x1, y1, score, class_id)]; packed: each output's float32 bytes made by
-    the caller (the board packs into buffers it reuses), else pack_floats here."""
+    the caller (the board packs into buffers it reuses), else pack_floats here; mask:
+    (h, w, h*w class id bytes) sets R_MASK."""
+    if mask is not None:
+        flags |= R_MASK
     parts = [struct.pack(RESULT_FMT, image_id & 0xFFFFFFFF, _u(len(outputs), U16, "outputs"),
                          _u(len(boxes), U16, "boxes"), kpu_ms, decode_ms, prep_ms,
                          input_crc & 0xFFFFFFFF, pixel_crc & 0xFFFFFFFF,
@@ -571,6 +575,9 @@ def pack_result_parts(image_id, outputs, boxes, kpu_ms=0.0, decode_ms=0.0, prep_
                              _u(int(b[5]), U16, "class id"))
             k += BOX_LEN
         parts.append(bb)
+    if mask is not None:
+        parts += [struct.pack(MASK_FMT, _u(mask[0], U16, "mask h"), _u(mask[1], U16, "mask w")),
+                  mask[2]]
     return parts
 
 
@@ -598,12 +605,21 @@ def unpack_result(payload):
             raise ProtocolError("RESULT truncated in boxes")
         boxes.append(struct.unpack(BOX_FMT, p[k:k + BOX_LEN]))
         k += BOX_LEN
+    mask = None
+    if flags & R_MASK:
+        if len(p) < k + 4:
+            raise ProtocolError("RESULT truncated in mask header")
+        mh, mw = struct.unpack(MASK_FMT, p[k:k + 4])
+        mask = {"h": mh, "w": mw, "ids": p[k + 4:k + 4 + mh * mw]}
+        k += 4 + mh * mw
+        if len(p) < k:
+            raise ProtocolError("RESULT truncated in mask")
     if k != len(p):
         raise ProtocolError("RESULT has %d trailing bytes" % (len(p) - k))
     return {"image_id": image_id, "outputs": outputs, "boxes": boxes,
             "kpu_ms": kpu_ms, "decode_ms": decode_ms, "prep_ms": prep_ms,
             "input_crc": input_crc, "pixel_crc": pixel_crc,
-            "crc_source": crc_source, "flags": flags, "mem_free": mem_free}
+            "crc_source": crc_source, "flags": flags, "mem_free": mem_free, "mask": mask}
 
 
 # ------------------------------------------------------------------ pixels

@@ -93,6 +93,13 @@ class Server:
         self.z_clean = False     # whether self.z ended its last image at a segment boundary
         self.slots = None        # RESULT_CACHE + 1 sets of output float32 buffers (pack_outputs)
         self.slot = 0            # the set the next RESULT uses
+        self.masks = None        # segment: the session's mask buffers (board_mask.Masks)
+        if cfg["decoder"]["type"] == "segment":
+            try:     # only a segment model loads it (GC heap: docs/design.md "Board memory")
+                from board_mask import Masks
+            except ImportError:
+                from device.board_mask import Masks
+            self.masks = Masks(cfg, RESULT_CACHE + 1)
         self.cur = None
         self.ready = None        # a received image waiting for run_ready()
         self.dead = None
@@ -395,6 +402,8 @@ class Server:
             self.view = rgb565_view(img, (1 if self.gray else 2) * self.w * self.h)
         if self.slots is None:
             self.slots = self.result_buffers()
+            if self.masks is not None:
+                self.masks.allocate()
         return self.img
 
     def decode_jpeg(self, t):
@@ -576,10 +585,13 @@ class Server:
         pixel_crc, input_crc, src = image_place.kpu_crcs(self, img, view,
                                                          t.flags & P.F_INPUT_CRC)
         boxes = []
+        mask = None
         t_dec = ticks()
         if not (t.flags & P.F_NO_BOXES):
             try:
                 boxes = decode_boxes(self.cfg, outs)
+                if self.masks is not None:
+                    mask = self.masks.make(outs[0])
             except Exception as e:
                 flags |= P.R_DECODE_FAILED
                 self.log("image %d: decoder failed: %s" % (t.id, err_text(e)))
@@ -588,7 +600,7 @@ class Server:
         parts = P.pack_result_parts(t.id, [(shapes[i], outs[i]) for i in range(len(outs))],
                                     boxes, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
                                     src, mem_free(), flags,
-                                    packed[1] if packed is not None else None)
+                                    packed[1] if packed is not None else None, mask)
         outs = None
         self.send(P.T_RESULT, parts)
         self.cache.append((t.id, parts))

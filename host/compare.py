@@ -13,7 +13,7 @@ import numpy as np
 
 from device import decoders
 from device import protocol as P
-from host import eval_summary, metrics
+from host import decode_eval, decoder_kinds, eval_summary, metrics
 
 # An unmatched box scoring within this of the decoder threshold is a near-threshold flip
 # (quantisation moved the score across the threshold on one side), reported as such.
@@ -23,10 +23,7 @@ CRC_SOURCES = {P.CRC_NONE: "none", P.CRC_PIX_AI: "pix_ai", P.CRC_LUT: "lut"}
 
 
 def decoder_params(manifest):
-    d = manifest["decoder"]
-    return {"type": d.get("type", "raw"), "anchors": list(d.get("anchors") or []),
-            "classes": d.get("classes", 1), "labels": list(d.get("labels") or []),
-            "threshold": d.get("threshold", 0.5), "nms": d.get("nms", 0.3)}
+    return decoder_kinds.board_params(manifest["decoder"])
 
 
 def decode(params, flat_chw, shape):
@@ -41,8 +38,12 @@ def _box(b):
     return [round(float(v), 5) for v in b[:5]] + [int(b[5])]
 
 
-def compare_image(image, host_outputs, shapes, params, result, error, width, height, iou=0.5):
-    """One image's record (JSON-ready). host_outputs: flat CHW arrays, one per output."""
+def compare_image(image, host_outputs, shapes, params, result, error, width, height, iou=0.5,
+                  truth=None):
+    """One image's record (JSON-ready). host_outputs: flat CHW arrays, one per output.
+    classify/segment (host.decode_eval): the record has "classify" or "segment" in place of
+    box matching (truth: the image's class id from --eval-labels); a segment record carries
+    "masks" (board, host, h, w) for its overlay, which eval_report.overlay takes out."""
     host_boxes = decode(params, host_outputs[0], shapes[0])
     rec = {"name": image.name, "path": image.path, "resized": image.resized,
            "source_size": list(image.source_size), "payload_bytes": len(image.payload),
@@ -64,7 +65,14 @@ def compare_image(image, host_outputs, shapes, params, result, error, width, hei
     tensors = [metrics.tensor_metrics(np.asarray(out["data"], np.float32), ref)
                for out, ref in zip(result["outputs"], host_outputs)]
     rec["tensors"] = tensors
-    det = metrics.match_detections(board_boxes, host_boxes, iou)
+    if params["type"] in decode_eval.KINDS:
+        rec[params["type"]], masks = decode_eval.image_record(params, result, host_outputs[0],
+                                                              shapes[0], truth)
+        if masks is not None:
+            rec["masks"] = masks
+        det = metrics.match_detections([], [], iou)
+    else:
+        det = metrics.match_detections(board_boxes, host_boxes, iou)
     matches = []
     for bi, hi, v in det.pop("pairs"):
         b, h = board_boxes[bi], host_boxes[hi]
@@ -77,7 +85,8 @@ def compare_image(image, host_outputs, shapes, params, result, error, width, hei
     det["board_boxes"] = len(board_boxes)
     matched_b = set(m["board"] for m in matches)
     matched_h = set(m["host"] for m in matches)
-    unmatched = [b[4] for i, b in enumerate(board_boxes) if i not in matched_b] + \
+    unmatched = [] if params["type"] in decode_eval.KINDS else \
+        [b[4] for i, b in enumerate(board_boxes) if i not in matched_b] + \
         [h[4] for i, h in enumerate(host_boxes) if i not in matched_h]
     det["unmatched"] = len(unmatched)
     # the board's float32 comparison (device/decoders.py), so a score the board kept at the
@@ -112,9 +121,9 @@ def summarize(records, output_names):
     return summary.result()
 
 
-def verdict(summary, min_f1, min_cos, payload):
+def verdict(summary, min_f1, min_cos, payload, min_top1=0.98, min_pixels=0.98):
     """(ok, reasons, warnings): reasons say why fidelity is below the thresholds."""
-    reasons = []
+    reasons = decode_eval.verdict_reasons(summary, min_top1, min_pixels)
     warnings = []
     if summary["failed"]:
         first = summary["failures"][0]
@@ -151,7 +160,9 @@ def verdict(summary, min_f1, min_cos, payload):
         else:
             reasons.append(text + ": the firmware expands RGB565 differently from "
                            "host.pixels (pix_to_ai rule) or bytes were corrupted")
-    if not summary["detections"]["host_boxes"] and not summary["detections"]["board_boxes"]:
+    boxless = summary.get("classify") or summary.get("segment")
+    if not boxless and not summary["detections"]["host_boxes"] and \
+            not summary["detections"]["board_boxes"]:
         warnings.append("neither the host nor the board found a box on these images: the F1 "
                         "is vacuous, only the output tensors were compared")
     if crc["not_computed"]:

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from host import cli  # noqa: E402
+from host import cli, decoder_kinds  # noqa: E402
 from host.cli import run  # noqa: E402
 from host.errors import UserError  # noqa: E402
 
@@ -79,12 +79,23 @@ def parser():
                         "crashes on a model with several outputs, so this is one ncc compile "
                         "per layer)")
     d = p.add_argument_group("decoding")
-    d.add_argument("--decoder", default="raw", choices=("yolo2", "grid", "raw"))
+    d.add_argument("--decoder", default="raw",
+                   choices=("yolo2", "grid", "classify", "segment", "raw"),
+                   help="what the board makes of output 0 (docs/model-kinds.md)")
     d.add_argument("--anchors", help="yolo2 anchors w0,h0,w1,h1,... in grid cells, or a JSON "
                    "file holding that list")
     d.add_argument("--classes", type=int, help="number of classes (default: len(--labels) or 1)")
-    d.add_argument("--labels", help="class names, comma-separated")
-    d.add_argument("--threshold", type=float, default=0.5, help="score threshold (0..1)")
+    d.add_argument("--labels", help="class names: a file (one a line, or a JSON list) or "
+                   "comma-separated")
+    d.add_argument("--threshold", type=float, default=None,
+                   help="score threshold (0..1; default 0.5 for yolo2/grid, none for classify)")
+    d.add_argument("--softmax", default="auto", choices=("auto", "on", "off"),
+                   help="classify: on: the output is logits (the board applies softmax); off: "
+                   "scores as they are; auto (default): off when the output op is Softmax")
+    d.add_argument("--top-k", type=int, default=None,
+                   help="classify: records per image (default min(5, classes))")
+    d.add_argument("--colors", help="segment: class colours, a JSON list of [r, g, b] (text or "
+                   "file; default the PASCAL VOC palette)")
     d.add_argument("--nms", type=float, default=0.3, help="NMS IoU threshold (0..1)")
     t = p.add_argument_group("target")
     t.add_argument("--firmware", default="canmv-v5", choices=FIRMWARE_CHOICES,
@@ -107,6 +118,12 @@ def _read_config(path):
         value = config.get(key)
         if isinstance(value, str) and not os.path.isabs(value):
             config[key] = os.path.normpath(os.path.join(base, value))
+    for key in ("labels", "colors"):
+        value = config.get(key)
+        if isinstance(value, str) and os.path.isfile(os.path.join(base, value)):
+            config[key] = os.path.normpath(os.path.join(base, value))
+    if isinstance(config.get("colors"), list):
+        config["colors"] = json.dumps(config["colors"])
     for key in ("anchors", "labels", "mean", "std", "output_node"):
         if isinstance(config.get(key), list):
             config[key] = ",".join(str(v) for v in config[key])
@@ -178,13 +195,15 @@ def options(argv):
     if any(s == 0 for s in opts.std):
         raise UserError("--std must not contain 0")
     opts.anchors = _anchors(opts.anchors)
-    opts.labels = [l for l in (opts.labels or "").split(",") if l]
+    opts.labels = decoder_kinds.read_labels(opts.labels)
     opts.classes = opts.classes or len(opts.labels) or 1
     if opts.labels and len(opts.labels) != opts.classes:
         raise UserError("--labels names %d classes but --classes is %d"
                         % (len(opts.labels), opts.classes))
+    if opts.threshold is None and opts.decoder in decoder_kinds.BOX_KINDS + ("raw",):
+        opts.threshold = 0.5
     for name in ("threshold", "nms"):
-        if not 0.0 <= getattr(opts, name) <= 1.0:
+        if getattr(opts, name) is not None and not 0.0 <= getattr(opts, name) <= 1.0:
             raise UserError("--%s %s is out of range: use a value between 0 and 1"
                             % (name, getattr(opts, name)))
     if opts.min_calib < 1:

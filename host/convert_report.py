@@ -3,7 +3,7 @@ Verdicts first, then the quantisation table, the per-layer error, the K210 fit a
 suggestions; charts inline (host.charts), one self-contained file that works offline."""
 import html
 
-from host import atomic, charts
+from host import atomic, charts, decode_agreement
 from host.report import TENSOR_COLUMNS
 from host.report_html import CSS, SORT_SCRIPT, table
 
@@ -88,6 +88,7 @@ def _quantisation(q, manifest):
         out.append("<p>Detections kmodel vs float: P %.3f R %.3f F1 %.3f (%d float boxes, %d "
                    "kmodel boxes)</p>" % (d["precision"], d["recall"], d["f1"],
                                           d["float_boxes"], d["kmodel_boxes"]))
+    out += ["<p>%s</p>" % _e(text) for text in decode_agreement.convert_lines(q)]
     return "\n".join(out)
 
 

@@ -7,6 +7,8 @@ Format: docs/protocol.md, section "Device config".
 import json
 import posixpath
 
+from device import decoders
+from host import decoder_kinds
 from host.errors import UserError
 
 SCHEMA = 1
@@ -98,16 +100,10 @@ def device_config(manifest, mode="serve", baud=DEFAULT_BAUD, model_source="flash
     if not outputs:
         raise UserError("manifest lists no outputs: run `make kmodel` again")
 
-    dec = _get(manifest, "decoder")
-    dtype = dec.get("type", "raw")
-    if dtype not in ("yolo2", "grid", "raw"):
-        raise UserError("manifest decoder.type %r is not one of yolo2, grid, raw" % (dtype,))
-    decoder = {"type": dtype,
-               "anchors": list(dec.get("anchors") or []),
-               "classes": dec.get("classes", 1),
-               "labels": list(dec.get("labels") or []),
-               "threshold": dec.get("threshold", 0.5),
-               "nms": dec.get("nms", 0.3)}
+    decoder = decoder_kinds.board_params(_get(manifest, "decoder"))
+    if decoder["type"] not in decoders.KINDS:
+        raise UserError("manifest decoder.type %r is not one of %s"
+                        % (decoder["type"], ", ".join(decoders.KINDS)))
 
     return {
         "schema": SCHEMA,

@@ -35,8 +35,9 @@ class Pipeline(object):
     reused), `journal` (host.journal.Journal), the model input size and the EvalImage
     payload; `run(boards, reference, store, params, shapes)`."""
 
-    def __init__(self, paths, resumed, journal, width, height, payload):
+    def __init__(self, paths, resumed, journal, width, height, payload, truth=None):
         self.paths = paths
+        self.truth = truth or {}               # --eval-labels: image name -> class id
         self.resumed = set(resumed)
         self.journal = journal
         self.width, self.height, self.payload = width, height, payload
@@ -123,7 +124,7 @@ class Pipeline(object):
         hosts = self.reference.outputs([img for _, img, _, _, _ in items])
         for (i, img, port, result, error), host in zip(items, hosts):
             rec = compare.compare_image(img, host, self.shapes, self.params, result, error,
-                                        self.width, self.height)
+                                        self.width, self.height, truth=self.truth.get(img.name))
             rec["board_port"] = port
             rec["index"] = i            # its place in --images: overlays keep it in partial runs
             self.store.add(rec, eval_report.overlay(img.pixels, rec))

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from host import eval_summary
+from host import decode_eval, eval_summary
 
 MAX_THUMBNAILS = 30             # inline overlays of the worst images in report.html
 SCRATCH = "records.jsonl"       # removed before the staging directory is moved in
@@ -25,7 +25,7 @@ def disagreement_key(rec, min_cos):
     if rec["status"] != "ok":
         return (0, 0, 0.0)
     crc_differs = rec["crc"]["input_equal"] is False
-    unmatched = rec["detections"]["unmatched"]
+    unmatched = rec["detections"]["unmatched"] + decode_eval.disagreements(rec)
     cos = min(t["cos"] for t in rec["tensors"])
     if crc_differs or unmatched or cos < min_cos:
         return (1 if crc_differs else 2, -unmatched, cos)

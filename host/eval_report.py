@@ -12,7 +12,7 @@ import os
 
 from PIL import Image, ImageDraw
 
-from host import charts
+from host import charts, decode_eval
 from host.report import tensor_table
 from host.report_html import CSS, SORT_SCRIPT, table_head, table_row
 
@@ -44,14 +44,18 @@ def summary_lines(report):
         lines.append("Output tensors, board vs host TensorFlow (%d image(s)):" % s["compared"])
         lines += tensor_table(s["tensors"], [t["node"] for t in s["tensors"]])
         d = s["detections"]
-        lines.append("Detections board vs host (IoU >= 0.5): P %.3f R %.3f F1 %.3f (host %d "
-                     "box(es), board %d, matched %d, unmatched near the threshold %d of %d); "
-                     "score delta mean %s max %s; box delta mean %s max %s px"
-                     % (d["precision"], d["recall"], d["f1"], d["host_boxes"], d["board_boxes"],
-                        d["tp"], d["near_threshold"], d["unmatched"],
-                        _f(s["score_delta"]["mean"], "%.4f"),
-                        _f(s["score_delta"]["max"], "%.4f"), _f(s["box_delta_px"]["mean"], "%.2f"),
-                        _f(s["box_delta_px"]["max"], "%.2f")))
+        decoded = decode_eval.summary_lines(s, report.get("decoder", {}).get("labels") or [])
+        lines += decoded
+        if not decoded:
+            lines.append(
+                "Detections board vs host (IoU >= 0.5): P %.3f R %.3f F1 %.3f (host %d "
+                "box(es), board %d, matched %d, unmatched near the threshold %d of %d); "
+                "score delta mean %s max %s; box delta mean %s max %s px"
+                % (d["precision"], d["recall"], d["f1"], d["host_boxes"], d["board_boxes"],
+                   d["tp"], d["near_threshold"], d["unmatched"],
+                   _f(s["score_delta"]["mean"], "%.4f"),
+                   _f(s["score_delta"]["max"], "%.4f"), _f(s["box_delta_px"]["mean"], "%.2f"),
+                   _f(s["box_delta_px"]["max"], "%.2f")))
         c = s["input_crc"]
         lines.append("Input CRC (KPU input bytes): %d equal, %d differ, %d not computed (board "
                      "source: %s); RGB565 bytes: %d equal, %d differ"
@@ -106,11 +110,22 @@ def verdict_lines(report, out_dir):
     s = report["summary"]
     t = report["thresholds"]
     if v["ok"]:
-        lines.append("PASS: F1 %.4f >= %g, mean cos %.5f >= %g, input CRCs equal"
-                     % (s["detections"]["f1"], t["min_f1"], s["mean_cos"], t["min_cos"]))
+        lines.append("PASS: %s, mean cos %.5f >= %g, input CRCs equal"
+                     % (_decoded_pass(s, t), s["mean_cos"], t["min_cos"]))
     else:
         lines.append("FAIL: " + "; ".join(v["reasons"]))
     return lines
+
+
+def _decoded_pass(s, t):
+    """The PASS line's decoder measure: F1, or top-1 / pixel agreement."""
+    if s.get("classify"):
+        return "top-1 agreement %.4f >= %g" % (s["classify"]["top1_agreement"],
+                                               t["min_top1_agreement"])
+    if s.get("segment"):
+        return "pixel agreement %.5f >= %g" % (s["segment"]["pixel_agreement"],
+                                               t["min_pixel_agreement"])
+    return "F1 %.4f >= %g" % (s["detections"]["f1"], t["min_f1"])
 
 
 # ------------------------------------------------------------------ overlays
@@ -124,25 +139,37 @@ def _draw_boxes(draw, boxes, color, w, h, width, label_below):
 
 
 def overlay(pixels_u8, record):
-    """PNG image: the pixels the KPU saw, host boxes and board boxes, and a legend."""
+    """PNG image: the pixels the KPU saw, host boxes and board boxes, and a legend; segment:
+    the host's mask and the board's side by side (the record's "masks", taken out here);
+    classify: the top-1 of each side in the legend."""
+    masks = record.pop("masks", None)
     base = (Image.fromarray(pixels_u8[..., 0], "L").convert("RGB") if pixels_u8.shape[-1] == 1
             else Image.fromarray(pixels_u8, "RGB"))
     w, h = base.width * SCALE, base.height * SCALE
-    canvas = Image.new("RGB", (w, h + LEGEND_H), (255, 255, 255))
-    canvas.paste(base.resize((w, h), Image.NEAREST), (0, 0))
+    top = decode_eval.mask_overlay(pixels_u8, masks, SCALE) if masks else \
+        base.resize((w, h), Image.NEAREST)
+    canvas = Image.new("RGB", (max(top.width, 520), h + LEGEND_H), (255, 255, 255))
+    canvas.paste(top, (0, 0))
     d = ImageDraw.Draw(canvas)
-    _draw_boxes(d, record["host_boxes"], HOST_COLOR, w, h, 3, False)
-    _draw_boxes(d, record.get("board_boxes", []), BOARD_COLOR, w, h, 1, True)
+    if "classify" not in record and "segment" not in record:
+        _draw_boxes(d, record["host_boxes"], HOST_COLOR, w, h, 3, False)
+        _draw_boxes(d, record.get("board_boxes", []), BOARD_COLOR, w, h, 1, True)
+    else:
+        _draw_decoded_legend(d, record, w, h)
     y = h + 4
+    decoded = decode_eval.why(record) if record["status"] == "ok" else None
     d.rectangle([6, y + 2, 18, y + 12], fill=HOST_COLOR)
-    d.text((24, y + 1), "host TensorFlow (%d, score above)" % len(record["host_boxes"]),
+    d.text((24, y + 1), "host TensorFlow (%s)" % ("left" if masks else "top-1" if decoded else
+                                                  "%d, score above" % len(record["host_boxes"])),
            fill=(0, 0, 0))
     d.rectangle([250, y + 2, 262, y + 12], fill=BOARD_COLOR)
     if record["status"] == "ok":
-        d.text((268, y + 1), "board (%d, score below)" % len(record["board_boxes"]),
+        d.text((268, y + 1), "board (%s)" % ("right" if masks else "top-1" if decoded else
+                                             "%d, score below" % len(record["board_boxes"])),
                fill=(0, 0, 0))
-        line = "%s  F1 %.3f  cos %.5f  CRC %s" % (
-            record["name"], record["detections"]["f1"], record["tensors"][0]["cos"],
+        line = "%s  %s  cos %.5f  CRC %s" % (
+            record["name"], decoded or "F1 %.3f" % record["detections"]["f1"],
+            record["tensors"][0]["cos"],
             {True: "equal", False: "DIFFERS", None: "-"}[record["crc"]["input_equal"]])
     else:
         d.text((268, y + 1), "board: FAILED", fill=(200, 0, 0))
@@ -150,6 +177,21 @@ def overlay(pixels_u8, record):
                                record["error"].get("reason", "")[:60])
     d.text((6, y + 17), line, fill=(0, 0, 0))
     return canvas
+
+
+def _draw_decoded_legend(d, record, w, h):
+    """Classify: each side's top-1 over the image; segment: which panel is which."""
+    c = record.get("classify")
+    if c is not None:
+        host = c["host"][0] if c["host"] else None
+        board = c["board"][0] if c["board"] else None
+        d.text((4, 2), "host %s" % ("-" if host is None else "%d %.3f" % (host[1], host[0])),
+               fill=HOST_COLOR)
+        d.text((4, 14), "board %s" % ("-" if board is None else "%d %.3f" % (board[1], board[0])),
+               fill=BOARD_COLOR)
+    elif "segment" in record:
+        d.text((4, 2), "host mask", fill=HOST_COLOR)
+        d.text((w + 4, 2), "board mask", fill=BOARD_COLOR)
 
 
 def overlay_name(index, record):
@@ -169,6 +211,8 @@ def _why(rec):
     if rec["status"] != "ok":
         return "FAILED %s: %s" % (rec["error"].get("name"), rec["error"].get("reason", "")[:80])
     parts = ["cos %.5f" % min(t["cos"] for t in rec["tensors"])]
+    if decode_eval.why(rec):
+        parts.insert(0, decode_eval.why(rec))
     if rec["detections"]["unmatched"]:
         parts.insert(0, "%d unmatched box(es)" % rec["detections"]["unmatched"])
     if rec["crc"]["input_equal"] is False:
@@ -181,8 +225,8 @@ def _key_numbers(report):
     items = [("images", "%d%s" % (s["images"], " of %d" % report["run"]["images_total"]
                                   if report["run"]["partial"] else ""))]
     if s["compared"]:
-        items += [("detection F1", "%.4f" % s["detections"]["f1"]),
-                  ("mean cos", "%.5f" % s["mean_cos"]),
+        items += decode_eval.key_numbers(s) or [("detection F1", "%.4f" % s["detections"]["f1"])]
+        items += [("mean cos", "%.5f" % s["mean_cos"]),
                   ("input CRC equal", "%d / %d" % (s["input_crc"]["equal"], s["compared"])),
                   ("KPU ms / image", _f(s["kpu_ms"]["mean"], "%.1f"))]
     items.append(("failed", str(s["failed"])))
@@ -259,6 +303,8 @@ def _write_html(f, report, store):
             "" if v["ok"] else ": " + _e("; ".join(v["reasons"]))),
         "".join("<p class='fail'>WARNING: %s</p>" % _e(w) for w in v["warnings"]),
         _key_numbers(report),
+        decode_eval.confusion_html(report["summary"],
+                                   report.get("decoder", {}).get("labels") or [], _e),
         _thumbnails(store),
         _charts(store),
         "<h2>Summary</h2><pre>%s</pre>" % _e("\n".join(summary_lines(report))),

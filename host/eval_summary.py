@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from host import metrics
+from host import decode_eval, metrics
 
 MAX_FAILURES = 100
 
@@ -102,6 +102,7 @@ class Summary(object):
         self.sources = set()
         self.failed = 0
         self._failures = []          # heap of (-index, entry): the first MAX_FAILURES kept
+        self.decoded = decode_eval.Totals()   # classify / segment agreement
 
     def add(self, rec):
         position = rec.get("index", self.images)
@@ -115,6 +116,7 @@ class Summary(object):
                 heapq.heappop(self._failures)
             return
         self.compared += 1
+        self.decoded.add(rec)
         for stats, m in zip(self.tensors, rec["tensors"]):
             stats.add(m)
         d = rec["detections"]
@@ -139,7 +141,7 @@ class Summary(object):
         det = metrics.counts_to_prf(self.det["tp"], self.det["fp"], self.det["fn"])
         for k in ("host_boxes", "board_boxes", "unmatched", "near_threshold"):
             det[k] = self.det[k]
-        return {
+        return dict({
             "images": self.images, "compared": self.compared, "failed": self.failed,
             "resized": self.resized,
             "tensors": tensors,
@@ -156,4 +158,4 @@ class Summary(object):
             "prep_ms": self.board["prep_ms"].result(),
             "decode_ms": self.board["decode_ms"].result(),
             "failures": [entry for _, entry in sorted(self._failures, key=lambda e: -e[0])],
-        }
+        }, **self.decoded.result())

@@ -12,7 +12,7 @@ import sys
 import threading
 
 from device import protocol as P
-from host import (atomic, compare, eval_inputs, eval_pipeline, eval_records, eval_report,
+from host import (atomic, compare, decode_eval, eval_inputs, eval_pipeline, eval_records, eval_report,
                   journal, manifest as manifest_mod, session, transport)
 from host.errors import FidelityError, Interrupted, UserError
 
@@ -119,7 +119,8 @@ def link_summary(boards, n_images, wall):
 Options = collections.namedtuple("Options", [
     "manifest", "port", "baud", "images", "out", "min_f1", "min_cos", "payload", "limit",
     "timeout", "retries", "vboard_state", "vboard_profile", "vboard_faults", "vboard_seed",
-    "vboard_log_rate", "progress", "resume"])
+    "vboard_log_rate", "progress", "resume", "min_top1_agreement", "min_pixel_agreement",
+    "eval_labels"], defaults=(0.98, 0.98, None))
 
 
 def run(options):
@@ -136,12 +137,13 @@ def run(options):
              "before the board and the host see them" % (resized, len(paths), width, height))
 
     params = compare.decoder_params(manifest)
+    truth = decode_eval.load_truth(options.eval_labels, params)
     log = journal.Journal(options.out, manifest["kmodel"]["sha256"], pixel_payload, params,
                           options.resume)
     try:
         resumed = _resumed(log, paths, options.resume)
         report, store_done = _run(specs, manifest, options, paths, resumed, log, params,
-                                  pixel_payload)
+                                  pixel_payload, truth)
     finally:
         log.close()
     if report["run"]["partial"]:
@@ -165,7 +167,7 @@ def _resumed(log, paths, resume):
     return found
 
 
-def _run(specs, manifest, options, paths, resumed, log, params, pixel_payload):
+def _run(specs, manifest, options, paths, resumed, log, params, pixel_payload, truth):
     """Boards up (if any image is to be sent), then the pipeline (host.eval_pipeline) into a
     staged report, boards closed. -> (report, images in it). Ctrl-C or SIGTERM while
     streaming stops the sessions, closes the boards and reports what was done (partial)."""
@@ -182,7 +184,8 @@ def _run(specs, manifest, options, paths, resumed, log, params, pixel_payload):
         with atomic.staged_dir(options.out) as stage:
             store = eval_records.RecordStore(stage, names, len(paths), options.min_cos,
                                              eval_report.overlay_name)
-            pipe = eval_pipeline.Pipeline(paths, resumed, log, width, height, pixel_payload)
+            pipe = eval_pipeline.Pipeline(paths, resumed, log, width, height, pixel_payload,
+                                          truth)
             bar = _progress(todo, options.progress) if boards else None
             try:
                 wall, interrupted = pipe.run(boards, reference, store, params, shapes, bar)
@@ -192,7 +195,8 @@ def _run(specs, manifest, options, paths, resumed, log, params, pixel_payload):
             board_rows, link = _board_rows(boards, pipe.sent, wall)
             summary = store.summary.result()
             ok, reasons, warnings = compare.verdict(summary, options.min_f1, options.min_cos,
-                                                    pixel_payload)
+                                                    pixel_payload, options.min_top1_agreement,
+                                                    options.min_pixel_agreement)
             report = {
                 "tool": "serial_eval", "schema": 1,
                 "manifest": os.path.relpath(manifest.path)
@@ -204,7 +208,10 @@ def _run(specs, manifest, options, paths, resumed, log, params, pixel_payload):
                         "timeout": options.timeout, "images_total": len(paths),
                         "resumed": len(resumed), "partial": interrupted},
                 "thresholds": {"min_f1": options.min_f1, "min_cos": options.min_cos,
-                               "iou": 0.5},
+                               "iou": 0.5, "min_top1_agreement": options.min_top1_agreement,
+                               "min_pixel_agreement": options.min_pixel_agreement},
+                "decoder": {"type": params["type"], "labels": params["labels"],
+                            "eval_labels": options.eval_labels},
                 "boards": board_rows,
                 "link": link,
                 "host": {"peak_rss_mb": _peak_rss_mb(), "tf_batch": eval_pipeline.BATCH,

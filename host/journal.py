@@ -96,7 +96,7 @@ class Journal(object):
         line = json.dumps({"image": image.name, "image_sha256": image.sha256,
                            "kmodel_sha256": self.kmodel_sha256, "payload": self.payload,
                            "decoder": self.decoder, "board_port": board_port,
-                           "result": result}, separators=(",", ":")) + "\n"
+                           "result": _to_json(result)}, separators=(",", ":")) + "\n"
         if self._fd is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if self.resume else os.O_TRUNC)
@@ -119,10 +119,20 @@ def _entry(line):
     return entry if isinstance(entry, dict) and "image" in entry else None
 
 
+def _to_json(result):
+    """A result as JSON takes it: a segment mask's class ids as hex."""
+    mask = result.get("mask")
+    if mask is None:
+        return result
+    return dict(result, mask=dict(mask, ids=bytes(mask["ids"]).hex()))
+
+
 def _from_json(result):
     """A result as host.session delivers it (shape and box tuples), from its JSON form."""
     result = dict(result)
     result["outputs"] = [{"shape": tuple(o["shape"]), "data": o["data"]}
                          for o in result["outputs"]]
     result["boxes"] = [tuple(b) for b in result["boxes"]]
+    if result.get("mask") is not None:
+        result["mask"] = dict(result["mask"], ids=bytes.fromhex(result["mask"]["ids"]))
     return result

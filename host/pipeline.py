@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from host import advice, atomic, bncheck, convert_report, firmware, freeze, k210fit, kmodel
+from host import decoder_kinds, decode_agreement
 from host import layer_error, manifest, metrics, ncc, ncc_act, pixels, quantize, report, tflite
 from host.errors import UserError
 from host.tf_infer import FrozenRunner
@@ -96,7 +97,8 @@ def build(opts, log):
     output_info = [{"node": node, "tf_shape": [1] + list(out.shape[1:]),
                     "shape_chw": _chw_shape(out.shape)}
                    for node, out in zip(frozen.output_nodes, float_outputs)]
-    decoder = _decoder_params(opts, output_info)
+    decoder = _decoder_params(opts, output_info,
+                              _output_op(frozen.graph_def, frozen.output_nodes[0]))
 
     with atomic.staged_dir(opts.out) as stage:
         pb_path = os.path.join(stage, "model.pb")
@@ -227,7 +229,18 @@ def to_chw(array):
     return a.transpose(2, 0, 1).ravel() if a.ndim == 3 else a.ravel()
 
 
-def _decoder_params(opts, output_info):
+def _output_op(graph_def, name):
+    """The op behind an output node, through Identity nodes (a Softmax named "output")."""
+    nodes = {n.name: n for n in graph_def.node}
+    node = nodes.get(name.split(":")[0])
+    while node is not None and node.op == "Identity" and node.input:
+        node = nodes.get(node.input[0].split(":")[0].lstrip("^"))
+    return node.op if node is not None else None
+
+
+def _decoder_params(opts, output_info, output_op=None):
+    if opts.decoder in ("classify", "segment"):
+        return decoder_kinds.params_for(opts, output_info[0], output_op)
     decoder = {"type": opts.decoder, "anchors": list(opts.anchors or []),
                "classes": opts.classes, "labels": list(opts.labels or []),
                "threshold": opts.threshold, "nms": opts.nms}
@@ -307,10 +320,9 @@ def _quantize(calibrate_method, ncc_binary, tflite_path, kmodel_path, calib_u8, 
             compile_seconds = time.time() - start
         evaluation.update({"calibrate_method": method, "compile_seconds": compile_seconds})
         candidates.append(evaluation)
-        log("%s %-8s mean cos %.5f  l2r %.4f  detection F1 %s  (%.1f s)"
-            % (compiled.get("compiler", "nncase"), method, evaluation["mean_cos"], evaluation["mean_l2r"],
-               "%.3f" % evaluation["detection"]["f1"] if evaluation["detection"] else "n/a",
-               compile_seconds))
+        log("%s %-8s mean cos %.5f  l2r %.4f  %s  (%.1f s)"
+            % (compiled.get("compiler", "nncase"), method, evaluation["mean_cos"],
+               evaluation["mean_l2r"], _decoded_headline(evaluation), compile_seconds))
         if best is None or evaluation["mean_l2r"] < best[0]["mean_l2r"]:
             best = (evaluation, candidate_path, compiled, dump_dir)
     evaluation, chosen_path, compiled, dump_dir = best
@@ -368,6 +380,17 @@ def _headline(evaluation):
             "f1": detection["f1"] if detection else None}
 
 
+def _decoded_headline(evaluation):
+    if evaluation.get("classify"):
+        return "top-1 agreement %.3f" % evaluation["classify"]["top1_agreement"]
+    if evaluation.get("segment"):
+        seg = evaluation["segment"]
+        return "pixel agreement %.4f mean IoU %s" % (
+            seg["pixel_agreement"], "n/a" if seg["mean_iou"] is None else "%.4f" % seg["mean_iou"])
+    detection = evaluation["detection"]
+    return "detection F1 %s" % ("%.3f" % detection["f1"] if detection else "n/a")
+
+
 def _simulate(ncc_binary, compiled, kmodel_path, holdout_u8):
     """Held-out outputs from the kmodel on the host: nncase's simulator for V5, `ncc infer`
     for V4; ncc v0.1 (V3) has no host runtime (None)."""
@@ -389,7 +412,11 @@ def _compare(float_chw, sim_outputs, float_outputs, decoder):
               "mean_cos": float(np.mean([o["cos"] for o in per_output])),
               "mean_l2r": float(np.mean([o["l2r"] for o in per_output])),
               "detection": None}
-    if decoder["type"] != "raw":
+    if decoder["type"] in ("classify", "segment"):
+        result[decoder["type"]] = decode_agreement.convert_measure(
+            decoder, float_chw[0], [np.ravel(s[0]) for s in sim_outputs],
+            _chw_shape(float_outputs[0].shape))
+    elif decoder["type"] != "raw":
         shape = _chw_shape(float_outputs[0].shape)
         float_boxes = _decode_all(float_chw[0], shape, decoder)
         sim_boxes = _decode_all([np.ravel(s[0]) for s in sim_outputs], shape, decoder)

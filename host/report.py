@@ -1,4 +1,5 @@
 """Human-readable summaries of the JSON reports (the JSON files are the full record)."""
+from host import decode_agreement
 
 TENSOR_COLUMNS = (("cos", "%.5f"), ("l2r", "%.4f"), ("rmse", "%.4f"), ("mae", "%.4f"),
                   ("max_abs", "%.4f"))
@@ -90,6 +91,7 @@ def convert_summary(result, manifest, out_dir):
         d = q["detection"]
         lines.append("  detections kmodel vs float: %s (%d float boxes, %d kmodel boxes)"
                      % (_prf(d), d["float_boxes"], d["kmodel_boxes"]))
+    lines += ["  " + text for text in decode_agreement.convert_lines(q)]
     lines += activation_table_lines(q.get("activation_tables"))
     lines += layer_lines(result.get("layer_error"))
     for text in result.get("suggestions", []):

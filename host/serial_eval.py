@@ -50,6 +50,13 @@ def parser():
                    help="minimum board-vs-host detection F1 (default 0.98)")
     p.add_argument("--min-cos", type=float, default=0.999,
                    help="minimum mean output cosine similarity (default 0.999)")
+    p.add_argument("--min-top1-agreement", type=float, default=0.98,
+                   help="classify: minimum board-vs-host top-1 agreement (default 0.98)")
+    p.add_argument("--min-pixel-agreement", type=float, default=0.98,
+                   help="segment: minimum board-vs-host mask pixel agreement (default 0.98)")
+    p.add_argument("--eval-labels", metavar="FILE",
+                   help="classify: JSON {image file name: class name or index}, the true "
+                   "class of eval images: the report adds each side's accuracy")
     p.add_argument("--payload", default="auto", choices=eval_inputs.CHOICES,
                    help="auto (default): rgb565z where the board announces it, else rgb565 "
                    "(grayscale models: gray8); rgb565z: exact pixels deflated (~1.5-3x fewer "
@@ -89,6 +96,9 @@ def main(argv):
         raise UserError("--timeout must be > 0 seconds")
     if not 0.0 <= opts.min_f1 <= 1.0 or not -1.0 <= opts.min_cos <= 1.0:
         raise UserError("--min-f1 must be in 0..1 and --min-cos in -1..1")
+    for name in ("min_top1_agreement", "min_pixel_agreement"):
+        if not 0.0 <= getattr(opts, name) <= 1.0:
+            raise UserError("--%s must be in 0..1" % name.replace("_", "-"))
     if opts.baud <= 0:
         raise UserError("--baud must be a positive integer")
     if not 1 <= opts.retries <= 255:
@@ -107,7 +117,9 @@ def main(argv):
         vboard_state=opts.vboard_state, vboard_profile=opts.vboard_profile,
         vboard_faults=opts.vboard_faults,
         vboard_seed=opts.vboard_seed, vboard_log_rate=opts.vboard_log_rate,
-        progress=not opts.no_progress, resume=opts.resume))
+        progress=not opts.no_progress, resume=opts.resume,
+        min_top1_agreement=opts.min_top1_agreement,
+        min_pixel_agreement=opts.min_pixel_agreement, eval_labels=opts.eval_labels))
 
 
 if __name__ == "__main__":

@@ -136,6 +136,64 @@ def overflow_cases(rng):
     return cases
 
 
+def classify_cases(rng):
+    """Classifier outputs: logits (softmax) and scores, random and crafted: exact ties, NaN
+    and +-inf, extreme logits, thresholds, top_k beyond N, both TF shapes' CHW forms."""
+    cases = []
+    for k in range(40):
+        n = int(rng.randint(1, 40))
+        t = rng.normal(0, [0.5, 3.0, 30.0][k % 3], size=n)
+        if k % 4 == 1:
+            t = rng.choice([-2.0, 0.5, 1.25], size=n)           # exact ties
+        if k % 5 == 2:
+            t[rng.choice(n, size=min(n, 3), replace=False)] = rng.choice(EXTREMES, size=min(n, 3))
+        if k % 6 == 3:
+            for i in rng.choice(n, size=min(n, 2), replace=False):
+                t[i] = [float("nan"), float("inf"), float("-inf")][int(rng.randint(0, 3))]
+        shape = (n, 1, 1) if k % 2 else (1, 1, n)
+        params = {"softmax": bool(k % 3 != 2), "classes": n}
+        if k % 4 == 0:
+            params["top_k"] = int(rng.randint(1, n + 3))
+        if k % 7 == 0:
+            params["threshold"] = float(rng.uniform(0.0, 0.5))
+        cases.append(_case("classify", t.reshape(shape), params))
+    everything = [float("nan"), float("inf"), float("-inf"), 88.0, -88.0, 1e38, -1e38, 0.0]
+    for k in range(8):
+        t = np.array(everything[k:] + everything[:k])
+        cases.append(_case("classify", t.reshape(-1, 1, 1), {"softmax": bool(k % 2),
+                                                             "top_k": 8}))
+    cases.append(_case("classify", np.array([np.nan] * 4).reshape(4, 1, 1), {"softmax": True}))
+    cases.append(_case("classify", np.array([np.inf, 1.0, np.inf]).reshape(3, 1, 1),
+                       {"softmax": True}))
+    cases.append(_case("classify", np.zeros((2, 3, 4)), {"softmax": True}))      # refused
+    cases.append(_case("classify", np.zeros((4, 1, 1)), {"top_k": 0}))          # refused
+    return cases
+
+
+def segment_cases(rng):
+    """Argmax masks: random scores, exact ties (the lowest class wins), NaN pixels (all NaN:
+    MASK_NONE), +-inf."""
+    cases = []
+    for k in range(24):
+        c, h, w = int(rng.randint(1, 8)), int(rng.randint(1, 9)), int(rng.randint(1, 9))
+        t = rng.normal(0, 2, size=(c, h, w))
+        if k % 3 == 1:
+            t = rng.choice([0.0, -0.0, 1.0, 1.0], size=(c, h, w))
+        if k % 4 == 2:
+            flat = t.reshape(-1)
+            for i in rng.choice(flat.size, size=min(flat.size, 6), replace=False):
+                flat[i] = [float("nan"), float("inf"), float("-inf")][int(rng.randint(0, 3))]
+        if k % 5 == 3:
+            t[:, 0, 0] = float("nan")
+        case = _case("segment", t, {"classes": c})
+        case["op"] = "mask"
+        cases.append(case)
+    bad = _case("segment", np.zeros((256, 1, 2)), {})
+    bad["op"] = "mask"
+    cases.append(bad)
+    return cases
+
+
 def error_cases():
     bad = []
     t = np.zeros((6, 2, 2))
@@ -167,6 +225,9 @@ def host_result(case):
         if case["op"] == "near":
             return {"near": decoders.near_threshold(case["_score"], case["threshold"],
                                                     case["margin"])}
+        if case["op"] == "mask":
+            return {"mask": bytes(decoders.segment_mask(case["_flat"], tuple(case["shape"]),
+                                                        case["params"])).hex()}
         boxes = decoders.decode(case["kind"], case["_flat"], tuple(case["shape"]),
                                 case["params"])
         return {"boxes": b"".join(struct.pack("<5fH", *b) for b in boxes).hex()}
@@ -177,7 +238,8 @@ def host_result(case):
 def all_cases():
     rng = np.random.RandomState(11)
     return (random_cases(rng) + extreme_cases(rng) + nan_inf_cases(rng) + tie_cases(rng)
-            + threshold_cases(rng) + overflow_cases(rng) + error_cases() + near_cases(rng))
+            + threshold_cases(rng) + overflow_cases(rng) + error_cases() + near_cases(rng)
+            + classify_cases(rng) + segment_cases(rng))
 
 
 @H.needs_micropython
@@ -211,3 +273,36 @@ def test_cases_reach_the_edge_paths():
     coords = [struct.unpack_from("<5fH", bytes.fromhex(r["boxes"]), k)[:4]
               for r in results if r.get("boxes") for k in range(0, len(r["boxes"]) // 2, 22)]
     assert any(math.isinf(v) for c in coords for v in c), "no overflowing box among the cases"
+
+
+def test_classify_and_segment_cases_reach_their_edges():
+    """Classify: tied scores come out by class id, NaN is never ranked, all-NaN gives no
+    record, +inf logits share the probability; segment: a tie picks the lowest class, an
+    all-NaN pixel is MASK_NONE; both refuse what does not fit."""
+    rng = np.random.RandomState(11)
+    for f in (random_cases, extreme_cases, nan_inf_cases, tie_cases, threshold_cases,
+              overflow_cases):
+        f(rng)
+    near_cases(rng)
+    cls = classify_cases(rng)
+    seg = segment_cases(rng)
+    results = [host_result(c) for c in cls]
+    tied = 0
+    for r in results:
+        raw = bytes.fromhex(r.get("boxes", ""))
+        recs = [struct.unpack_from("<5fH", raw, k) for k in range(0, len(raw), 22)]
+        assert all(v[4] == v[4] for v in recs)
+        for a, b in zip(recs, recs[1:]):
+            assert a[4] > b[4] or (a[4] == b[4] and a[5] < b[5]), recs
+            tied += a[4] == b[4]
+    assert tied > 10
+    assert {"boxes": ""} in results                        # all NaN: nothing ranked
+    both_inf = results[len(cls) - 3]["boxes"]
+    assert struct.unpack_from("<5fH", bytes.fromhex(both_inf), 0)[4:] == (0.5, 0)
+    assert [r.get("error") for r in results[-2:]] == ["ValueError", "ValueError"]
+    masks = [host_result(c) for c in seg]
+    assert masks[-1] == {"error": "ValueError"}
+    assert any("ff" in m["mask"][i:i + 2] for m in masks[:-1] for i in range(0, len(m["mask"]), 2))
+    ties = np.zeros((3, 2, 2))
+    ties[1:, 0, 0] = 1.0
+    assert list(decoders.segment_mask(list(ties.ravel()), (3, 2, 2))) == [1, 0, 0, 0]

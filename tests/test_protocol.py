@@ -503,6 +503,11 @@ class Host:
 
 @pytest.fixture
 def board(monkeypatch):
+    return board_factory(monkeypatch)
+
+
+def board_factory(monkeypatch):
+    """make(cfg=None, model=None) -> (Host, the device/server.py Server, its FakeUart)."""
     import types
     from device import clock, server
     fake_image = types.ModuleType("image")

@@ -286,6 +286,8 @@ class Image:
         self._from_pil_edit(pil)
         return self
 
+    # sipeed/MaixPy-v1 omv/py/py_image.c: py_image_draw_rectangle (x, y, w, h or a tuple;
+    # color, thickness, fill; imlib_draw_rectangle): live mode's segment mask fills runs
     def draw_rectangle(self, x, y=None, w=None, h=None, color=(255, 255, 255), thickness=1,
                        fill=False):
         if y is None:
@@ -314,6 +316,8 @@ class Image:
             d.line([x, y - size, x, y + size], fill=color, width=thickness)
         return self._draw(fn)
 
+    # py_image.c: py_image_draw_string (x, y, text, color, scale, x_spacing, y_spacing,
+    # mono_space); the font is PIL's, not the firmware's (what is drawn is not compared)
     def draw_string(self, x, y, text, color=(255, 255, 255), scale=1, x_spacing=0,
                     y_spacing=0, mono_space=True):
         color = tuple(expand_565(_color565(color)))

@@ -1,7 +1,7 @@
 # Runs on MicroPython 1.11 (float32): device/decoders.py on a batch of cases from stdin
 # (tests/mpy_harness.py). Tensors arrive as float32 bytes (hex), params as JSON text as the
-# board's config.json carries them. Out: one JSON line, per case the boxes as '<5fH' hex or
-# the exception's type name.
+# board's config.json carries them. Out: one JSON line, per case the boxes as '<5fH' hex (the
+# segment mask as hex) or the exception's type name.
 import sys
 import ujson
 import ustruct
@@ -23,6 +23,9 @@ def one(case):
             return {"near": decoders.near_threshold(vals[0], case["threshold"], case["margin"])}
         raw = ubinascii.unhexlify(case["data"])
         data = list(ustruct.unpack("<%df" % (len(raw) // 4), raw))
+        if case["op"] == "mask":
+            mask = decoders.segment_mask(data, case["shape"], case["params"])
+            return {"mask": ubinascii.hexlify(mask).decode()}
         return {"boxes": boxes_hex(decoders.decode(case["kind"], data, case["shape"],
                                                    case["params"]))}
     except Exception as e:

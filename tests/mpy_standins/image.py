@@ -109,7 +109,8 @@ class _Image(bytearray):
             j += 1
 
     def draw_rectangle(self, x, y, w, h, color=(255, 255, 255), thickness=1, fill=False):
-        drawn.append(("rect", [x, y, w, h]))
+        # py_image_draw_rectangle: fill a keyword (imlib_draw_rectangle fills the rectangle)
+        drawn.append(("fill", [x, y, w, h, list(color)]) if fill else ("rect", [x, y, w, h]))
         return self
 
     def draw_string(self, x, y, text, color=(255, 255, 255), scale=1, mono_space=True):
