@@ -1,0 +1,168 @@
+"""The small example models beside the face detector (examples/mnist, shapes, segnet): their
+committed data, checkpoints and quoted accuracies, one training step, `make EXAMPLE=`, and
+(slow) their conversion to a kmodel."""
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES_DIR = os.path.join(REPO, "examples")
+for _p in (REPO, EXAMPLES_DIR):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import kit  # noqa: E402
+from host import bncheck, freeze  # noqa: E402
+
+EXAMPLES = ("mnist", "shapes", "segnet")
+MODULES = ("dataset", "model", "evaluate", "train")
+# Each example's headline metric in eval_result.json, and the README's words for it.
+HEADLINE = {"mnist": ("top1_accuracy", "top-1 accuracy"),
+            "shapes": ("top1_accuracy", "top-1 accuracy"),
+            "segnet": ("pixel_accuracy", "pixel accuracy")}
+TOLERANCE = 0.02  # float TF on another CPU may flip an image or a pixel
+
+
+def load_example(name):
+    """The example's modules (dataset, model, evaluate, train) as its own scripts import
+    them (by plain name from its folder); other examples' and the face test's modules of the
+    same names are put back afterwards."""
+    directory = os.path.join(EXAMPLES_DIR, name)
+    saved = {m: sys.modules.pop(m) for m in MODULES if m in sys.modules}
+    sys.path.insert(0, directory)
+    try:
+        return {m: importlib.import_module(m) for m in MODULES}
+    finally:
+        sys.path.remove(directory)
+        for m in MODULES:
+            sys.modules.pop(m, None)
+        sys.modules.update(saved)
+
+
+@pytest.fixture(scope="module", params=EXAMPLES)
+def example(request):
+    name = request.param
+    directory = os.path.join(EXAMPLES_DIR, name)
+    with open(os.path.join(directory, "convert.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(directory, "eval_result.json")) as f:
+        result = json.load(f)
+    return dict(load_example(name), name=name, dir=directory, config=config, result=result)
+
+
+def _path(example, key):
+    return os.path.join(example["dir"], example["config"][key])
+
+
+def test_checkpoint_freezes_in_inference_mode_with_trained_statistics(example):
+    config = example["config"]
+    hw = tuple(int(v) for v in config["input_size"].split("x"))
+    frozen = freeze.from_checkpoint(_path(example, "checkpoint"), _path(example, "model_fn"),
+                                    {}, config["input_node"], [config["output_node"]], hw)
+    findings, _ = bncheck.check_graph_def(frozen.graph_def)
+    assert findings == []
+    fused = [n for n in frozen.graph_def.node if n.op.startswith("FusedBatchNorm")]
+    stats = kit.bn_moving_statistics(_path(example, "checkpoint"))
+    assert fused and len(stats) == 2 * len(fused)
+    assert all(not n.attr["is_training"].b for n in fused)
+    for name, value in stats.items():  # trained, not the initial 0 / 1
+        initial = 0.0 if name.endswith("moving_mean") else 1.0
+        assert np.max(np.abs(value - initial)) > 1e-3, name
+
+
+def test_float_accuracy_is_what_the_readme_says(example):
+    key, words = HEADLINE[example["name"]]
+    measured = example["evaluate"].measure()[key]
+    quoted = example["result"][key]
+    assert measured == pytest.approx(quoted, abs=TOLERANCE)
+    with open(os.path.join(example["dir"], "README.md")) as f:
+        readme = f.read()
+    assert "%s %.3f" % (words, quoted) in readme
+
+
+def test_committed_eval_and_calib_images_come_from_the_generator(example):
+    labels, truth = kit.read_labels(os.path.join(example["dir"], "eval", "labels.json"))
+    assert labels == example["config"]["labels"]
+    names = sorted(truth)
+    generated = example["train"].eval_set()
+    assert len(generated) == len(names) >= 40
+    for i in (0, len(names) - 1):
+        image, target = generated[i]
+        assert np.array_equal(kit.read_png(os.path.join(example["dir"], "eval", names[i])),
+                              image)
+        if example["name"] == "segnet":
+            mask = kit.read_png(os.path.join(example["dir"], "eval", truth[names[i]]))
+            assert np.array_equal(mask, target)
+        else:
+            assert truth[names[i]] == target
+    calib = os.listdir(_path(example, "calib_dir"))
+    assert len([n for n in calib if n.endswith(".png")]) >= 30
+
+
+def test_one_training_step_runs(example):
+    images, targets = example["train"].training_data(4)
+    sess, saver, _ = kit.train(example["train"].MODEL_FN, images, targets,
+                               example["train"].LOSS, steps=1, batch=4, log_every=1)
+    try:
+        assert saver._var_list  # the network's variables, saved by save_checkpoint
+    finally:
+        sess.close()
+
+
+# ------------------------------------------------------------------ make EXAMPLE=
+
+def _make_n(*args):
+    return subprocess.run(["make", "-n", "-o", ".venv/.installed"] + list(args), cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_make_demo_example_uses_its_own_folders(name):
+    out = _make_n("demo", "EXAMPLE=" + name)
+    assert out.returncode == 0, out.stderr
+    assert "--config examples/%s/convert.json --out build/%s " % (name, name) in out.stdout
+    assert "--images examples/%s/eval --vboard-state build/%s/vboard" % (name, name) \
+        in out.stdout
+    assert "--manifest build/%s/manifest.json" % name in out.stdout
+
+
+def test_make_face_example_keeps_build():
+    out = _make_n("demo")
+    assert "--config examples/face/convert.json --out build " in out.stdout
+    assert "--images examples/face/eval --vboard-state build/vboard" in out.stdout
+
+
+def test_make_unknown_example_is_one_line_naming_the_examples():
+    out = _make_n("kmodel", "EXAMPLE=nosuch")
+    assert out.returncode != 0 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "EXAMPLE=nosuch is not an example" in lines[0]
+    for name in ("face",) + EXAMPLES:
+        assert name in lines[0]
+
+
+# ------------------------------------------------------------------ conversion (slow)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_converts_to_a_faithful_kmodel(name, tmp_path):
+    env = dict(os.environ, PATH=os.path.join(REPO, ".venv", "bin") + os.pathsep
+               + os.environ.get("PATH", ""))
+    out = subprocess.run([sys.executable, "host/convert.py", "--config",
+                          "examples/%s/convert.json" % name, "--out", str(tmp_path),
+                          "--no-layer-error"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:]
+    with open(os.path.join(str(tmp_path), "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest["kmodel"]["version"] == 5
+    with open(os.path.join(str(tmp_path), "convert_report.json")) as f:
+        report = json.load(f)
+    assert report["quantization"]["mean_cos"] >= 0.995
