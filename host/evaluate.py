@@ -12,8 +12,8 @@ import sys
 import threading
 
 from device import protocol as P
-from host import (atomic, compare, eval_inputs, eval_pipeline, eval_records, eval_report,
-                  journal, manifest as manifest_mod, session, transport)
+from host import (atomic, compare, eval_classes, eval_inputs, eval_pipeline, eval_records,
+                  eval_report, journal, manifest as manifest_mod, session, transport)
 from host.errors import FidelityError, Interrupted, UserError
 
 
@@ -189,7 +189,8 @@ def _run(specs, manifest, options, paths, resumed, log, params, pixel_payload):
                 if bar is not None:
                     bar.close()
             board_rows, link = _board_rows(boards, pipe.sent, wall)
-            summary = store.summary.result()
+            summary = store.summary.result(
+                params["labels"] if params["type"] in eval_classes.DETECTORS else None)
             ok, reasons, warnings = compare.verdict(summary, options.min_f1, options.min_cos,
                                                     pixel_payload)
             report = {

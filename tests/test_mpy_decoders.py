@@ -44,6 +44,19 @@ def random_cases(rng):
     return cases
 
 
+def voc_cases(rng):
+    """MaixPy's 20-class YOLOv2 layout: 5 anchors x (5 + 20) = 125 channels on a 7x10 grid,
+    class logits spread wide so many classes win somewhere."""
+    cases = []
+    for _ in range(6):
+        t = rng.normal(0, 1.5, size=(125, 7, 10))
+        for a in range(5):
+            t[a * 25 + 4] += 1.5                            # objectness: many candidates
+            t[a * 25 + 5:(a + 1) * 25] *= 4.0               # confident classes
+        cases.append(_case("yolo2", t, _yolo2_params(rng, 5, 20, thr=0.3)))
+    return cases
+
+
 def extreme_cases(rng):
     cases = []
     for k in range(30):
@@ -177,7 +190,8 @@ def host_result(case):
 def all_cases():
     rng = np.random.RandomState(11)
     return (random_cases(rng) + extreme_cases(rng) + nan_inf_cases(rng) + tie_cases(rng)
-            + threshold_cases(rng) + overflow_cases(rng) + error_cases() + near_cases(rng))
+            + threshold_cases(rng) + overflow_cases(rng) + error_cases() + near_cases(rng)
+            + voc_cases(rng))
 
 
 @H.needs_micropython
@@ -211,3 +225,13 @@ def test_cases_reach_the_edge_paths():
     coords = [struct.unpack_from("<5fH", bytes.fromhex(r["boxes"]), k)[:4]
               for r in results if r.get("boxes") for k in range(0, len(r["boxes"]) // 2, 22)]
     assert any(math.isinf(v) for c in coords for v in c), "no overflowing box among the cases"
+
+
+def test_voc_cases_give_boxes_of_many_classes():
+    """The 20-class cases reach class ids across the whole range (the softmax over 20 and
+    the class index of the channel layout are exercised, not just class 0)."""
+    classes = set()
+    for case in voc_cases(np.random.RandomState(11)):
+        raw = bytes.fromhex(host_result(case)["boxes"])
+        classes.update(struct.unpack_from("<5fH", raw, k)[5] for k in range(0, len(raw), 22))
+    assert len(classes) >= 15 and max(classes) == 19
