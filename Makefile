@@ -14,8 +14,9 @@ PYTHON37 ?= $(shell (python3.7 -c '' >/dev/null 2>&1 && command -v python3.7) ||
               ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.7*/bin/python3.7 2>/dev/null | tail -n 1)
 
 # EXAMPLE=NAME picks examples/NAME (a folder with a convert.json; its convert.json names its
-# calibration images, its eval/ holds the eval images). The face detector keeps build/, so the
-# README's commands stay; every other example builds into build/NAME.
+# calibration images, its eval/ holds the eval images, a classifier's eval_labels.json their
+# classes). The face detector keeps build/, so the README's commands stay; every other example
+# builds into build/NAME.
 EXAMPLES := $(sort $(patsubst examples/%/convert.json,%,$(wildcard examples/*/convert.json)))
 EXAMPLE ?= face
 ifeq ($(filter $(EXAMPLE),$(EXAMPLES)),)
@@ -81,6 +82,7 @@ flash: $(STAMP)
 eval: $(STAMP)
 	$(PY) host/serial_eval.py --port $(PORT) --manifest $(BUILD)/manifest.json --out $(BUILD)/eval \
 	    --images $(EXAMPLE_DIR)/eval --vboard-state $(BUILD)/vboard \
+	    $(if $(wildcard $(EXAMPLE_DIR)/eval_labels.json),--eval-labels $(EXAMPLE_DIR)/eval_labels.json) \
 	    $(if $(BOARD_PROFILE),--vboard-profile $(BOARD_PROFILE))
 
 train-example: $(STAMP)

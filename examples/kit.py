@@ -64,17 +64,16 @@ def read_png(path):
         return np.asarray(im)
 
 
-def labels_json(labels, images):
-    """{"labels": [...], "images": {name: value}}, one image a line (readable diffs)."""
-    lines = ['  %s: %s' % (json.dumps(n), json.dumps(images[n])) for n in sorted(images)]
-    return ('{"labels": %s,\n "images": {\n' % json.dumps(list(labels))
-            + ",\n".join(lines) + "\n }\n}\n")
+def eval_labels_text(classes):
+    """The eval labels file of a classifier, as `serial_eval --eval-labels` reads it:
+    {image name: class name}, one image a line (readable diffs)."""
+    lines = ['  %s: %s' % (json.dumps(n), json.dumps(classes[n])) for n in sorted(classes)]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def read_labels(path):
+def read_eval_labels(path):
     with open(path) as f:
-        doc = json.load(f)
-    return doc["labels"], doc["images"]
+        return json.load(f)
 
 
 # ---------------------------------------------------------------- training
@@ -119,15 +118,16 @@ def train(model_fn, images, targets, loss_fn, steps, batch=32, learning_rate=2e-
     return sess, saver, time.time() - t0
 
 
-def save_checkpoint(sess, saver, directory):
-    """Write the final checkpoint (no meta graph; a `checkpoint` index with a relative path)
-    into a staging directory, then swap it in for ``directory``; returns its size in bytes."""
+def save_checkpoint(sess, saver, directory, meta_graph=False):
+    """Write the final checkpoint (a `checkpoint` index with a relative path; with
+    ``meta_graph`` the training graph's ``.meta`` too, for the converter's --meta path) into a
+    staging directory, then swap it in for ``directory``; returns its size in bytes."""
     parent = os.path.dirname(os.path.abspath(directory))
     stage = tempfile.mkdtemp(prefix=".checkpoint-", dir=parent)
     os.chmod(stage, 0o755)
     old = None
     try:
-        saver.save(sess, os.path.join(stage, CHECKPOINT_NAME), write_meta_graph=False,
+        saver.save(sess, os.path.join(stage, CHECKPOINT_NAME), write_meta_graph=meta_graph,
                    write_state=False)
         with open(os.path.join(stage, "checkpoint"), "w") as f:
             f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n'
@@ -176,15 +176,15 @@ def classifier_loss(logits, labels):
                                                                         logits=logits))
 
 
-def accuracy(model_fn, checkpoint, eval_dir, pixel_path=None):
-    """Top-1 accuracy of the float model on the committed ``eval_dir`` (its labels.json maps
-    image name -> class id), each image through ``pixel_path`` (the board's pixel path)
-    when given; returns (accuracy, {name: predicted class id})."""
-    _, truth = read_labels(os.path.join(eval_dir, "labels.json"))
+def accuracy(model_fn, checkpoint, eval_dir, labels_path, class_names, pixel_path=None):
+    """Top-1 accuracy of the float model on the images of ``labels_path`` (an eval labels
+    file: image name in ``eval_dir`` -> class name), each image through ``pixel_path`` (the
+    board's pixel path) when given; returns (accuracy, {name: predicted class name})."""
+    truth = read_eval_labels(labels_path)
     names = sorted(truth)
     arrays = [read_png(os.path.join(eval_dir, n)) for n in names]
     if pixel_path is not None:
         arrays = [pixel_path(a) for a in arrays]
     predicted = np.argmax(predict(model_fn, checkpoint, arrays).reshape(len(names), -1), axis=1)
-    hits = sum(int(p) == truth[n] for p, n in zip(predicted, names))
-    return hits / float(len(names)), {n: int(p) for n, p in zip(names, predicted)}
+    hits = sum(class_names[p] == truth[n] for p, n in zip(predicted, names))
+    return hits / float(len(names)), {n: class_names[p] for n, p in zip(names, predicted)}

@@ -59,15 +59,27 @@ def _path(example, key):
     return os.path.join(example["dir"], example["config"][key])
 
 
+def _checkpoint(example):
+    """The checkpoint prefix: convert.json's, or beside its training meta graph."""
+    config = example["config"]
+    if "meta" in config:
+        return _path(example, "meta")[:-len(".meta")]
+    return _path(example, "checkpoint")
+
+
 def test_checkpoint_freezes_in_inference_mode_with_trained_statistics(example):
     config = example["config"]
     hw = tuple(int(v) for v in config["input_size"].split("x"))
-    frozen = freeze.from_checkpoint(_path(example, "checkpoint"), _path(example, "model_fn"),
-                                    {}, config["input_node"], [config["output_node"]], hw)
+    if "meta" in config:    # the converter's --meta path, training placeholder bound False
+        frozen = freeze.from_meta(_path(example, "meta"), config["training_placeholder"],
+                                  config["input_node"], [config["output_node"]], hw)
+    else:
+        frozen = freeze.from_checkpoint(_checkpoint(example), _path(example, "model_fn"), {},
+                                        config["input_node"], [config["output_node"]], hw)
     findings, _ = bncheck.check_graph_def(frozen.graph_def)
-    assert findings == []
+    assert findings == [] and frozen.findings == []
     fused = [n for n in frozen.graph_def.node if n.op.startswith("FusedBatchNorm")]
-    stats = kit.bn_moving_statistics(_path(example, "checkpoint"))
+    stats = kit.bn_moving_statistics(_checkpoint(example))
     assert fused and len(stats) == 2 * len(fused)
     assert all(not n.attr["is_training"].b for n in fused)
     for name, value in stats.items():  # trained, not the initial 0 / 1
@@ -86,20 +98,24 @@ def test_float_accuracy_is_what_the_readme_says(example):
 
 
 def test_committed_eval_and_calib_images_come_from_the_generator(example):
-    labels, truth = kit.read_labels(os.path.join(example["dir"], "eval", "labels.json"))
-    assert labels == example["config"]["labels"]
-    names = sorted(truth)
+    eval_dir = os.path.join(example["dir"], "eval")
+    names = sorted(n for n in os.listdir(eval_dir) if n.endswith(".png"))
     generated = example["train"].eval_set()
     assert len(generated) == len(names) >= 40
+    labels = example["config"]["labels"]
+    if example["name"] == "segnet":
+        truth = None
+    else:   # serial_eval --eval-labels: image name -> class name
+        truth = kit.read_eval_labels(example["evaluate"].EVAL_LABELS)
+        assert sorted(truth) == names and set(truth.values()) == set(labels)
     for i in (0, len(names) - 1):
         image, target = generated[i]
-        assert np.array_equal(kit.read_png(os.path.join(example["dir"], "eval", names[i])),
-                              image)
-        if example["name"] == "segnet":
-            mask = kit.read_png(os.path.join(example["dir"], "eval", truth[names[i]]))
+        assert np.array_equal(kit.read_png(os.path.join(eval_dir, names[i])), image)
+        if truth is None:
+            mask = kit.read_png(os.path.join(eval_dir, example["evaluate"].MASKS, names[i]))
             assert np.array_equal(mask, target)
         else:
-            assert truth[names[i]] == target
+            assert truth[names[i]] == labels[target]
     calib = os.listdir(_path(example, "calib_dir"))
     assert len([n for n in calib if n.endswith(".png")]) >= 30
 
@@ -130,12 +146,16 @@ def test_make_demo_example_uses_its_own_folders(name):
     assert "--images examples/%s/eval --vboard-state build/%s/vboard" % (name, name) \
         in out.stdout
     assert "--manifest build/%s/manifest.json" % name in out.stdout
+    # a classifier's image classes go to serial_eval (accuracy of board and host)
+    assert ("--eval-labels examples/%s/eval_labels.json" % name in out.stdout) == \
+        (name != "segnet")
 
 
 def test_make_face_example_keeps_build():
     out = _make_n("demo")
     assert "--config examples/face/convert.json --out build " in out.stdout
     assert "--images examples/face/eval --vboard-state build/vboard" in out.stdout
+    assert "--eval-labels" not in out.stdout
 
 
 def test_make_unknown_example_is_one_line_naming_the_examples():

@@ -1,7 +1,7 @@
 """Train the example MNIST-style classifier (TF1, BN-safe recipe of examples/kit.py).
 
-Writes the committed data (``calib/``: 40 images, ``eval/``: 100 images + labels.json, 10 of
-each digit; PNG, grayscale), generates 20,000 training digits in memory (seed TRAIN_SEED),
+Writes the committed data (``calib/``: 40 images, ``eval/``: 100 images, 10 of each digit,
+their classes in ``eval_labels.json``; PNG, grayscale), generates 20,000 training digits in memory (seed TRAIN_SEED),
 trains 2,500 steps of 64 with Adam on 2 threads, writes ``checkpoint/`` atomically and
 runs ``evaluate.py`` (eval_result.json).
 
@@ -22,6 +22,7 @@ import dataset  # noqa: E402
 import evaluate  # noqa: E402
 import kit  # noqa: E402
 import model  # noqa: E402
+from host import atomic  # noqa: E402
 
 CHECKPOINT_DIR = os.path.join(HERE, "checkpoint")
 CALIB_DIR, EVAL_DIR = os.path.join(HERE, "calib"), os.path.join(HERE, "eval")
@@ -47,8 +48,9 @@ def make_data():
     calib, _ = dataset.generate_balanced(CALIB_PER_CLASS, dataset.CALIB_SEED)
     kit.write_pngs(CALIB_DIR, calib)
     pairs = eval_set()
-    kit.write_pngs(EVAL_DIR, [image for image, _ in pairs], {"labels.json": kit.labels_json(
-        dataset.LABELS, {kit.image_name(i): c for i, (_, c) in enumerate(pairs)})})
+    kit.write_pngs(EVAL_DIR, [image for image, _ in pairs])
+    atomic.write_text(evaluate.EVAL_LABELS, kit.eval_labels_text(
+        {kit.image_name(i): dataset.LABELS[c] for i, (_, c) in enumerate(pairs)}))
     print("calib/: %d images, eval/: %d images" % (len(calib), len(pairs)))
 
 
@@ -64,7 +66,9 @@ def main(argv=None):
     images, classes = training_data()
     print("training data: %d images in %.0f s" % (len(images), time.time() - t0))
     sess, saver, seconds = kit.train(MODEL_FN, images, classes, LOSS, args.steps, batch=64)
-    size = kit.save_checkpoint(sess, saver, CHECKPOINT_DIR)
+    # The training meta graph goes with it: the converter freezes this 1-channel model from
+    # it (input `batch_image`, `training_control` bound to False).
+    size = kit.save_checkpoint(sess, saver, CHECKPOINT_DIR, meta_graph=True)
     sess.close()
     print("trained %d steps in %.0f s; checkpoint %d bytes" % (args.steps, seconds, size))
     evaluate.main([])

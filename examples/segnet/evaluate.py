@@ -14,13 +14,14 @@ for _p in (HERE, os.path.dirname(HERE)):
 
 import numpy as np  # noqa: E402
 
+import dataset  # noqa: E402
 import kit  # noqa: E402
 import model  # noqa: E402
 from host import atomic, pixels  # noqa: E402
 
 CHECKPOINT = os.path.join(HERE, "checkpoint", kit.CHECKPOINT_NAME)
 EVAL_DIR = os.path.join(HERE, "eval")
-MASKS = "masks"  # eval/masks/NNN.png: uint8 class ids at the output resolution
+MASKS = "masks"  # eval/masks/NAME.png: image NAME's uint8 class ids at the output resolution
 RESULT_JSON = os.path.join(HERE, "eval_result.json")
 
 
@@ -30,10 +31,10 @@ def board_pixels(rgb):
 
 def measure(eval_dir=EVAL_DIR, checkpoint=CHECKPOINT):
     """{"pixel_accuracy", "mean_iou", "iou": per class} of the float model on ``eval_dir``."""
-    labels, truth = kit.read_labels(os.path.join(eval_dir, "labels.json"))
-    names = sorted(truth)
+    labels = dataset.LABELS
+    names = sorted(n for n in os.listdir(eval_dir) if n.endswith(".png"))
     images = [board_pixels(kit.read_png(os.path.join(eval_dir, n))) for n in names]
-    masks = np.stack([kit.read_png(os.path.join(eval_dir, truth[n])) for n in names])
+    masks = np.stack([kit.read_png(os.path.join(eval_dir, MASKS, n)) for n in names])
     predicted = np.argmax(kit.predict(model.segnet, checkpoint, images), axis=-1)
     ious = []
     for c in range(len(labels)):

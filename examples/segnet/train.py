@@ -1,8 +1,8 @@
 """Train the example segmentation net (TF1, BN-safe recipe of examples/kit.py).
 
-Writes the committed data (``calib/``: 40 scenes; ``eval/``: 40 scenes + labels.json, the
-16x16 masks as PNGs in ``eval/masks/``), generates 10,000 training scenes in memory (seed
-TRAIN_SEED), trains 2,000 steps of 32 with Adam on 2 threads (per-cell softmax cross
+Writes the committed data (``calib/``: 40 scenes; ``eval/``: 40 scenes, their 16x16 masks
+as PNGs of the same names in ``eval/masks/``), generates 10,000 training scenes in memory
+(seed TRAIN_SEED), trains 2,000 steps of 32 with Adam on 2 threads (per-cell softmax cross
 entropy; the training set holds mirrored copies), writes ``checkpoint/`` atomically and runs
 ``evaluate.py`` (eval_result.json).
 
@@ -60,10 +60,8 @@ def make_data():
     calib, _ = dataset.generate(CALIB_COUNT, dataset.CALIB_SEED)
     kit.write_pngs(CALIB_DIR, calib)
     pairs = eval_set()
-    names = [kit.image_name(i) for i in range(len(pairs))]
+    kit.write_pngs(EVAL_DIR, [image for image, _ in pairs])
     kit.write_pngs(os.path.join(EVAL_DIR, evaluate.MASKS), [mask for _, mask in pairs])
-    kit.write_pngs(EVAL_DIR, [image for image, _ in pairs], {"labels.json": kit.labels_json(
-        dataset.LABELS, {n: evaluate.MASKS + "/" + n for n in names})})
     print("calib/: %d scenes, eval/: %d scenes + masks" % (len(calib), len(pairs)))
 
 

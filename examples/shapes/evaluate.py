@@ -13,12 +13,14 @@ for _p in (HERE, os.path.dirname(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+import dataset  # noqa: E402
 import kit  # noqa: E402
 import model  # noqa: E402
 from host import atomic, pixels  # noqa: E402
 
 CHECKPOINT = os.path.join(HERE, "checkpoint", kit.CHECKPOINT_NAME)
 EVAL_DIR = os.path.join(HERE, "eval")
+EVAL_LABELS = os.path.join(HERE, "eval_labels.json")  # image name -> class name
 RESULT_JSON = os.path.join(HERE, "eval_result.json")
 
 
@@ -28,14 +30,16 @@ def board_pixels(rgb):
 
 def measure():
     """{"images", "top1_accuracy"} of the committed checkpoint on eval/."""
-    acc, predicted = kit.accuracy(model.shapes_net, CHECKPOINT, EVAL_DIR, board_pixels)
+    acc, predicted = kit.accuracy(model.shapes_net, CHECKPOINT, EVAL_DIR, EVAL_LABELS,
+                                  dataset.LABELS, board_pixels)
     return {"images": len(predicted), "top1_accuracy": round(acc, 4)}
 
 
 def main(argv=None):
     result = measure()
     atomic.write_json(RESULT_JSON, result)
-    print("eval/: %d images, top-1 accuracy %.3f" % (result["images"], result["top1_accuracy"]))
+    print("eval/: %d images, top-1 accuracy %.3f"
+          % (result["images"], result["top1_accuracy"]))
     return result
 
 

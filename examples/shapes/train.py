@@ -1,7 +1,7 @@
 """Train the example RGB shapes classifier (MobileNet-style) (TF1, BN-safe recipe of examples/kit.py).
 
-Writes the committed data (``calib/``: 36 images, ``eval/``: 60 images + labels.json, 10 of
-each class; PNG, RGB), generates 12,000 training images in memory (seed TRAIN_SEED), trains
+Writes the committed data (``calib/``: 36 images, ``eval/``: 60 images, 10 of each class,
+their classes in ``eval_labels.json``; PNG, RGB), generates 12,000 training images in memory (seed TRAIN_SEED), trains
 3,000 steps of 32 with Adam on 2 threads (random horizontal flips), writes ``checkpoint/``
 atomically and runs ``evaluate.py`` (eval_result.json).
 
@@ -22,6 +22,7 @@ import dataset  # noqa: E402
 import evaluate  # noqa: E402
 import kit  # noqa: E402
 import model  # noqa: E402
+from host import atomic  # noqa: E402
 
 CHECKPOINT_DIR = os.path.join(HERE, "checkpoint")
 CALIB_DIR, EVAL_DIR = os.path.join(HERE, "calib"), os.path.join(HERE, "eval")
@@ -47,8 +48,9 @@ def make_data():
     calib, _ = dataset.generate_balanced(CALIB_PER_CLASS, dataset.CALIB_SEED)
     kit.write_pngs(CALIB_DIR, calib)
     pairs = eval_set()
-    kit.write_pngs(EVAL_DIR, [image for image, _ in pairs], {"labels.json": kit.labels_json(
-        dataset.LABELS, {kit.image_name(i): c for i, (_, c) in enumerate(pairs)})})
+    kit.write_pngs(EVAL_DIR, [image for image, _ in pairs])
+    atomic.write_text(evaluate.EVAL_LABELS, kit.eval_labels_text(
+        {kit.image_name(i): dataset.LABELS[c] for i, (_, c) in enumerate(pairs)}))
     print("calib/: %d images, eval/: %d images" % (len(calib), len(pairs)))
 
 
