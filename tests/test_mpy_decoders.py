@@ -191,7 +191,7 @@ def all_cases():
     rng = np.random.RandomState(11)
     return (random_cases(rng) + extreme_cases(rng) + nan_inf_cases(rng) + tie_cases(rng)
             + threshold_cases(rng) + overflow_cases(rng) + error_cases() + near_cases(rng)
-            + voc_cases(rng))
+            + voc_cases(np.random.RandomState(20)))
 
 
 @H.needs_micropython
@@ -231,7 +231,7 @@ def test_voc_cases_give_boxes_of_many_classes():
     """The 20-class cases reach class ids across the whole range (the softmax over 20 and
     the class index of the channel layout are exercised, not just class 0)."""
     classes = set()
-    for case in voc_cases(np.random.RandomState(11)):
+    for case in voc_cases(np.random.RandomState(20)):
         raw = bytes.fromhex(host_result(case)["boxes"])
         classes.update(struct.unpack_from("<5fH", raw, k)[5] for k in range(0, len(raw), 22))
     assert len(classes) >= 15 and max(classes) == 19
