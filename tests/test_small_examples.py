@@ -120,14 +120,18 @@ def test_committed_eval_and_calib_images_come_from_the_generator(example):
     assert len([n for n in calib if n.endswith(".png")]) >= 30
 
 
-def test_one_training_step_runs(example):
+def test_one_training_step_updates_and_saves_the_batchnorm_statistics(example, tmp_path):
     images, targets = example["train"].training_data(4)
     sess, saver, _ = kit.train(example["train"].MODEL_FN, images, targets,
                                example["train"].LOSS, steps=1, batch=4, log_every=1)
     try:
-        assert saver._var_list  # the network's variables, saved by save_checkpoint
+        kit.save_checkpoint(sess, saver, str(tmp_path / "checkpoint"))
     finally:
         sess.close()
+    stats = kit.bn_moving_statistics(str(tmp_path / "checkpoint" / kit.CHECKPOINT_NAME))
+    means = [v for name, v in stats.items() if name.endswith("moving_mean")]
+    # the UPDATE_OPS ran with the step (a mean left at its initial 0 was never updated)
+    assert len(means) == len(stats) // 2 > 0 and all(np.any(m != 0) for m in means)
 
 
 # ------------------------------------------------------------------ make EXAMPLE=
