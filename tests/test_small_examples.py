@@ -74,8 +74,13 @@ def test_checkpoint_freezes_in_inference_mode_with_trained_statistics(example):
         frozen = freeze.from_meta(_path(example, "meta"), config["training_placeholder"],
                                   config["input_node"], [config["output_node"]], hw)
     else:
-        frozen = freeze.from_checkpoint(_checkpoint(example), _path(example, "model_fn"), {},
-                                        config["input_node"], [config["output_node"]], hw)
+        saved = list(sys.path)  # load_model_fn puts the model's folder first on sys.path:
+        try:                    # keep other tests' `import model` theirs
+            frozen = freeze.from_checkpoint(_checkpoint(example), _path(example, "model_fn"),
+                                            {}, config["input_node"], [config["output_node"]],
+                                            hw)
+        finally:
+            sys.path[:] = saved
     findings, _ = bncheck.check_graph_def(frozen.graph_def)
     assert findings == [] and frozen.findings == []
     fused = [n for n in frozen.graph_def.node if n.op.startswith("FusedBatchNorm")]
