@@ -49,7 +49,7 @@ def main(argv):
 
     t = time.perf_counter()
     tflite_bytes = tflite.convert(frozen.graph_def, frozen.input_node, frozen.output_nodes,
-                                  opts.input_hw)
+                                  opts.input_hw, frozen.channels)
     timings["tflite"] = time.perf_counter() - t
 
     with tempfile.TemporaryDirectory(prefix="k210-bench-chain-") as work:

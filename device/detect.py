@@ -83,6 +83,8 @@ def check_config(cfg):
     i = cfg.get("input")
     if not isinstance(i, dict) or not _is_int(i.get("width")) or not _is_int(i.get("height")):
         bad.append("input.width/height missing")
+    elif i.get("channels", 3) not in (1, 3):
+        bad.append("input.channels must be 3 (RGB) or 1 (grayscale)")
     outs = cfg.get("outputs")
     if not isinstance(outs, list) or not outs:
         bad.append("outputs missing")
@@ -190,7 +192,9 @@ def live(cfg, frames=0):
             pass
         return None
     sensor.reset()
-    sensor.set_pixformat(sensor.RGB565)
+    # a grayscale model gets GRAYSCALE frames: the DVP fills pix_ai with w*h luminance bytes
+    sensor.set_pixformat(sensor.GRAYSCALE if cfg["input"].get("channels", 3) == 1
+                         else sensor.RGB565)
     sensor.set_framesize(sensor.QVGA)
     if w > 320 or h > 240:
         print("k210-deploy live: model input %dx%d is larger than QVGA" % (w, h))

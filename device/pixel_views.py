@@ -23,9 +23,9 @@ def _u(b, k, n):
     return int.from_bytes(bytes(b[k:k + n]), "little")
 
 
-def pix_ai_view(img, w, h):
-    """The firmware's own KPU input buffer (planar R, G, B uint8) of an Image
-    after pix_to_ai(), or None. The image object is read through uctypes at
+def pix_ai_view(img, w, h, planes=3):
+    """The firmware's own KPU input buffer (planar R, G, B uint8, or one gray
+    plane: planes=1) of an Image after pix_to_ai(), or None. The image object is read through uctypes at
     id(img): layout check (width, height, pixel pointer = addressof(img)) and
     an address range check must all pass, else None (the caller falls back to
     recomputing the expansion)."""
@@ -35,7 +35,7 @@ def pix_ai_view(img, w, h):
         obj = uctypes.bytearray_at(id(img), 64)
         if _u(obj, 8, 4) != w or _u(obj, 12, 4) != h:
             return None
-        n = 3 * w * h
+        n = planes * w * h
         for off in (16, 24, 32, 40):
             if _u(obj, off, 8) == data:
                 p = _u(obj, off + 8, 8)

@@ -120,7 +120,7 @@ ERROR_NAMES = {
 TRANSPORT_ERRORS = (E_BAD_PAYLOAD, E_STATE, E_CRC, E_NO_RESULT, E_INFLATE)
 
 # INFO "features": protocol extensions this board speaks (docs/protocol.md, "Recovery")
-FEATURES = ["seq_ack", "resend", "nack", "dedup", "session"]
+FEATURES = ["seq_ack", "resend", "nack", "dedup", "session", "gray8"]
 
 _LITTLE = sys.byteorder == "little"
 

@@ -21,9 +21,13 @@ try:
 except ImportError:
     from device.kpu_model import decode_boxes, err_text, maix_utils
 try:
-    from pixel_views import expansion_tables, fill_rows, pix_ai_view, rgb565_view
+    from pixel_views import fill_rows, rgb565_view
 except ImportError:
-    from device.pixel_views import expansion_tables, fill_rows, pix_ai_view, rgb565_view
+    from device.pixel_views import fill_rows, rgb565_view
+try:
+    import image_place
+except ImportError:
+    from device import image_place
 try:
     from clock import since, ticks
 except ImportError:
@@ -78,9 +82,10 @@ class Server:
         self.seq = 0
         self.w = cfg["input"]["width"]
         self.h = cfg["input"]["height"]
+        self.gray = cfg["input"].get("channels", 3) == 1   # GRAYSCALE place, gray8 only
         # The session's big buffers, allocated once and reused for every image (docs/design.md
         # "Board memory"): per-image blocks of 100s of KB fragment the first-fit GC heap.
-        self.img = None          # the image place: an RGB565 Image of the model input with
+        self.img = None          # the image place: an RGB565 (GRAYSCALE) Image of the input, and
         self.view = None         # its pix_ai planes (raw_image, or the last decoded JPEG)
         self.jpeg = None         # JPEG buffer: bytes (grows by JPEG_STEP), JPEG at its start
         self.jpeg_w = None       # writable view of it (uctypes), or the bytearray itself
@@ -145,6 +150,8 @@ class Server:
         return d
 
     def formats(self):
+        if self.gray:
+            return ["gray8"]
         if zinflate.available():
             return ["rgb565", "jpeg", "rgb565z"]
         return ["rgb565", "jpeg"]
@@ -266,6 +273,8 @@ class Server:
         self.dead = None
         if not self.model.loaded():
             t.fail = (P.E_MODEL_LOAD, self.model.error)
+        elif self.gray or fmt == P.FMT_GRAY8:
+            image_place.begin(self, t)
         elif fmt == P.FMT_RGB565:
             if w != self.w or h != self.h or total != 2 * w * h:
                 t.fail = (P.E_SIZE, "image %dx%d (%d bytes), model input is %dx%d (%d bytes)"
@@ -377,10 +386,13 @@ class Server:
         if self.img is None:
             import image
             gc.collect()
-            img = image.Image(size=(self.w, self.h))
+            if self.gray:
+                img = image_place.gray_image(self.w, self.h)
+            else:
+                img = image.Image(size=(self.w, self.h))
             img.pix_to_ai()
             self.img = img
-            self.view = rgb565_view(img, 2 * self.w * self.h)
+            self.view = rgb565_view(img, (1 if self.gray else 2) * self.w * self.h)
         if self.slots is None:
             self.slots = self.result_buffers()
         return self.img
@@ -488,6 +500,8 @@ class Server:
                 self.inflate(t, data)
             elif self.view is not None:
                 self.view[off:off + n] = data
+            elif self.gray:
+                self.img[off:off + n] = list(data)
             elif off % 2 or n % 2:
                 t.fail = (P.E_STATE, "RGB565 chunk splits a pixel (offset %d, %d bytes)" % (off, n))
             else:
@@ -559,31 +573,8 @@ class Server:
             # of GC blocks) is freed before it runs
             outs = packed[0]
             gc.collect()
-        # CRCs of what the KPU saw
-        pixel_crc = 0
-        try:
-            pixel_crc = P.crc32(view if view is not None else img)
-        except Exception:
-            pass
-        input_crc = 0
-        src = P.CRC_NONE
-        if (t.flags & P.F_INPUT_CRC) and self.crc_mode != "off":
-            ai = pix_ai_view(img, self.w, self.h) if self.crc_mode == "auto" else None
-            if ai is not None:
-                input_crc = P.crc32(ai)
-                src = P.CRC_PIX_AI
-            else:
-                px = view
-                if px is None:
-                    try:
-                        px = bytes(img)
-                    except Exception:
-                        px = None
-                if px is not None:
-                    if self.rowbuf is None:
-                        self.rowbuf = bytearray(self.w)
-                    input_crc = P.planar_crc(px, self.w, self.h, self.rowbuf, expansion_tables())
-                    src = P.CRC_LUT
+        pixel_crc, input_crc, src = image_place.kpu_crcs(self, img, view,
+                                                         t.flags & P.F_INPUT_CRC)
         boxes = []
         t_dec = ticks()
         if not (t.flags & P.F_NO_BOXES):

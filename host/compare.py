@@ -145,6 +145,9 @@ def verdict(summary, min_f1, min_cos, payload):
         if payload == "jpeg":
             warnings.append(text + ": the board's JPEG decoder differs from Pillow's; "
                             "--payload rgb565 compares the model alone")
+        elif payload == "gray8":
+            reasons.append(text + ": the board's GRAYSCALE image did not get the gray8 bytes "
+                           "sent (pix_to_ai copies them) or bytes were corrupted")
         else:
             reasons.append(text + ": the firmware expands RGB565 differently from "
                            "host.pixels (pix_to_ai rule) or bytes were corrupted")

@@ -56,8 +56,9 @@ def parser():
     io.add_argument("--input-scale", default="0-1", choices=("0-1", "-1-1", "0-255", "mean-std"),
                     help="how the graph expects RGB: x/255 (0-1), x/127.5-1 (-1-1), raw "
                     "(0-255), (x/255-mean)/std (mean-std)")
-    io.add_argument("--mean", default="0,0,0", help="per-channel mean for mean-std")
-    io.add_argument("--std", default="1,1,1", help="per-channel std for mean-std")
+    io.add_argument("--mean", default="0,0,0", help="per-channel mean for mean-std (R,G,B, or "
+                    "one value: all channels, a grayscale model's)")
+    io.add_argument("--std", default="1,1,1", help="per-channel std for mean-std (as --mean)")
     q = p.add_argument_group("quantisation")
     q.add_argument("--calib-dir", default="calib_images", help="calibration images "
                    "(default calib_images/); every 4th is held out for the report")
@@ -122,6 +123,14 @@ def _floats(text, option, count=None):
     return values
 
 
+def _channel_floats(text, option):
+    """--mean/--std: 3 values (R, G, B) or one for every channel (a grayscale model's one)."""
+    values = _floats(text, option)
+    if len(values) not in (1, 3):
+        raise UserError("%s needs 3 values (R,G,B) or 1, got %d" % (option, len(values)))
+    return values * 3 if len(values) == 1 else values
+
+
 def _anchors(text):
     if text and os.path.isfile(text):
         try:
@@ -164,8 +173,8 @@ def options(argv):
     except (ValueError, AssertionError, TypeError):
         raise UserError("--model-kwargs must be a JSON object, e.g. '{\"depth_multiplier\": 1}'")
     opts.output_nodes = [n for n in (opts.output_node or "").split(",") if n]
-    opts.mean = _floats(opts.mean, "--mean", 3)
-    opts.std = _floats(opts.std, "--std", 3)
+    opts.mean = _channel_floats(opts.mean, "--mean")
+    opts.std = _channel_floats(opts.std, "--std")
     if any(s == 0 for s in opts.std):
         raise UserError("--std must not contain 0")
     opts.anchors = _anchors(opts.anchors)

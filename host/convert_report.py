@@ -121,7 +121,9 @@ def _fit(fit, manifest):
     if fit["kpu_peak_bytes"]:
         bars.insert(0, ("KPU RAM peak", fit["kpu_peak_bytes"], fit["kpu_ram_bytes"]))
     if "gc_heap_bytes" in fit:
-        bars.append(("MicroPython GC heap (serve loop peak, RGB565)", fit["serve_gc_bytes"],
+        bars.append(("MicroPython GC heap (serve loop peak, %s)"
+                     % ("gray8" if manifest["input"].get("channels") == 1 else "RGB565"),
+                     fit["serve_gc_bytes"],
                      fit.get("gc_budget_bytes", fit["gc_heap_bytes"])))
     ops = [[op, "KPU"] for op in fit["kpu_ops"]] + \
         [[op, "CPU (compute)" if op in fit["cpu_compute_ops"] else "CPU (glue)"]

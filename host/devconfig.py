@@ -83,6 +83,9 @@ def device_config(manifest, mode="serve", baud=DEFAULT_BAUD, model_source="flash
     width = _int(_get(manifest, "input", "width"), "input.width")
     height = _int(_get(manifest, "input", "height"), "input.height")
     channels = _int(inp.get("channels", 3), "input.channels")
+    if channels not in (1, 3):
+        raise UserError("manifest input.channels is %d: the K210 feeds the KPU 3 (RGB) or 1 "
+                        "(grayscale) channels; run `make kmodel` again" % channels)
 
     outputs = []
     for i, out in enumerate(_get(manifest, "outputs")):

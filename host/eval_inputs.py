@@ -21,8 +21,16 @@ prepared as rgb565; which boards get rgb565z is decided per board from its INFO 
 (`choose_format`): `--payload auto` (the default) and `rgb565z` use it where the board has
 uzlib and fall back to rgb565 elsewhere.
 
-Host CRCs (docs/protocol.md): `pixel_crc` = CRC32 of the big-endian RGB565 bytes, `input_crc` =
-CRC32 of the planar uint8 R, G, B bytes pix_to_ai() makes (the KPU input layout).
+Payload `gray8` (grayscale models, manifest input.channels 1, and only they): w*h luminance
+bytes, `host.pixels.board_gray_pixels`: the image quantised to RGB565 as for rgb565, then the
+firmware's `to_grayscale()` luminance, so a gray8 image and the same picture converted on the
+board agree. The board writes them into its GRAYSCALE Image; pix_to_ai() copies them as the
+KPU input. A grayscale model takes no other payload (an RGB565 or JPEG image would need
+`to_grayscale()` on the board: twice the bytes on the wire for the same KPU input).
+
+Host CRCs (docs/protocol.md): `pixel_crc` = CRC32 of the big-endian RGB565 bytes (gray8: of
+the w*h bytes), `input_crc` = CRC32 of the planar uint8 R, G, B bytes pix_to_ai() makes (the
+KPU input layout; gray8: the w*h bytes again).
 """
 import binascii
 import io
@@ -35,18 +43,18 @@ from host import pixels
 from host.errors import UserError
 from host.manifest import sha256_file
 
-PAYLOADS = ("rgb565", "jpeg")                   # what an EvalImage holds
-CHOICES = ("auto", "rgb565z", "rgb565", "jpeg")  # --payload
+PAYLOADS = ("rgb565", "jpeg", "gray8")                   # what an EvalImage holds
+CHOICES = ("auto", "rgb565z", "rgb565", "jpeg", "gray8")  # --payload
 JPEG_QUALITY = 95
 MAX_JPEG = 262144      # device/server.py MAX_JPEG
 
 
 class EvalImage(object):
     """One image: `name`, `path`, `sha256` (of the file), `source_size` (w, h), `resized`,
-    `payload` (bytes), `fmt`, `pixels` (uint8 HxWx3 the KPU receives), `pixel_crc`,
-    `input_crc`."""
+    `payload` (bytes), `fmt`, `pixels` (uint8 HxWxC the KPU receives, C 3 or 1), `pixel_crc`
+    (of `image_bytes`, the Image's pixel buffer on the board), `input_crc`."""
 
-    def __init__(self, name, path, source_size, resized, payload, fmt, board_px, rgb565):
+    def __init__(self, name, path, source_size, resized, payload, fmt, board_px, image_bytes):
         self.name = name
         self.path = path
         self.sha256 = sha256_file(path)
@@ -55,12 +63,12 @@ class EvalImage(object):
         self.payload = payload
         self.fmt = fmt
         self.pixels = board_px
-        self.pixel_crc = binascii.crc32(pixels.rgb565_bytes(rgb565)) & 0xFFFFFFFF
+        self.pixel_crc = binascii.crc32(image_bytes) & 0xFFFFFFFF
         self.input_crc = planar_crc(board_px)
 
 
 def planar_crc(board_px):
-    """CRC32 of uint8 HxWx3 pixels laid out as the KPU input: planar R, G, B."""
+    """CRC32 of uint8 HxWxC pixels laid out as the KPU input: planar R, G, B (or gray)."""
     planar = np.ascontiguousarray(np.asarray(board_px, dtype=np.uint8).transpose(2, 0, 1))
     return binascii.crc32(planar.tobytes()) & 0xFFFFFFFF
 
@@ -98,10 +106,15 @@ def prepare(path, width, height, payload):
     source_size = rgb.size
     resized = source_size != (width, height)
     name = image_name(path)
+    if payload == "gray8":
+        gray = pixels.board_gray_pixels(rgb, width, height)
+        data = gray.tobytes()
+        return EvalImage(name, path, source_size, resized, data, P.FMT_GRAY8, gray, data)
     if payload == "rgb565":
         q = pixels.quantize_rgb565(np.asarray(pixels.resize(rgb, width, height)))
-        return EvalImage(name, path, source_size, resized, pixels.rgb565_bytes(q),
-                         P.FMT_RGB565, pixels.expand_rgb565(q), q)
+        data = pixels.rgb565_bytes(q)
+        return EvalImage(name, path, source_size, resized, data, P.FMT_RGB565,
+                         pixels.expand_rgb565(q), data)
     data = None if resized else _sendable_jpeg(path)
     if data is None:
         buf = io.BytesIO()
@@ -114,19 +127,32 @@ def prepare(path, width, height, payload):
                             % (path, decoded.size[0], decoded.size[1], width, height))
         q = pixels.quantize_rgb565(np.asarray(decoded))
     return EvalImage(name, path, source_size, resized, data, P.FMT_JPEG,
-                     pixels.expand_rgb565(q), q)
+                     pixels.expand_rgb565(q), pixels.rgb565_bytes(q))
 
 
-def pixel_payload(choice):
-    """The EvalImage payload a --payload choice needs: rgb565z travels as rgb565 bytes."""
+def pixel_payload(choice, channels=3):
+    """The EvalImage payload a --payload choice needs for a `channels`-channel model (the
+    manifest's input.channels): rgb565z travels as rgb565 bytes; a grayscale model gray8."""
     if choice not in CHOICES:
         raise UserError("--payload must be one of %s, not %r" % (", ".join(CHOICES), choice))
+    if channels == 1:
+        if choice not in ("auto", "gray8"):
+            raise UserError("--payload %s: the model's input is grayscale (manifest "
+                            "input.channels 1), which takes gray8 images only: use --payload "
+                            "gray8 or auto" % choice)
+        return "gray8"
+    if choice == "gray8":
+        raise UserError("--payload gray8 is for grayscale models, but the model's input is RGB "
+                        "(manifest input.channels %d): use --payload auto, rgb565z, rgb565 or "
+                        "jpeg" % channels)
     return "jpeg" if choice == "jpeg" else "rgb565"
 
 
 def choose_format(choice, info):
     """(P.FMT_* for this board's RGB565 images, note or None). rgb565z only to a board whose
-    INFO lists it; otherwise rgb565, with a note saying so."""
+    INFO lists it; otherwise rgb565, with a note saying so. Grayscale models: gray8."""
+    if "gray8" in (info.get("formats") or []):
+        return P.FMT_GRAY8, None
     if choice in ("auto", "rgb565z"):
         if "rgb565z" in (info.get("formats") or []):
             return P.FMT_RGB565Z, None

@@ -92,8 +92,8 @@ class Pipeline(object):
                     return None
             i, img = item
             fmt = board.fmt if img.fmt == P.FMT_RGB565 else img.fmt
-            # RGB565 (raw or deflated): the board must report the CRC of exactly these bytes
-            want = img.pixel_crc if img.fmt == P.FMT_RGB565 else None
+            # RGB565 (raw or deflated), gray8: the board must report the CRC of these bytes
+            want = img.pixel_crc if img.fmt in (P.FMT_RGB565, P.FMT_GRAY8) else None
             h, w = img.pixels.shape[:2]
             return session.ImageJob(i + 1, fmt, P.F_INPUT_CRC, w, h, img.payload,
                                     key=(i, img), pixel_crc=want)

@@ -126,7 +126,8 @@ def _draw_boxes(draw, boxes, color, w, h, width, label_below):
 
 def overlay(pixels_u8, record):
     """PNG image: the pixels the KPU saw, host boxes and board boxes, and a legend."""
-    base = Image.fromarray(pixels_u8, "RGB")
+    base = (Image.fromarray(pixels_u8[..., 0], "L").convert("RGB") if pixels_u8.shape[-1] == 1
+            else Image.fromarray(pixels_u8, "RGB"))
     w, h = base.width * SCALE, base.height * SCALE
     canvas = Image.new("RGB", (w, h + LEGEND_H), (255, 255, 255))
     canvas.paste(base.resize((w, h), Image.NEAREST), (0, 0))

@@ -128,7 +128,8 @@ def run(options):
     specs = transport.parse_ports(options.port)
     width, height = manifest["input"]["width"], manifest["input"]["height"]
     paths = eval_inputs.list_images(options.images, options.limit)
-    pixel_payload = eval_inputs.pixel_payload(options.payload)
+    pixel_payload = eval_inputs.pixel_payload(options.payload,
+                                              manifest["input"].get("channels", 3))
     resized = eval_inputs.count_resized(paths, width, height)
     if resized:
         _say("note: %d of %d image(s) are not %dx%d: resized (bilinear, aspect ratio not kept) "

@@ -39,8 +39,9 @@ CANMV_GC_HEAP = 0xBB9B0
 
 # sipeed/MaixPy-v1 (and kendryte/canmv) omv/sensor.c: sensor_set_framesize mallocs, per frame
 # buffer, w*h*OMV_INIT_BPP (2, RGB565) rounded up to 128 bytes plus w*h*3 (pix_ai, planar
-# RGB888) rounded up to 64; one buffer unless sensor.reset(dual_buff=True). QVGA, one buffer
-# (both sizes are multiples of 128 already):
+# RGB888) rounded up to 64; one buffer unless sensor.reset(dual_buff=True); sized for RGB565
+# whatever the pixformat (a GRAYSCALE frame uses part of it). QVGA, one buffer (both sizes are
+# multiples of 128 already):
 CAMERA_QVGA_BYTES = 320 * 240 * 2 + 320 * 240 * 3
 # utils.heap_free() on a booted MaixPy-v1 v0.6.x full build (MaixBit), GC heap 524288:
 # sipeed/MaixPy-v1#490 (the same figure family as #422: v0.5.0 Dock, 2052 KB free).
@@ -51,10 +52,17 @@ MAIXPY_MINIMUM_HEAP_FREE = 3460 * 1024
 # CanMV main is MaixPy-v1 0.6 with the maix modules: its image is taken as MaixPy's full
 # build's; its larger GC heap (0xBB9B0) comes out of the same C heap.
 CANMV_HEAP_FREE = MAIXPY_FULL_HEAP_FREE + MAIXPY_GC_HEAP - CANMV_GC_HEAP
-# feat/kpu links nncase's v1 runtime (a stored blob) into the image: ~0.9 MB more code, no
-# measurement published; kendryte/canmv#34: a V5 model ran out of memory on a full V5 build,
-# the maintainers' advice is a minimum-size build (or a smaller GC heap).
-NNCASE_V1_RUNTIME_BYTES = 900000
+# feat/kpu links nncase's v1 runtime into the image (kendryte/canmv dd1a143 "Add nncase v1.1.0
+# runtime": libnncase.runtime.a, .rt_modules.k210.a, .functional.a; blobs not in the public
+# mirror). Measured on the nearest public build (docs/flash.md, "V5 runtime code"): the
+# v1.0.0-beta2 runtime (kendryte-standalone-sdk cd966ff) 559,933 bytes of code and data plus the
+# k210 module canmv first linked (06eb7c2) 27,183 = 587,116, every archive member counted (an
+# upper bound for those objects under --gc-sections). Not measurable here: libstdc++'s share
+# (the module references <iostream>) and v1.1.0's growth: 312,884 bytes are allowed for them.
+# kendryte/canmv#34: a V5 model ran out of memory on a full V5 build, the maintainers' advice
+# is a minimum-size build (or a smaller GC heap).
+NNCASE_V1_OBJECTS_MEASURED = 559933 + 27183
+NNCASE_V1_RUNTIME_BYTES = NNCASE_V1_OBJECTS_MEASURED + 312884
 
 API_LEGACY = "maixpy-kpu"   # `import KPU as kpu`: kpu.load / kpu.forward / kpu.set_outputs
 API_CANMV_OLD = "canmv-old"  # `from maix import KPU`: load_kmodel / run_with_output

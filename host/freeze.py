@@ -26,6 +26,7 @@ class Frozen(object):
         self.input_node = input_node
         self.output_nodes = list(output_nodes)
         self.source = source
+        self.channels = 3           # the input's, once set_input_shape pinned it (3 or 1)
         self.findings = []          # bncheck.Finding found while freezing
         self.bn_summary = {}
         self.notes = []             # information for the report
@@ -99,8 +100,12 @@ def _check_nodes(graph_def, nodes, what):
                             "host/convert.py --list-nodes ...` lists candidates)" % (what, node))
 
 
+INPUT_CHANNELS = (1, 3)   # GRAYSCALE and RGB565 images: the two pix_to_ai() layouts
+
+
 def set_input_shape(graph_def, input_node, input_hw):
-    """Pin the input placeholder to [1, H, W, 3]; refuse a graph made for another size."""
+    """Pin the input placeholder to [1, H, W, C] (C 1 or 3, 3 when the graph leaves it open);
+    refuse a graph made for another size. Returns C."""
     node = next(n for n in graph_def.node if n.name == node_name(input_node))
     if node.op not in ("Placeholder", "PlaceholderWithDefault"):
         raise UserError("--input-node %s is a %s, not a Placeholder" % (node.name, node.op))
@@ -108,14 +113,17 @@ def set_input_shape(graph_def, input_node, input_hw):
     if len(dims) == 4 and dims[1] > 0 and dims[2] > 0 and tuple(dims[1:3]) != tuple(input_hw):
         raise UserError("wrong input size: %s is %dx%d (HxW) in the graph but --input-size "
                         "says %dx%d" % (node.name, dims[1], dims[2], input_hw[0], input_hw[1]))
-    if len(dims) == 4 and dims[3] not in (-1, 3):
-        raise UserError("input %s has %d channels; the K210 path feeds RGB (3)"
-                        % (node.name, dims[3]))
+    if len(dims) == 4 and dims[3] not in (-1,) + INPUT_CHANNELS:
+        raise UserError("input %s has shape %s: %d channels, but the K210 feeds the KPU from an "
+                        "image.Image, RGB (3 channels) or GRAYSCALE (1); change the model's "
+                        "input to 3 or 1 channels" % (node.name, dims, dims[3]))
     if len(dims) not in (0, 4):
-        raise UserError("input %s has rank %d; expected an NHWC image [N, H, W, 3]"
+        raise UserError("input %s has rank %d; expected an NHWC image [N, H, W, 3 or 1]"
                         % (node.name, len(dims)))
-    shape = tf.TensorShape([1, input_hw[0], input_hw[1], 3]).as_proto()
+    channels = dims[3] if len(dims) == 4 and dims[3] > 0 else 3
+    shape = tf.TensorShape([1, input_hw[0], input_hw[1], channels]).as_proto()
     node.attr["shape"].shape.CopyFrom(shape)
+    return channels
 
 
 def graph_input_hw(graph_def, input_node):
@@ -338,12 +346,13 @@ def _guess_training_placeholder(graph_def, meta_path):
 
 
 def _guess_input(graph_def, meta_path):
-    """The meta graph's one image placeholder: rank 4 with 3 channels, else the only one."""
+    """The meta graph's one image placeholder: rank 4 with 3 or 1 channels, else the only
+    one."""
     candidates = _placeholder_nodes(graph_def, "numeric")
 
     def image_like(node):
         dims = [d.size for d in node.attr["shape"].shape.dim] if "shape" in node.attr else []
-        return len(dims) == 4 and dims[3] in (3, -1)
+        return len(dims) == 4 and dims[3] in (-1,) + INPUT_CHANNELS
     images = [n for n in candidates if image_like(n)]
     for choice in (images, candidates):
         if len(choice) == 1:

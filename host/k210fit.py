@@ -98,7 +98,9 @@ def v4_placement(ops):
 # memory"), an upper bound of what tests/test_mpy_memory.py measures on MicroPython 1.11 (64-bit
 # as the K210's RV64: 32-byte GC blocks). Made once per session: the image place (RGB565 pixels
 # w*h*2 and pix_ai planes with rows padded to 64 pixels, both xalloc'ed from the GC heap,
-# MaixPy-v1 omv/py/py_image.c), RESULT_CACHE + 1 RESULT buffers (4 bytes a value), the UART ring
+# MaixPy-v1 omv/py/py_image.c; for a grayscale model Image(size=) turned GRAYSCALE in place,
+# which keeps its w*h*2 pixel buffer, and its pix_ai w*h, unpadded: py_image_pix_to_ai),
+# RESULT_CACHE + 1 RESULT buffers (4 bytes a value), the UART ring
 # (read_buf_len + 1, m_new in machine_uart.c), and the JPEG buffer (the largest JPEG rounded up
 # to JPEG_STEP) or the inflater (16 KiB window, DecompIO state, source buffer). Per image: the
 # KPU's outputs as a list of float objects (a boxed mp_obj_float_t takes one 32-byte block, its
@@ -117,12 +119,20 @@ def _jpeg_buffer(jpeg_bytes):
     return (jpeg_bytes + 2 + JPEG_STEP - 1) // JPEG_STEP * JPEG_STEP
 
 
+def image_place_bytes(width, height, channels):
+    """The session's image place: pixels plus pix_ai (py_image.c: py_image_pix_to_ai)."""
+    if channels == 1:
+        return width * height * 2 + width * height
+    return width * height * 2 + ((width + 63) & ~63) * height * 3
+
+
 def serve_gc_peak(width, height, output_values, payload="rgb565",
                   read_buf_len=devconfig.DEFAULT_READ_BUF_LEN, jpeg_bytes=0):
-    """Bytes of GC heap the serve loop needs at its peak for `payload` (rgb565, rgb565z, or
-    jpeg with JPEGs of up to jpeg_bytes)."""
-    need = (GC_INTERPRETER + read_buf_len + 1 + width * height * 2
-            + ((width + 63) & ~63) * height * 3 + output_values * GC_PER_OUTPUT_VALUE)
+    """Bytes of GC heap the serve loop needs at its peak for `payload` (rgb565, rgb565z, jpeg
+    with JPEGs of up to jpeg_bytes, or gray8: a grayscale model's place)."""
+    channels = 1 if payload == "gray8" else 3
+    need = (GC_INTERPRETER + read_buf_len + 1 + image_place_bytes(width, height, channels)
+            + output_values * GC_PER_OUTPUT_VALUE)
     if payload == "jpeg":
         need += _jpeg_buffer(jpeg_bytes)
     elif payload == "rgb565z":
@@ -140,7 +150,7 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
                flash_address=firmware.FLASH_MODEL_ADDRESS, allow_below_firmware=False,
                v4_ops=None, output_values=0):
     """Everything about whether the compiled model fits. `memory` is compile_kmodel()'s
-    "memory" dict, `input_shape` the kmodel input [1, 3, H, W].
+    "memory" dict, `input_shape` the kmodel input [1, C, H, W] (C 3 or 1).
 
     Returns (report, warnings): report is JSON-able with keys kpu_ops, cpu_ops,
     cpu_compute_ops (lists of "Op name"), kpu_peak_bytes, kpu_ram_bytes, main_memory_bytes,
@@ -189,9 +199,14 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
     # the second budget: the scripts' objects live in the GC heap, not beside the model
     gc_heap = profile["gc_heap"]
     gc_budget = gc_heap - GC_FIRMWARE_KEEPS
-    gc_need = serve_gc_peak(width, height, output_values)
-    gc_need_z = serve_gc_peak(width, height, output_values, "rgb565z")
-    jpeg_max = jpeg_max_bytes(gc_budget, width, height, output_values)
+    if input_shape[1] == 1:
+        # grayscale models take gray8 payloads only (docs/protocol.md "gray8")
+        gc_need = serve_gc_peak(width, height, output_values, "gray8")
+        gc_need_z, jpeg_max = None, 0
+    else:
+        gc_need = serve_gc_peak(width, height, output_values)
+        gc_need_z = serve_gc_peak(width, height, output_values, "rgb565z")
+        jpeg_max = jpeg_max_bytes(gc_budget, width, height, output_values)
     if gc_need > gc_budget:
         warnings.append("serving needs about %d bytes of the MicroPython GC heap (image %dx%d, "
                         "its KPU buffer, %d output values) but firmware %s leaves scripts %d of "
@@ -199,7 +214,7 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
                         "(Maix.utils.gc_heap_size, then reboot)"
                         % (gc_need, width, height, output_values,
                            profile.get("name", "custom"), gc_budget, gc_heap))
-    elif gc_need_z > gc_budget:
+    elif gc_need_z and gc_need_z > gc_budget:
         warnings.append("rgb565z payloads need about %d bytes of the GC heap, %d more than "
                         "firmware %s leaves scripts: serial_eval --payload rgb565"
                         % (gc_need_z, gc_need_z - gc_budget, profile.get("name", "custom")))

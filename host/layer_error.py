@@ -73,7 +73,7 @@ def measure(graph_def, input_node, output_nodes, input_hw, input_scale, calib_u8
         tflite_path = os.path.join(work_dir, "layers.tflite")
         kmodel_path = os.path.join(work_dir, "layers.kmodel")
         with open(tflite_path, "wb") as f:
-            f.write(tflite.convert(graph_def, input_node, names, input_hw))
+            f.write(tflite.convert(graph_def, input_node, names, input_hw, calib_u8.shape[-1]))
         quantize.compile_kmodel(tflite_path, kmodel_path, calib_nchw, input_scale,
                                 calibrate_method=calibrate_method)
         simulated = quantize.simulate(kmodel_path, holdout_nchw)
@@ -97,7 +97,8 @@ def _ncc_cuts(graph_def, input_node, names, input_hw, input_scale, calib_nchw, h
         tflite_path = os.path.join(work_dir, "cut%d.tflite" % k)
         kmodel_path = os.path.join(work_dir, "cut%d.kmodel" % k)
         with open(tflite_path, "wb") as f:
-            f.write(tflite.convert(graph_def, input_node, [name], input_hw))
+            f.write(tflite.convert(graph_def, input_node, [name], input_hw,
+                                   calib_nchw.shape[1]))
         ncc.compile_kmodel(tflite_path, kmodel_path, calib_nchw, input_scale, ncc=ncc_path,
                            calibrate_method=calibrate_method)
         if exact_activations:

@@ -142,7 +142,7 @@ def scale_args(input_scale, ncc_version):
 def compile_kmodel(tflite_path, kmodel_path, dataset, input_scale, ncc=None,
                    calibrate_method=None, timeout=TIMEOUT):
     """Compile with ncc v0.1 (-> V3) or v0.2 (-> V4). `dataset`: a directory of calibration
-    images, or uint8 [N, 3, H, W] board pixels (written as PNGs). The kmodel is checked before
+    images, or uint8 [N, 3 or 1, H, W] board pixels (written as PNGs). The kmodel is checked before
     it is accepted (kmodel.parse: identifier, version, target, sizes). Returns {kmodel,
     kmodel_size, version, compiler, ncc {version, sha256}, compile_seconds, summary, log}."""
     ncc = find_ncc(ncc)
@@ -267,14 +267,19 @@ def split_outputs(raw, outputs, kmodel_path):
 
 def _write_images(images_u8_nchw, work):
     images = np.asarray(images_u8_nchw)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3 or not len(images):
-        raise UserError("ncc images must be uint8 [N, 3, H, W]; got %s %s"
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3) \
+            or not len(images):
+        raise UserError("ncc images must be uint8 [N, 3 or 1, H, W]; got %s %s"
                         % (images.dtype, list(images.shape)))
     directory = os.path.join(work, "images")
     os.makedirs(directory)
     for i, image in enumerate(images):
-        # PNG: lossless, and ncc v0.2 reads it with OpenCV at the model size (no resize)
-        Image.fromarray(image.transpose(1, 2, 0)).save(os.path.join(directory, "%05d.png" % i))
+        # PNG: lossless, and ncc v0.2 reads it with OpenCV at the model size (no resize); a
+        # gray PNG, which IMREAD_COLOR copies to B, G and R, and ncc's 1-channel input takes B
+        # (src/data/dataset.cpp: image_dataset::process)
+        hwc = image.transpose(1, 2, 0)
+        Image.fromarray(hwc[..., 0] if hwc.shape[2] == 1 else hwc).save(
+            os.path.join(directory, "%05d.png" % i))
     return directory
 
 

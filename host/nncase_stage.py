@@ -85,14 +85,14 @@ def _flush_c_stdout():
 def compile_model(request):
     tflite_bytes = _read(request["tflite"], "tflite model")
     model_io = tflite_io(tflite_bytes, request["tflite"])
-    height, width = _model_input_hw(model_io, request["tflite"])
-    calib = _load_u8_nchw(request["calib"], "calibration data", height, width)
+    height, width, channels = _model_input_hwc(model_io, request["tflite"])
+    calib = _load_u8_nchw(request["calib"], "calibration data", channels, height, width)
     method = request.get("calibrate_method", "no_clip")
     if method not in CALIBRATE_METHODS:
         # nncase silently treats an unknown method as no_clip
         raise StageError("unknown calibrate method %r: use one of %s"
                          % (method, ", ".join(CALIBRATE_METHODS)))
-    input_range, mean, std = _scale_params(request)
+    input_range, mean, std = _scale_params(request, channels)
 
     dump_dir = request.get("dump_dir")
     options = nncase.CompileOptions()
@@ -101,7 +101,7 @@ def compile_model(request):
     options.input_type = "uint8"
     # NCHW input of the real size: no CPU transpose, no letterbox resize in front of the KPU
     options.input_layout = "NCHW"
-    options.input_shape = [1, 3, height, width]
+    options.input_shape = [1, channels, height, width]
     options.input_range = input_range
     options.mean = mean
     options.std = std
@@ -113,7 +113,7 @@ def compile_model(request):
         options.dump_ir = True   # codegen/*.sched (KPU memory)
 
     samples = calib.shape[0]
-    # exactly samples * 3*H*W bytes: _load_u8_nchw checked dtype and shape, which nncase does
+    # exactly samples * C*H*W bytes: _load_u8_nchw checked dtype and shape, which nncase does
     # not (too little data compiles garbage, the wrong dtype hangs in "Quantize graph")
     data = np.ascontiguousarray(calib).tobytes()
 
@@ -158,28 +158,28 @@ def compile_model(request):
     }
 
 
-def _model_input_hw(model_io, path):
+def _model_input_hwc(model_io, path):
     if len(model_io["inputs"]) != 1:
         raise StageError("%s has %d inputs; the K210 toolkit handles models with one image input"
                          % (path, len(model_io["inputs"])))
     tensor = model_io["inputs"][0]
     shape = tensor["shape"]
-    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape) < 1 \
+    if len(shape) != 4 or shape[0] != 1 or shape[3] not in (1, 3) or min(shape) < 1 \
             or tensor["dtype"] != "float32":
-        raise StageError("%s: input %r is %s %s; expected float32 [1, H, W, 3] (an RGB image, NHWC)"
-                         % (path, tensor["name"], tensor["dtype"], shape))
-    return shape[1], shape[2]
+        raise StageError("%s: input %r is %s %s; expected float32 [1, H, W, 3 or 1] (an RGB or "
+                         "grayscale image, NHWC)" % (path, tensor["name"], tensor["dtype"], shape))
+    return shape[1], shape[2], shape[3]
 
 
-def _scale_params(request):
+def _scale_params(request, channels):
     input_range = [float(v) for v in request.get("input_range", [0.0, 1.0])]
     mean = [float(v) for v in request.get("mean", [0.0, 0.0, 0.0])]
     std = [float(v) for v in request.get("std", [1.0, 1.0, 1.0])]
     if len(input_range) != 2 or not input_range[0] < input_range[1]:
         raise StageError("input_range must be [low, high] with low < high, got %s" % input_range)
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise StageError("mean and std need 3 values each, std > 0; got mean %s std %s"
-                         % (mean, std))
+    if len(mean) != channels or len(std) != channels or min(std) <= 0:
+        raise StageError("mean and std need %d values each (one per input channel), std > 0; "
+                         "got mean %s std %s" % (channels, mean, std))
     return input_range, mean, std
 
 
@@ -243,10 +243,11 @@ def simulate(request):
         raise StageError("%s has %d inputs; simulate handles one image input"
                          % (request["kmodel"], len(info["inputs"])))
     want = info["inputs"][0]
-    if want["dtype"] != "uint8" or len(want["shape"]) != 4 or want["shape"][:2] != [1, 3]:
-        raise StageError("%s: input is %s %s; expected uint8 [1, 3, H, W] (compiled with "
+    if want["dtype"] != "uint8" or len(want["shape"]) != 4 or want["shape"][0] != 1 \
+            or want["shape"][1] not in (1, 3):
+        raise StageError("%s: input is %s %s; expected uint8 [1, 3 or 1, H, W] (compiled with "
                          "preprocess, NCHW)" % (request["kmodel"], want["dtype"], want["shape"]))
-    inputs = _load_u8_nchw(request["inputs"], "simulator input", want["shape"][2], want["shape"][3])
+    inputs = _load_u8_nchw(request["inputs"], "simulator input", *want["shape"][1:])
 
     started = time.time()
     sim = nncase.Simulator()
@@ -297,15 +298,15 @@ def _read_text(path):
         return f.read().decode("utf-8", "replace")
 
 
-def _load_u8_nchw(path, what, height, width):
+def _load_u8_nchw(path, what, channels, height, width):
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise StageError("cannot read %s %s: %s" % (what, path, exc))
-    expected = "uint8 [N, 3, %d, %d]" % (height, width)
+    expected = "uint8 [N, %d, %d, %d]" % (channels, height, width)
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[0] < 1 \
-            or tuple(array.shape[1:]) != (3, height, width):
-        raise StageError("%s is %s %s; the model needs %s (N >= 1 RGB images, NCHW, 0..255)"
+            or tuple(array.shape[1:]) != (channels, height, width):
+        raise StageError("%s is %s %s; the model needs %s (N >= 1 images, NCHW, 0..255)"
                          % (what, array.dtype, list(array.shape), expected))
     return array
 

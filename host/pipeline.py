@@ -80,11 +80,15 @@ def build(opts, log):
     log("frozen: %s -> %s (%s)" % (frozen.input_node, ", ".join(frozen.output_nodes),
                                    frozen.source))
     firmware.check_outputs(profile, len(frozen.output_nodes))
+    if frozen.channels == 1:
+        # a grayscale model: the KPU gets the GRAYSCALE Image's luminance (pixels.luminance)
+        calib_u8, holdout_u8 = pixels.luminance(calib_u8), pixels.luminance(holdout_u8)
+        input_scale = pixels.gray_input_scale(input_scale)
     with timer.stage("batchnorm check"):
         bn = batchnorm_check(frozen, calib_u8, input_scale, opts, warn)
     with timer.stage("tflite"):
         tflite_bytes = tflite.convert(frozen.graph_def, frozen.input_node, frozen.output_nodes,
-                                      opts.input_hw)
+                                      opts.input_hw, frozen.channels)
     runner = FrozenRunner(frozen.graph_def, frozen.input_node, frozen.output_nodes)
     with timer.stage("float reference"):
         float_outputs = runner.run(pixels.model_input(holdout_u8, input_scale))
@@ -179,7 +183,7 @@ def freeze_model(opts):
         frozen = freeze.from_frozen_pb(opts.frozen_pb, opts.input_node, opts.output_nodes)
     else:
         frozen = freeze.from_keras_h5(opts.keras_h5, opts.input_hw)
-    freeze.set_input_shape(frozen.graph_def, frozen.input_node, opts.input_hw)
+    frozen.channels = freeze.set_input_shape(frozen.graph_def, frozen.input_node, opts.input_hw)
     return frozen
 
 
@@ -279,8 +283,8 @@ def _quantize(calibrate_method, ncc_binary, tflite_path, kmodel_path, calib_u8, 
             info = compiled["info"]
             compiled["memory"] = {"model": compiled["kmodel_size"],
                                   "total": compiled["kmodel_size"] + info.get("main_mem", 0)}
-            compiled["inputs"] = [{"shape": info["inputs"][0]["shape"]
-                                   if info["inputs"] else [1, 3] + list(calib_u8.shape[1:3])}]
+            compiled["inputs"] = [{"shape": info["inputs"][0]["shape"] if info["inputs"]
+                                   else [1, calib_u8.shape[3]] + list(calib_u8.shape[1:3])}]
         else:
             compiled = quantize.compile_kmodel(
                 tflite_path, candidate_path, pixels.to_nchw(calib_u8), input_scale,
@@ -408,8 +412,9 @@ def _manifest(opts, frozen, output_info, decoder, kmodel_path, size, info, pb_pa
                        **({"ncc": quant["compile"]["ncc"]} if "ncc" in quant["compile"] else {}),
                        **({"activation_tables": quant["report"]["activation_tables"]["used"]}
                           if "activation_tables" in quant["report"] else {})),
-        "input": {"node": frozen.input_node, "height": h, "width": w, "channels": 3,
-                  "format": "rgb", "kmodel_layout": "NCHW", "kmodel_dtype": "uint8",
+        "input": {"node": frozen.input_node, "height": h, "width": w,
+                  "channels": frozen.channels, "format": pixels.INPUT_FORMATS[frozen.channels],
+                  "kmodel_layout": "NCHW", "kmodel_dtype": "uint8",
                   "scale": input_scale["scale"], "mean": input_scale["mean"],
                   "std": input_scale["std"]},
         "outputs": output_info,

@@ -1,9 +1,10 @@
 """The board's pixel path, reproduced on the host.
 
-Everything the K210 feeds its KPU passes through an RGB565 `image.Image` and `pix_to_ai()`,
-which expands each channel with round(v*255/31) (R, B) and round(v*255/63) (G). Calibration,
-held-out evaluation and the eval host all use `board_pixels`, so TensorFlow, the nncase
-simulator and the board see exactly the same uint8 values.
+Everything the K210 feeds its KPU passes through an `image.Image` and `pix_to_ai()`. RGB565
+images give three planes, each channel expanded with round(v*255/31) (R, B) and
+round(v*255/63) (G); GRAYSCALE images give their w*h luminance bytes. Calibration, held-out
+evaluation and the eval host all use `board_pixels` / `board_gray_pixels`, so TensorFlow, the
+nncase simulator and the board see exactly the same uint8 values.
 """
 import os
 
@@ -76,16 +77,51 @@ def board_pixels(source, width, height):
     return expand_rgb565(quantize_rgb565(np.asarray(resize(image, width, height))))
 
 
+def luminance(rgb_u8):
+    """uint8 [..., 3] RGB (expanded RGB565 levels) -> uint8 [..., 1]: the GRAYSCALE value the
+    firmware gives an RGB565 pixel (`to_grayscale()`: COLOR_RGB565_TO_GRAYSCALE, yuv_table's
+    Y + 128). The table (sipeed/MaixPy-v1 omv/img/yuv_tab.c, the build default
+    CONFIG_MAIXPY_OMV_CONV_YUV_FAST=y) is OpenMV's gen_rgb2yuv.py output:
+    int(0.299*R8 + 0.587*G8 + 0.114*B8) in double precision, truncated; equal for all 65536
+    pixels (tests/test_pixels.py checks the formula against a copy of the table's Y column)."""
+    rgb = np.asarray(rgb_u8, dtype=np.float64)
+    y = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return np.trunc(y).astype(np.uint8)[..., None]
+
+
+def board_gray_pixels(source, width, height):
+    """Path or PIL image -> the uint8 HxWx1 luminance a GRAYSCALE Image of it holds on the
+    board: the image quantised to RGB565 (as an rgb565 payload or a camera frame), then the
+    firmware's `to_grayscale()` luminance. A gray8 payload carries exactly these bytes."""
+    return luminance(board_pixels(source, width, height))
+
+
 def to_nchw(hwc_batch):
-    """uint8 [N,H,W,3] -> [N,3,H,W] (the kmodel's input layout)."""
+    """uint8 [N,H,W,C] -> [N,C,H,W] (the kmodel's input layout)."""
     return np.ascontiguousarray(np.asarray(hwc_batch).transpose(0, 3, 1, 2))
 
 
 INPUT_SCALES = ("0-1", "-1-1", "0-255", "mean-std")
+INPUT_FORMATS = {3: "rgb", 1: "gray"}   # manifest input.format by channel count
+
+
+def gray_input_scale(input_scale):
+    """A 3-channel --mean/--std (the defaults, or one value given thrice) -> one value each for
+    a grayscale model; nncase normalises a 1-channel input with mean[0] and std[0] only
+    (kendryte/nncase v1.9.0 src/transforms/neutral/pre_process_setting.cpp)."""
+    reduced = dict(input_scale)
+    for key in ("mean", "std"):
+        values = list(input_scale[key])
+        if len(set(values)) != 1:
+            raise UserError("--%s %s gives %d different values, but the model's input is "
+                            "grayscale (1 channel): give one value" %
+                            (key, ",".join("%g" % v for v in values), len(set(values))))
+        reduced[key] = values[:1]
+    return reduced
 
 
 def model_input(pixels_u8, input_scale):
-    """uint8 [..., 3] RGB -> the float32 the TF graph expects, per the declared input scale
+    """uint8 [..., C] (RGB or gray; mean/std hold C or 1 values) -> the float32 the TF graph expects, per the declared input scale
     (design.md "Input scales"; nncase applies the same mapping inside the kmodel)."""
     x = np.asarray(pixels_u8, dtype=np.float32)
     scale = input_scale["scale"]

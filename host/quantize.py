@@ -38,10 +38,10 @@ def nncase_scale_params(input_scale):
     std = [float(v) for v in input_scale.get("std", [1.0, 1.0, 1.0])]
     if scale not in INPUT_SCALES:
         raise UserError("unknown input scale %r: use one of %s" % (scale, ", ".join(INPUT_SCALES)))
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise UserError("input scale needs 3 mean and 3 std values (std > 0); got mean %s std %s"
-                        % (mean, std))
-    if scale != "mean-std" and (mean != [0.0] * 3 or std != [1.0] * 3):
+    if len(mean) not in (1, 3) or len(std) != len(mean) or min(std) <= 0:
+        raise UserError("input scale needs 3 (RGB) or 1 (gray) mean and std values (std > 0); "
+                        "got mean %s std %s" % (mean, std))
+    if scale != "mean-std" and (set(mean) != {0.0} or set(std) != {1.0}):
         raise UserError("input scale %r ignores mean/std, but mean %s std %s were given: use scale "
                         "'mean-std' for (x/255 - mean) / std" % (scale, mean, std))
     input_range = {"0-1": [0.0, 1.0], "-1-1": [-1.0, 1.0], "0-255": [0.0, 255.0],
@@ -109,8 +109,10 @@ def simulate_with_stats(kmodel_path, inputs_u8_nchw, timeout=None):
 
 def _check_u8_nchw(array, what):
     array = np.asarray(array)
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[0] < 1 or array.shape[1] != 3:
-        raise UserError("%s must be uint8 [N, 3, H, W] (raw RGB 0..255, NCHW, N >= 1); got %s %s"
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[0] < 1 \
+            or array.shape[1] not in (1, 3):
+        raise UserError("%s must be uint8 [N, 3 or 1, H, W] (raw RGB or gray 0..255, NCHW, "
+                        "N >= 1); got %s %s"
                         % (what, array.dtype, list(array.shape)))
     return np.ascontiguousarray(array)
 

@@ -106,12 +106,13 @@ def convert_summary(result, manifest, out_dir):
     if "gc_heap_bytes" in fit:
         budget = fit.get("gc_budget_bytes", fit["gc_heap_bytes"])
         z = fit.get("serve_gc_rgb565z_bytes")
-        lines.append("  GC heap: serving %s%s of %s left to scripts (%s heap): %s (JPEG payloads "
-                     "up to %s)"
+        gray = manifest["input"].get("channels") == 1
+        lines.append("  GC heap: serving %s%s of %s left to scripts (%s heap): %s (%s)"
                      % (_kb(fit["serve_gc_bytes"]), " (rgb565z %s)" % _kb(z) if z else "",
                         _kb(budget), _kb(fit["gc_heap_bytes"]),
                         "fits" if fit["fits_gc"] else "DOES NOT FIT",
-                        _kb(fit["jpeg_max_bytes"])))
+                        "gray8 payloads" if gray else
+                        "JPEG payloads up to %s" % _kb(fit["jpeg_max_bytes"])))
     flash = result["flash"]
     lines.append("Flash: model at 0x%06X-0x%06X %s" % (flash["address"], flash["end"],
                                                        "OK" if flash.get("ok", True) else "!"))

@@ -24,7 +24,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from host import cli  # noqa: E402
+from host import cli, eval_inputs  # noqa: E402
 from host.cli import run  # noqa: E402
 from host.errors import UserError  # noqa: E402
 
@@ -50,11 +50,12 @@ def parser():
                    help="minimum board-vs-host detection F1 (default 0.98)")
     p.add_argument("--min-cos", type=float, default=0.999,
                    help="minimum mean output cosine similarity (default 0.999)")
-    p.add_argument("--payload", default="auto", choices=("auto", "rgb565z", "rgb565", "jpeg"),
-                   help="auto (default): rgb565z where the board announces it, else rgb565; "
-                   "rgb565z: exact pixels deflated (~1.5-3x fewer bytes, inflated on the "
-                   "board; boards without uzlib get rgb565); rgb565: exact pixels; jpeg: "
-                   "~10x fewer bytes, decoded on the board (not exact)")
+    p.add_argument("--payload", default="auto", choices=eval_inputs.CHOICES,
+                   help="auto (default): rgb565z where the board announces it, else rgb565 "
+                   "(grayscale models: gray8); rgb565z: exact pixels deflated (~1.5-3x fewer "
+                   "bytes, inflated on the board; boards without uzlib get rgb565); rgb565: "
+                   "exact pixels; jpeg: ~10x fewer bytes, decoded on the board (not exact); "
+                   "gray8: a grayscale model's w*h luminance bytes (exact)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N images only")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for a silent board (connect, and between frames "

@@ -10,7 +10,7 @@ from host.errors import UserError
 from host.tf_infer import node_name, tf
 
 
-def convert(graph_def, input_node, output_nodes, input_hw):
+def convert(graph_def, input_node, output_nodes, input_hw, channels):
     if not shutil.which("toco_from_protos"):
         raise UserError("toco_from_protos is not on PATH: run through `make` or put .venv/bin "
                         "on PATH (the tflite converter calls it)")
@@ -21,7 +21,7 @@ def convert(graph_def, input_node, output_nodes, input_hw):
             f.write(graph_def.SerializeToString())
         converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
             pb, [node_name(input_node)], [node_name(n) for n in output_nodes],
-            input_shapes={node_name(input_node): [1, input_hw[0], input_hw[1], 3]})
+            input_shapes={node_name(input_node): [1, input_hw[0], input_hw[1], channels]})
         try:
             return converter.convert()
         except Exception as exc:

@@ -18,7 +18,8 @@ from host import rgb565z
 YOLO_ANCHORS = [1.08, 1.19, 3.42, 4.41, 6.63, 11.38, 9.42, 5.11, 16.62, 10.52]
 
 
-def config(width, height, decoder, shape, mode="serve", read_buf_len=32768, threshold=0.5):
+def config(width, height, decoder, shape, mode="serve", read_buf_len=32768, threshold=0.5,
+           channels=3):
     dec = {"type": decoder, "threshold": threshold, "nms": 0.3, "classes": 1,
            "labels": ["face"]}
     if decoder == "yolo2":
@@ -26,7 +27,7 @@ def config(width, height, decoder, shape, mode="serve", read_buf_len=32768, thre
     return {"mode": mode, "baud": 1500000, "repl_baud": 115200, "read_buf_len": read_buf_len,
             "grace_ms": 0, "input_crc": "auto",
             "model": {"source": "flash", "address": 0x300000, "size": 143232, "version": 5},
-            "input": {"width": width, "height": height},
+            "input": {"width": width, "height": height, "channels": channels},
             "outputs": [{"node": "out", "shape": list(shape)}], "decoder": dec,
             "firmware": "canmv-v5"}
 
@@ -71,6 +72,23 @@ def planar_ai(px):
     rb, g6 = np.frombuffer(bytes(rb), np.uint8), np.frombuffer(bytes(g6), np.uint8)
     return (rb[hi >> 3].tobytes() + g6[((hi & 7) << 3) | (lo >> 5)].tobytes()
             + rb[lo & 31].tobytes())
+
+
+def gray_table(path):
+    """The firmware's RGB565 -> GRAYSCALE table by the uint16 the CPU reads from the
+    big-endian pixel bytes (tests/mpy_standins/image.py to_grayscale), from host.pixels."""
+    from host import pixels
+    in_memory = np.arange(65536, dtype=np.uint16)
+    table = pixels.luminance(pixels.expand_rgb565(in_memory.byteswap()))
+    with open(str(path), "wb") as f:
+        f.write(table.tobytes())
+    return str(path)
+
+
+def kpu_input(cfg, pixels):
+    """The KPU input bytes of an image's pixels: planar R, G, B of RGB565, or the gray bytes
+    themselves (pix_to_ai of a GRAYSCALE image copies them)."""
+    return pixels if cfg["input"].get("channels", 3) == 1 else planar_ai(pixels)
 
 
 def kpu_outputs(ai, shape, k=0):
@@ -149,7 +167,7 @@ def check_results(cfg, stream, frames):
             diffs.append((image_id, "no RESULT", errors[-3:]))
             continue
         r = got[0][1]
-        ai = planar_ai(pixels)
+        ai = kpu_input(cfg, pixels)
         outs = kpu_outputs(ai, shape)
         if r["outputs"][0]["data"] != outs:
             diffs.append((image_id, "outputs differ"))

@@ -10,6 +10,7 @@ import os
 import struct
 
 import numpy as np
+import pytest
 
 from device import decoders
 from device import detect, kpu_model
@@ -28,6 +29,8 @@ def config_cases():
     edits = [("mode", "batch"), ("baud", 0), ("baud", True), ("baud", 1.5e6),
              ("read_buf_len", 1023), ("read_buf_len", 65535), ("read_buf_len", 65534),
              ("read_buf_len", 1024), ("model", None), ("input", {"width": 32}),
+             ("input", {"width": 32, "height": 24, "channels": 2}),
+             ("input", {"width": 32, "height": 24, "channels": 1}),
              ("outputs", []), ("outputs", [{"shape": [5, 3]}]), ("outputs", [{"shape": [5, 0, 3]}]),
              ("outputs", [{"shape": [5, 3.0, 3]}]), ("outputs", ["x"]), ("decoder", {"type": "ssd"}),
              ("decoder", None)]
@@ -63,9 +66,11 @@ def serve_run(tmp_path, cfg, build):
     stream.frame(P.T_EXIT)
     line_in, line_out = tmp_path / "line_in", tmp_path / "line_out"
     stream.write(line_in)
-    out, lines = H.run("detect_cases.py", {"op": "serve", "cfg": cfg, "line_in": str(line_in),
-                                           "line_out": str(line_out),
-                                           "jpeg_dir": str(tmp_path)}, output=True)
+    case = {"op": "serve", "cfg": cfg, "line_in": str(line_in), "line_out": str(line_out),
+            "jpeg_dir": str(tmp_path)}
+    if cfg["input"]["channels"] == 1:
+        case["gray_table"] = B.gray_table(tmp_path / "gray_table")
+    out, lines = H.run("detect_cases.py", case, output=True)
     frames = B.board_frames(line_out)
     n, diffs, results, errors = B.check_results(cfg, stream, frames)
     return n, diffs, results, errors, frames, out, lines
@@ -190,6 +195,46 @@ def test_serve_loop_rgb565z_inflates_into_the_image(tmp_path):
     assert "rgb565z" in info["formats"]
 
 
+def test_serve_loop_gray8_into_the_grayscale_image(tmp_path):
+    """A grayscale model's board (config input.channels 1): gray8 images go into its
+    GRAYSCALE Image (made once: Image(size=).to_grayscale()), the KPU runs on the w*h bytes
+    pix_to_ai copies, the CRCs are of those bytes. Any other payload is ERROR format, a
+    wrong size ERROR size, and the images after them are right; INFO offers gray8 only. An RGB
+    model's board refuses a gray8 image (ERROR format) and still runs RGB565 after it."""
+    rng = np.random.RandomState(12)
+    cfg = B.config(32, 24, "grid", (5, 3, 4), threshold=0.3, channels=1)
+
+    def build(stream):
+        for k in range(3):
+            gray = rng.randint(0, 256, 32 * 24, dtype=np.uint8).tobytes()
+            stream.image(1 + k, P.FMT_GRAY8, gray, gray,
+                         flags=[P.F_INPUT_CRC, 0, P.F_INPUT_CRC | P.F_NO_BOXES][k])
+        px = B.to_rgb565(B.rgb565_image(rng, 32, 24))
+        stream.image(4, P.FMT_RGB565, px, None)
+        stream.image(5, P.FMT_GRAY8, gray[:50], None, width=10, height=5)
+        stream.image(6, P.FMT_GRAY8, gray[::-1], gray[::-1])
+
+    n, diffs, results, errors, frames, out, lines = serve_run(tmp_path, cfg, build)
+    assert n == 4 and not diffs, diffs[:3]
+    assert sorted(results) == [1, 2, 3, 6]
+    assert sorted((e["name"], e["ref"]) for e in errors) == [("format", 4), ("size", 5)]
+    assert "grayscale" in [e for e in errors if e["ref"] == 4][0]["reason"]
+    info = [P.unpack_json(p) for t, _s, p in frames if t == P.T_INFO][0]
+    assert info["formats"] == ["gray8"] and "gray8" in info["features"]
+
+    rgb_cfg = B.config(32, 24, "grid", (5, 3, 4), threshold=0.3)
+
+    def build_rgb(stream):
+        stream.image(1, P.FMT_GRAY8, bytes(32 * 24), None)
+        px = B.to_rgb565(B.rgb565_image(rng, 32, 24))
+        stream.image(2, P.FMT_RGB565, px, px)
+
+    n, diffs, results, errors, frames, out, lines = serve_run(tmp_path, rgb_cfg, build_rgb)
+    assert n == 1 and not diffs and sorted(results) == [2], diffs[:3]
+    assert [(e["name"], e["ref"]) for e in errors] == [("format", 1)]
+    assert "RGB" in errors[0]["reason"]
+
+
 def expected_drawing(cfg, seed, frames):
     """What live mode draws, computed on the host: detect.live's box -> pixel arithmetic in
     the board's float32 (int() of clip(v) * w), labels with '%.2f'."""
@@ -197,9 +242,10 @@ def expected_drawing(cfg, seed, frames):
     shape = tuple(cfg["outputs"][0]["shape"])
     labels = cfg["decoder"]["labels"]
     out = []
+    bytes_per_pixel = 2 if cfg["input"]["channels"] == 3 else 1
     for f in range(frames):
-        px = B.frame_pixels(seed, f, 2 * w * h)
-        outs = B.kpu_outputs(B.planar_ai(px), shape)
+        px = B.frame_pixels(seed, f, bytes_per_pixel * w * h)
+        outs = B.kpu_outputs(B.kpu_input(cfg, px), shape)
         for b in decoders.decode(cfg["decoder"]["type"], outs, shape, cfg["decoder"]):
             c = [int(float32.round32(min(max(v, 0.0), 1.0) * s))
                  for v, s in zip(b[:4], (w, h, w, h))]
@@ -208,8 +254,11 @@ def expected_drawing(cfg, seed, frames):
     return out
 
 
-def test_live_mode_draws_what_the_host_decodes():
-    cfg = B.config(32, 24, "yolo2", (12, 3, 4), mode="live", threshold=0.3)
+@pytest.mark.parametrize("channels", [3, 1])
+def test_live_mode_draws_what_the_host_decodes(channels):
+    """A grayscale model's live mode takes GRAYSCALE camera frames (set_pixformat): its KPU
+    input is the frame's w*h bytes."""
+    cfg = B.config(32, 24, "yolo2", (12, 3, 4), mode="live", threshold=0.3, channels=channels)
     out = H.run("detect_cases.py", {"op": "live", "cfg": cfg, "frames": 4, "seed": 3})
     r = out["result"]
     assert r["frames"] == 4 and r["shown"] == 4

@@ -33,13 +33,18 @@ IMAGES = 100
 def run_mode(tmp_path, fmt, width, height, out_shape, heap, pad=0):
     rng = np.random.RandomState(7)
     W, H_ = width, height
-    cfg = B.config(W, H_, "yolo2", out_shape, threshold=0.3, read_buf_len=READ_BUF_LEN)
+    gray = fmt == P.FMT_GRAY8
+    cfg = B.config(W, H_, "yolo2", out_shape, threshold=0.3, read_buf_len=READ_BUF_LEN,
+                   channels=1 if gray else 3)
     stream = B.Stream(cfg)
     stream.frame(P.T_HELLO, P.pack_json({"proto": 1}))
     distinct = []
     for _ in range(10):
         rgb = B.rgb565_image(rng, W, H_)
-        if fmt == P.FMT_JPEG:
+        if gray:
+            px = rgb[..., 1].tobytes()
+            distinct.append((px, px))
+        elif fmt == P.FMT_JPEG:
             distinct.append(B.jpeg_of(rgb, tmp_path))
         else:
             px = B.to_rgb565(rgb)
@@ -50,10 +55,11 @@ def run_mode(tmp_path, fmt, width, height, out_shape, heap, pad=0):
     stream.frame(P.T_EXIT)
     line_in, line_out = tmp_path / "line_in", tmp_path / "line_out"
     stream.write(line_in)
-    out = H.run("detect_cases.py", {"op": "serve", "cfg": cfg, "line_in": str(line_in),
-                                    "line_out": str(line_out), "jpeg_dir": str(tmp_path),
-                                    "pad": pad},
-                heapsize=heap, timeout=300)
+    case = {"op": "serve", "cfg": cfg, "line_in": str(line_in), "line_out": str(line_out),
+            "jpeg_dir": str(tmp_path), "pad": pad}
+    if gray:
+        case["gray_table"] = B.gray_table(tmp_path / "gray_table")
+    out = H.run("detect_cases.py", case, heapsize=heap, timeout=300)
     n, diffs, results, errors = B.check_results(cfg, stream, B.board_frames(line_out))
     boxes = sum(len(r[0][1]["boxes"]) for r in results.values())
     jpeg_max = max(len(d[0]) for d in distinct) if fmt == P.FMT_JPEG else 0
@@ -71,7 +77,9 @@ MAIXPY_320 = pytest.mark.xfail(strict=True, reason=(
     "320x224 model peaks at 610,656 B with RGB565 (651,264 JPEG, 632,736 rgb565z), measured in "
     "CanMV's heap: the image place 358,400, 2,100 output floats 84,000, RESULT buffers 25,200, "
     "the UART ring 32,769 and ~110,000 of modules, parser and transients (docs/design.md)"))
-MODES = ((P.FMT_RGB565, "rgb565"), (P.FMT_JPEG, "jpeg"), (P.FMT_RGB565Z, "rgb565z"))
+# gray8: a grayscale model's board (config input.channels 1), its GRAYSCALE image place
+MODES = ((P.FMT_RGB565, "rgb565"), (P.FMT_JPEG, "jpeg"), (P.FMT_RGB565Z, "rgb565z"),
+         (P.FMT_GRAY8, "gray8"))
 BOARDS = (("MaixPy", H.MAIXPY_GC_HEAP, 224, 160, (30, 5, 7), ()),
           ("CanMV", CANMV_GC_HEAP, 320, 224, (30, 7, 10), ()),
           ("MaixPy", H.MAIXPY_GC_HEAP, 320, 224, (30, 7, 10), (MAIXPY_320,)))

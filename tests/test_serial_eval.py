@@ -265,10 +265,16 @@ def test_payload_choice_per_board():
         assert fmt == P.FMT_RGB565 and "sending rgb565" in note
     assert eval_inputs.choose_format("rgb565", with_z) == (P.FMT_RGB565, None)
     assert eval_inputs.choose_format("jpeg", with_z) == (P.FMT_JPEG, None)
-    assert [eval_inputs.pixel_payload(c) for c in eval_inputs.CHOICES] == \
+    assert [eval_inputs.pixel_payload(c) for c in eval_inputs.CHOICES if c != "gray8"] == \
         ["rgb565", "rgb565", "rgb565", "jpeg"]
     with pytest.raises(UserError):
         eval_inputs.pixel_payload("png")
+    # grayscale models (manifest input.channels 1): gray8 only, and only for them
+    assert eval_inputs.pixel_payload("auto", 1) == eval_inputs.pixel_payload("gray8", 1) == "gray8"
+    assert eval_inputs.choose_format("auto", {"formats": ["gray8"]}) == (P.FMT_GRAY8, None)
+    for choice, channels in (("rgb565", 1), ("jpeg", 1), ("gray8", 3)):
+        with pytest.raises(UserError):
+            eval_inputs.pixel_payload(choice, channels)
 
 
 @pytest.mark.slow

@@ -287,3 +287,40 @@ def test_camera_from_sensor_dir_and_lcd_frames(tmp_path):
     frame = PILImage.open(os.path.join(state, "lcd", "0000.png"))
     assert frame.size == (224, 224) and frame.getpixel((10, 10)) == (255, 0, 0)
     assert os.path.exists(os.path.join(state, "lcd", "0001.png"))
+
+
+def test_grayscale_image_in_place_and_its_one_plane():
+    """to_grayscale() in place (py_image_to_grayscale, copy=False): the RGB565 buffer's first
+    w*h bytes become the luminance, bpp 1; pix_to_ai() of a GRAYSCALE image copies them
+    (py_image_pix_to_ai), w*h bytes, no row padding; slices store and load ints."""
+    img = vimage.Image(size=(5, 2))
+    addr = img.addr
+    img.set_pixel(0, 0, (255, 255, 255))
+    img.set_pixel(1, 0, (0, 255, 0))
+    gray = img.to_grayscale()
+    # format(): sensor.GRAYSCALE (4), as py_image_format answers
+    assert gray.format() == 4 and gray.addr == addr and gray.size() == 10
+    assert gray.get_pixel(0, 0) == 255 and gray.get_pixel(1, 0) == 149   # int(0.587 * 255)
+    gray[2:4] = [7, 9]
+    assert gray[0:5] == [255, 149, 7, 9, 0]
+    gray.pix_to_ai()
+    assert gray.ai_data() == gray.to_bytes() and gray._ai_alloc_bytes() == 10
+
+
+def test_grayscale_camera_frames(tmp_path):
+    """sensor.set_pixformat(sensor.GRAYSCALE): frames of w*h bytes with their KPU input (the
+    luminance of the RGB565 frame the camera would give)."""
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    PILImage.new("RGB", (320, 240), (0, 128, 255)).save(str(cam / "a.png"))
+    with start_board(str(tmp_path / "state"), sensor_dir=str(cam), log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
+            repl = RawRepl(ser)
+            repl.enter()
+            out = repl.exec(
+                "import sensor\nsensor.reset()\nsensor.set_pixformat(sensor.GRAYSCALE)\n"
+                "sensor.set_framesize(sensor.QVGA)\nsensor.set_windowing((32, 24))\n"
+                "img = sensor.snapshot()\n"
+                "print(img.width(), img.height(), img.size(), img.get_pixel(3, 3))\n")
+    # RGB565 (0, 130, 255) -> int(0.587 * 130 + 0.114 * 255) = 105
+    assert out.endswith("32 24 768 105\r\n")

@@ -17,9 +17,12 @@ from PIL import ImageDraw
 
 from host.vboard import fs, gcheap, memory
 
+# omv/img/include/imlib.h: image_bpp_t (IMAGE_BPP_GRAYSCALE 1, IMAGE_BPP_RGB565 2, JPEG 4)
 GRAYSCALE = 1
 RGB565 = 2
 JPEG = 4
+# py_image.c: py_image_format answers the sensor's pixformat_t (omv/include/sensor.h), not the bpp
+_PIXFORMAT = {GRAYSCALE: 4, RGB565: 2}
 
 # pix_to_ai expansion: 5-bit R,B -> round(v*255/31), 6-bit G -> round(v*255/63).
 _EXPAND5 = np.array([int(v * 255.0 / 31 + 0.5) for v in range(32)], dtype=np.uint8)
@@ -32,6 +35,25 @@ _OBJ_LAYOUT = struct.Struct("<QIIIIQQ")
 _OBJ_SIZE = 64
 _PY_IMAGE_OBJ = 40      # py_image_obj_t: mp_obj_base_t + image_t (w, h, bpp, pixels, pix_ai)
 _TYPE_ADDR = 0x80012340
+
+
+def _y_table():
+    """COLOR_RGB565_TO_GRAYSCALE for every in-memory pixel value (sipeed/MaixPy-v1
+    omv/img/include/imlib.h: yuv_table[pixel * 3] + 128). The const table in omv/img/yuv_tab.c
+    (CONFIG_MAIXPY_OMV_CONV_YUV_FAST=y builds) follows its `#if 0` generator yuv_table(idx)
+    (OpenMV tools/gen_rgb2yuv.py): the index is the uint16 the CPU reads from the big-endian
+    pixel bytes (byte-swapped RGB565), the 5/6-bit levels expand as (uint8_t)((v*255 +
+    15.5)/31), the BT.601 sum r*0.299 + g*0.587 + b*0.114 in double. One difference, read off
+    the table's 65536 values: the sum is truncated before the 128 is taken off (int(sum) -
+    128), where the C generator's (int8_t) of (sum - 128) would round negatives up."""
+    pixel = np.arange(65536, dtype=np.int64)
+    r = np.floor((((pixel >> 3) & 31) * 255 + 15.5) / 31)
+    g = np.floor(((((pixel & 7) << 3) | (pixel >> 13)) * 255 + 31.5) / 63)
+    b = np.floor((((pixel >> 8) & 31) * 255 + 15.5) / 31)
+    return np.trunc((r * 0.299) + (g * 0.587) + (b * 0.114)).astype(np.uint8)
+
+
+_GRAYSCALE_OF_565 = _y_table()
 
 
 def rgb888_to_565(rgb):
@@ -120,6 +142,24 @@ class Image:
         else:
             self._set(rgb888_to_565(np.asarray(pil.convert("RGB"))), RGB565)
 
+    def to_grayscale(self, copy=False):
+        """sipeed/MaixPy-v1 omv/py/py_image.c: py_image_to_grayscale. copy=False converts in
+        place: the same pixel buffer (its first w*h bytes) and pix_ai, bpp 1; the firmware
+        returns a new object over them, this one returns itself (the state is the same)."""
+        if copy:
+            img = self.copy()
+            return img.to_grayscale()
+        if self._fmt == GRAYSCALE:
+            return self
+        in_memory = self._px.astype(np.uint16).byteswap()   # what the CPU reads (LE) from BE
+        gray = _GRAYSCALE_OF_565[in_memory]
+        raw = self._px.view(np.uint8).reshape(-1)
+        self._px = raw[:gray.size].reshape(gray.shape)
+        self._px[...] = gray
+        self._fmt = GRAYSCALE
+        self._ai_valid = False
+        return self
+
     def _rgb(self):
         if self._fmt == GRAYSCALE:
             return np.repeat(self._px[..., None], 3, axis=2)
@@ -157,7 +197,7 @@ class Image:
         return self._px.shape[0]
 
     def format(self):
-        return self._fmt
+        return _PIXFORMAT[self._fmt]
 
     def size(self):
         return self._px.nbytes
@@ -194,12 +234,17 @@ class Image:
 
     def __getitem__(self, index):
         flat = self._px.reshape(-1)
+        if self._fmt == GRAYSCALE:      # py_image.c: py_image_subscr, IMAGE_BPP_GRAYSCALE
+            return [int(v) for v in flat[index]] if isinstance(index, slice) else int(flat[index])
         if isinstance(index, slice):
             return [tuple(int(c) for c in expand_565(v)) for v in flat[index]]
         return tuple(int(c) for c in expand_565(flat[index]))
 
     def __setitem__(self, index, value):
         flat = self._px.reshape(-1)
+        if self._fmt == GRAYSCALE:      # py_image.c: py_image_subscr store, a list of ints
+            flat[index] = value
+            return
         if isinstance(index, slice):
             flat[index] = [_color565(c) for c in value]
         else:
@@ -212,17 +257,27 @@ class Image:
 
     # -- KPU buffer --
     def pix_to_ai(self):
+        """py_image.c: py_image_pix_to_ai: the buffer allocated on the first call only (and
+        kept through to_grayscale); RGB565 -> planar R, G, B expanded, GRAYSCALE -> memcpy of
+        the w*h bytes."""
+        planes = 1 if self._fmt == GRAYSCALE else 3
         if self._ai is None:
             if self._heap is not None:
                 self._heap.alloc(self, [self._ai_alloc_bytes()], gcheap.XALLOC)
-            self._ai = np.empty(3 * self._px.size, dtype=np.uint8)
+            self._ai = np.empty(planes * self._px.size, dtype=np.uint8)
             self._maps.append(memory.alloc(self._ai.nbytes, self._ai))
-        self._ai.reshape(3, *self._px.shape)[...] = self._rgb().transpose(2, 0, 1)
+        if planes == 1:
+            self._ai[:self._px.size] = self._px.reshape(-1)
+        else:
+            self._ai.reshape(3, *self._px.shape)[...] = self._rgb().transpose(2, 0, 1)
         self._ai_valid = True
 
     def ai_data(self):
-        """Planar R,G,B bytes last built by pix_to_ai() (or the camera), else None."""
-        return self._ai.tobytes() if self._ai_valid else None
+        """The KPU input last built by pix_to_ai() (or the camera): planar R,G,B bytes, or
+        the w*h gray bytes of a GRAYSCALE image; else None."""
+        if not self._ai_valid:
+            return None
+        return self._ai[:(1 if self._fmt == GRAYSCALE else 3) * self._px.size].tobytes()
 
     # -- drawing: through an RGB888 view, requantised (565 -> 888 -> 565 is lossless) --
     def _draw(self, fn):

@@ -16,8 +16,10 @@ def run(case):
     standin.LINE_OUT = case.get("line_out")
     standin.JPEG_DIR = case.get("jpeg_dir")
     standin.SENSOR_SEED = case.get("seed", 1)
+    standin.GRAY_TABLE = case.get("gray_table")
     import maix
     maix.SHAPES = [tuple(o["shape"]) for o in case["cfg"]["outputs"]] if "cfg" in case else []
+    maix.CHANNELS = case["cfg"]["input"].get("channels", 3) if "cfg" in case else 3
     if op == "serve":
         import detect
         # other heap layouts: `pad` objects of 1..4 GC blocks kept for the session, made

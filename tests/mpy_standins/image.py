@@ -19,10 +19,11 @@ drawn = []    # (kind, args) of every draw call: what live mode put on the LCD i
 
 
 class _Image(bytearray):
-    def _setup(self, w, h):
+    def _setup(self, w, h, gray=False):
         self.w = w
         self.h = h
         self.ai = None
+        self.gray = gray     # GRAYSCALE (bpp 1): its first w*h bytes are the pixels
 
     def width(self):
         return self.w
@@ -31,6 +32,9 @@ class _Image(bytearray):
         return self.h
 
     def pix_to_ai(self):
+        if self.gray:
+            self._gray_to_ai()
+            return
         # py_image_pix_to_ai, RGB565: xalloc(((w + 63) & ~63) * h * 3) once per image (rows of
         # the allocation padded to 64 pixels), filled planar R, G, B, w * h bytes each.
         n = self.w * self.h
@@ -50,6 +54,8 @@ class _Image(bytearray):
             j += 2
 
     def __setitem__(self, k, v):
+        if self.gray:
+            return self._gray_store(k, v)
         # py_image_subscr store: an (r, g, b) tuple per pixel -> COLOR_R8_G8_B8_TO_RGB565
         import uctypes
         raw = uctypes.bytearray_at(uctypes.addressof(self), 2 * self.w * self.h)
@@ -64,6 +70,44 @@ class _Image(bytearray):
             raw[j + 1] = ((g6 & 7) << 5) | b5
             j += 2
 
+    def to_grayscale(self, copy=False):
+        # py_image_to_grayscale, RGB565 (copy=False): in place, the same pixel buffer, bpp 1:
+        # pixel i becomes byte i, COLOR_RGB565_TO_GRAYSCALE = yuv_table[pixel * 3] + 128
+        # (imlib.h), the uint16 read little-endian from the big-endian pixel bytes. The table
+        # (64 KiB of rodata on the board, not GC heap) is the test's file (standin.GRAY_TABLE):
+        # float32 here cannot redo its double arithmetic
+        import uctypes
+        n = self.w * self.h
+        raw = uctypes.bytearray_at(uctypes.addressof(self), 2 * n)
+        one = bytearray(1)
+        with open(standin.GRAY_TABLE, "rb") as table:
+            for i in range(n):
+                table.seek(raw[2 * i] | (raw[2 * i + 1] << 8))
+                table.readinto(one)
+                raw[i] = one[0]
+        self.gray = True
+        return self
+
+    def _gray_to_ai(self):
+        # py_image_pix_to_ai, GRAYSCALE: xalloc(w*h) once per image, then memcpy of the pixels
+        import uctypes
+        n = self.w * self.h
+        if self.ai is None:
+            self.ai = bytearray(n)
+            standin.sample()
+        self.ai[:] = uctypes.bytearray_at(uctypes.addressof(self), n)
+
+    def _gray_store(self, k, v):
+        # py_image_subscr store, GRAYSCALE: a slice takes a list of ints
+        import uctypes
+        if not isinstance(k, slice) or not isinstance(v, list):
+            raise TypeError("grayscale pixels: slice assignment of a list of ints")
+        raw = uctypes.bytearray_at(uctypes.addressof(self), self.w * self.h)
+        j = k.start
+        for p in v:
+            raw[j] = p
+            j += 1
+
     def draw_rectangle(self, x, y, w, h, color=(255, 255, 255), thickness=1, fill=False):
         drawn.append(("rect", [x, y, w, h]))
         return self
@@ -71,6 +115,14 @@ class _Image(bytearray):
     def draw_string(self, x, y, text, color=(255, 255, 255), scale=1, mono_space=True):
         drawn.append(("text", [x, y, text]))
         return self
+
+
+def _new_gray(w, h):
+    """A GRAYSCALE image of its own w*h bytes (a camera frame: sensor.py)."""
+    img = _Image(w * h)
+    img._setup(w, h, True)
+    standin.sample()
+    return img
 
 
 def _new(w, h):

@@ -8,6 +8,7 @@ from array import array
 import standin
 
 SHAPES = []          # the test sets the model's output shapes [(C, H, W)]
+CHANNELS = 3         # and its input's channels: the KPU reads CHANNELS * w * h bytes of pix_ai
 
 
 def kpu_outputs(ai, n_in, shape, k, out=None):
@@ -42,7 +43,7 @@ class KPU:
             raise RuntimeError("kmodel not loaded")
         if img.ai is None:
             raise ValueError("image has no pix_ai: call pix_to_ai()")
-        n_in = img.w * img.h * 3
+        n_in = img.w * img.h * CHANNELS
         for k, s in enumerate(SHAPES):
             kpu_outputs(img.ai, n_in, s, k, self._bufs[k])
         self._outs = self._bufs

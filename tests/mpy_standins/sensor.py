@@ -1,8 +1,8 @@
 # sensor stand-in (MaixPy-v1 components/micropython/port/src/omv/py/py_sensor.c): constants
 # from omv/include/sensor.h (PIXFORMAT_RGB565 = 2, GRAYSCALE = 4, JPEG = 5, FRAMESIZE_QVGA =
-# 10); set_windowing needs w, h >= 8 and multiples of 8; snapshot() a new RGB565 image whose
-# pixels are a function of standin.SENSOR_SEED and the frame number (the host recomputes them),
-# its AI planes filled as the DVP does.
+# 10); set_windowing needs w, h >= 8 and multiples of 8; snapshot() a new RGB565 (GRAYSCALE)
+# image whose pixels are a function of standin.SENSOR_SEED and the frame number (the host
+# recomputes them), its AI planes (its one plane) filled as the DVP does.
 import image
 import standin
 
@@ -13,16 +13,19 @@ QVGA = 10
 _w = 320
 _h = 240
 _frame = 0
+_fmt = RGB565
 
 
 def reset():
-    global _w, _h, _frame
-    _w, _h, _frame = 320, 240, 0
+    global _w, _h, _frame, _fmt
+    _w, _h, _frame, _fmt = 320, 240, 0, RGB565
 
 
 def set_pixformat(fmt):
+    global _fmt
     if fmt not in (RGB565, GRAYSCALE):
         raise ValueError("pixformat")
+    _fmt = fmt
 
 
 def set_framesize(size):
@@ -51,6 +54,14 @@ def frame_pixels(seed, frame, n):
 
 def snapshot():
     global _frame
+    if _fmt == GRAYSCALE:
+        # omv/sensor.c sensor_snapshot, GRAYSCALE: the DVP writes the sensor's Y into pix_ai
+        # and the frame's pixels are that buffer (image->pixels = image->pix_ai)
+        img = image._new_gray(_w, _h)
+        img[0:_w * _h] = list(frame_pixels(standin.SENSOR_SEED, _frame, _w * _h))
+        img.ai = img
+        _frame += 1
+        return img
     import uctypes
     img = image.Image(size=(_w, _h))
     uctypes.bytearray_at(uctypes.addressof(img), 2 * _w * _h)[:] = \

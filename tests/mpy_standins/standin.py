@@ -7,6 +7,7 @@ LINE_IN = None       # path of the bytes the host sends (the UART's receive side
 LINE_OUT = None      # path the board's UART writes go to
 JPEG_DIR = None      # decoded RGB565 pixels of each test JPEG: DIR/<crc32 %08x>.rgb565
 SENSOR_SEED = 1      # live mode: the camera's frames are a function of this and the frame number
+GRAY_TABLE = None    # path of the firmware's RGB565 -> GRAYSCALE table (image.to_grayscale)
 peak = 0
 
 

@@ -4,6 +4,12 @@ Frames cycle through the folder's images (sorted by name). Each is scaled to cov
 configured frame size, centre-cropped, then cropped to the window, and arrives as RGB565
 with the KPU buffer already filled, as the DVP fills both on the board. Without a folder
 the camera sees a fixed colour test pattern.
+
+GRAYSCALE (`set_pixformat(sensor.GRAYSCALE)`): on the board the DVP takes the sensor's own Y
+(omv/sensor.c: sensor_set_pixformat, DVP_CFG_Y_FORMAT) into pix_ai and the frame's pixels are
+that buffer (sensor_snapshot: image->pixels = image->pix_ai), computed by the camera chip.
+Here the frame is the RGB565 frame's firmware luminance (`to_grayscale()`), the value a gray8
+payload of the same picture carries: a real sensor's Y differs by its own rounding.
 """
 import os
 
@@ -60,6 +66,8 @@ class _Camera:
         if self.vflip:
             pil = pil.transpose(PILImage.FLIP_TOP_BOTTOM)
         img = Image.from_rgb(np.asarray(pil))
+        if self.pixformat == GRAYSCALE:
+            img.to_grayscale()
         img.pix_to_ai()
         return img
 
@@ -116,11 +124,11 @@ def build(board):
         return True
 
     def snapshot():
-        # py_sensor.c: py_sensor_snapshot (RGB565 and its AI buffer, as the DVP fills both)
-        img = camera().capture()
-        if camera().pixformat != RGB565:
-            raise ValueError("vboard: only RGB565 camera frames are emulated")
-        return img
+        # py_sensor.c: py_sensor_snapshot (RGB565 or GRAYSCALE and its AI buffer, as the DVP
+        # fills both)
+        if camera().pixformat not in (RGB565, GRAYSCALE):
+            raise ValueError("vboard: only RGB565 and GRAYSCALE camera frames are emulated")
+        return camera().capture()
 
     def skip_frames(n=10, time=None):
         # py_sensor.c: py_sensor_skip_frames
