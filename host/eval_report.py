@@ -12,7 +12,7 @@ import os
 
 from PIL import Image, ImageDraw
 
-from host import charts, decode_eval
+from host import charts, decode_eval, eval_classes
 from host.report import tensor_table
 from host.report_html import CSS, SORT_SCRIPT, table_head, table_row
 
@@ -56,6 +56,7 @@ def summary_lines(report):
                    _f(s["score_delta"]["mean"], "%.4f"),
                    _f(s["score_delta"]["max"], "%.4f"), _f(s["box_delta_px"]["mean"], "%.2f"),
                    _f(s["box_delta_px"]["max"], "%.2f")))
+            lines += eval_classes.summary_lines(s.get("detections_per_class") or [])
         c = s["input_crc"]
         lines.append("Input CRC (KPU input bytes): %d equal, %d differ, %d not computed (board "
                      "source: %s); RGB565 bytes: %d equal, %d differ"
@@ -307,6 +308,7 @@ def _write_html(f, report, store):
                                    report.get("decoder", {}).get("labels") or [], _e),
         _thumbnails(store),
         _charts(store),
+        eval_classes.html_section(report["summary"].get("detections_per_class") or [], _e),
         "<h2>Summary</h2><pre>%s</pre>" % _e("\n".join(summary_lines(report))),
         "<h2>All images</h2><p>Click a column header to sort.</p>",
         table_head(TABLE_HEADERS, sortable=True, left_columns=2)]) + "\n")

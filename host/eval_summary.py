@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from host import decode_eval, metrics
+from host import decode_eval, eval_classes, metrics
 
 MAX_FAILURES = 100
 
@@ -103,6 +103,7 @@ class Summary(object):
         self.failed = 0
         self._failures = []          # heap of (-index, entry): the first MAX_FAILURES kept
         self.decoded = decode_eval.Totals()   # classify / segment agreement
+        self.per_class = eval_classes.ClassStats()
 
     def add(self, rec):
         position = rec.get("index", self.images)
@@ -125,13 +126,16 @@ class Summary(object):
         for m in rec["matches"]:
             for k, stats in self.deltas.items():
                 stats.add(m[k])
+        self.per_class.add(rec)
         self.input_crc[rec["crc"]["input_equal"]] += 1
         self.pixel_equal += bool(rec["crc"]["pixel_equal"])
         self.sources.add(rec["crc"]["source"])
         for k, stats in self.board.items():
             stats.add(rec["board"][k])
 
-    def result(self):
+    def result(self, class_labels=None):
+        """``class_labels``: the detector's class names, for `detections_per_class`
+        (host.eval_classes); None (not a detector) leaves that key out."""
         tensors = []
         for stats, name in zip(self.tensors, self.names):
             row = stats.result()
@@ -141,7 +145,7 @@ class Summary(object):
         det = metrics.counts_to_prf(self.det["tp"], self.det["fp"], self.det["fn"])
         for k in ("host_boxes", "board_boxes", "unmatched", "near_threshold"):
             det[k] = self.det[k]
-        return dict({
+        out = dict({
             "images": self.images, "compared": self.compared, "failed": self.failed,
             "resized": self.resized,
             "tensors": tensors,
@@ -159,3 +163,6 @@ class Summary(object):
             "decode_ms": self.board["decode_ms"].result(),
             "failures": [entry for _, entry in sorted(self._failures, key=lambda e: -e[0])],
         }, **self.decoded.result())
+        if class_labels is not None:
+            out["detections_per_class"] = self.per_class.result(class_labels)
+        return out

@@ -12,8 +12,9 @@ import sys
 import threading
 
 from device import protocol as P
-from host import (atomic, compare, decode_eval, eval_inputs, eval_pipeline, eval_records, eval_report,
-                  journal, manifest as manifest_mod, session, transport)
+from host import (atomic, compare, decode_eval, eval_classes, eval_inputs, eval_pipeline,
+                  eval_records, eval_report, journal, manifest as manifest_mod, session,
+                  transport)
 from host.errors import FidelityError, Interrupted, UserError
 
 
@@ -193,7 +194,8 @@ def _run(specs, manifest, options, paths, resumed, log, params, pixel_payload, t
                 if bar is not None:
                     bar.close()
             board_rows, link = _board_rows(boards, pipe.sent, wall)
-            summary = store.summary.result()
+            summary = store.summary.result(
+                params["labels"] if params["type"] in eval_classes.DETECTORS else None)
             ok, reasons, warnings = compare.verdict(summary, options.min_f1, options.min_cos,
                                                     pixel_payload, options.min_top1_agreement,
                                                     options.min_pixel_agreement)

@@ -44,6 +44,19 @@ def random_cases(rng):
     return cases
 
 
+def voc_cases(rng):
+    """MaixPy's 20-class YOLOv2 layout: 5 anchors x (5 + 20) = 125 channels on a 7x10 grid,
+    class logits spread wide so many classes win somewhere."""
+    cases = []
+    for _ in range(6):
+        t = rng.normal(0, 1.5, size=(125, 7, 10))
+        for a in range(5):
+            t[a * 25 + 4] += 1.5                            # objectness: many candidates
+            t[a * 25 + 5:(a + 1) * 25] *= 4.0               # confident classes
+        cases.append(_case("yolo2", t, _yolo2_params(rng, 5, 20, thr=0.3)))
+    return cases
+
+
 def extreme_cases(rng):
     cases = []
     for k in range(30):
@@ -239,7 +252,8 @@ def all_cases():
     rng = np.random.RandomState(11)
     return (random_cases(rng) + extreme_cases(rng) + nan_inf_cases(rng) + tie_cases(rng)
             + threshold_cases(rng) + overflow_cases(rng) + error_cases() + near_cases(rng)
-            + classify_cases(rng) + segment_cases(rng))
+            + classify_cases(rng) + segment_cases(rng)
+            + voc_cases(np.random.RandomState(20)))
 
 
 @H.needs_micropython
@@ -306,3 +320,13 @@ def test_classify_and_segment_cases_reach_their_edges():
     ties = np.zeros((3, 2, 2))
     ties[1:, 0, 0] = 1.0
     assert list(decoders.segment_mask(list(ties.ravel()), (3, 2, 2))) == [1, 0, 0, 0]
+
+
+def test_voc_cases_give_boxes_of_many_classes():
+    """The 20-class cases reach class ids across the whole range (the softmax over 20 and
+    the class index of the channel layout are exercised, not just class 0)."""
+    classes = set()
+    for case in voc_cases(np.random.RandomState(20)):
+        raw = bytes.fromhex(host_result(case)["boxes"])
+        classes.update(struct.unpack_from("<5fH", raw, k)[5] for k in range(0, len(raw), 22))
+    assert len(classes) >= 15 and max(classes) == 19

@@ -1,0 +1,86 @@
+"""Train the example RGB shapes classifier (MobileNet-style) (TF1, BN-safe recipe of examples/kit.py).
+
+Writes the committed data (``calib/``: 36 images, ``eval/``: 60 images, 10 of each class,
+their classes in ``eval_labels.json``; PNG, RGB), generates 12,000 training images in memory (seed TRAIN_SEED), trains
+3,000 steps of 32 with Adam on 2 threads (random horizontal flips), writes ``checkpoint/``
+atomically and runs ``evaluate.py`` (eval_result.json).
+
+    .venv/bin/python examples/shapes/train.py       # make train-example EXAMPLE=shapes
+    .venv/bin/python examples/shapes/train.py --data-only
+"""
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+for _p in (HERE, os.path.dirname(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import dataset  # noqa: E402
+import evaluate  # noqa: E402
+import kit  # noqa: E402
+import model  # noqa: E402
+from host import atomic  # noqa: E402
+
+CHECKPOINT_DIR = os.path.join(HERE, "checkpoint")
+CALIB_DIR, EVAL_DIR = os.path.join(HERE, "calib"), os.path.join(HERE, "eval")
+CALIB_PER_CLASS, EVAL_PER_CLASS = 6, 10
+TRAIN_COUNT = 12000
+MODEL_FN = model.shapes_net
+LOSS = kit.classifier_loss
+
+
+def eval_set():
+    """[(uint8 image, class id)] of the committed eval/ folder (EVAL_PER_CLASS of each)."""
+    images, classes = dataset.generate_balanced(EVAL_PER_CLASS, dataset.EVAL_SEED)
+    return [(image, int(c)) for image, c in zip(images, classes)]
+
+
+def training_data(count=TRAIN_COUNT):
+    """(uint8 [N, H, W, C] images, int64 [N] class ids) of the training set."""
+    images, classes = dataset.generate(count, dataset.TRAIN_SEED)
+    return images, classes
+
+
+def make_data():
+    calib, _ = dataset.generate_balanced(CALIB_PER_CLASS, dataset.CALIB_SEED)
+    kit.write_pngs(CALIB_DIR, calib)
+    pairs = eval_set()
+    kit.write_pngs(EVAL_DIR, [image for image, _ in pairs])
+    atomic.write_text(evaluate.EVAL_LABELS, kit.eval_labels_text(
+        {kit.image_name(i): dataset.LABELS[c] for i, (_, c) in enumerate(pairs)}))
+    print("calib/: %d images, eval/: %d images" % (len(calib), len(pairs)))
+
+
+def flip(rng, batch):
+    """Random horizontal flips (every class is mirror-symmetric as a class)."""
+    mirrored = rng.rand(len(batch)) < 0.5
+    batch = batch.copy()
+    batch[mirrored] = batch[mirrored, :, ::-1]
+    return batch
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Train the example RGB shapes classifier (MobileNet-style).")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--data-only", action="store_true", help="only rewrite calib/ and eval/")
+    args = p.parse_args(argv)
+    make_data()
+    if args.data_only:
+        return
+    t0 = time.time()
+    images, classes = training_data()
+    print("training data: %d images in %.0f s" % (len(images), time.time() - t0))
+    sess, saver, seconds = kit.train(MODEL_FN, images, classes, LOSS, args.steps,
+                                     batch=32, augment=flip)
+    size = kit.save_checkpoint(sess, saver, CHECKPOINT_DIR)
+    sess.close()
+    print("trained %d steps in %.0f s; checkpoint %d bytes" % (args.steps, seconds, size))
+    evaluate.main([])
+    print("done in %.0f s" % (time.time() - t0))
+
+
+if __name__ == "__main__":
+    main()
