@@ -36,6 +36,9 @@ from host.rawrepl import RawRepl, ReplError
 from host.upload import Uploader, crc32
 
 DEVICE_DIR = os.path.join(REPO_ROOT, "device")
+# float32.py emulates the board's binary32 floats where floats are doubles (host, virtual
+# board, whose shims provide it); a board never imports it.
+HOST_ONLY_DEVICE_FILES = ("float32.py",)
 REPL_BAUD = devconfig.REPL_BAUD
 BOOT_TIME = 8.0      # s a rebooting board may take to reach serve mode (firmware + grace)
 
@@ -99,10 +102,10 @@ class Plan(object):
         return root + "/" + os.path.basename(self.manifest["kmodel"]["path"])
 
     def files(self, root):
-        """[(board path, bytes)]: device/*.py then config.json."""
+        """[(board path, bytes)]: device/*.py (but the host-only float32.py) then config.json."""
         out = []
         for name in sorted(os.listdir(DEVICE_DIR)):
-            if name.endswith(".py"):
+            if name.endswith(".py") and name not in HOST_ONLY_DEVICE_FILES:
                 with open(os.path.join(DEVICE_DIR, name), "rb") as f:
                     out.append((root + "/" + name, f.read()))
         text = devconfig.to_json(self.config(root))

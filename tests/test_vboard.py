@@ -15,6 +15,7 @@ from host.vboard import image as vimage
 from host.rawrepl import RawRepl
 from host.vboard.launcher import provision, start_board
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -324,3 +325,20 @@ def test_grayscale_camera_frames(tmp_path):
                 "print(img.width(), img.height(), img.size(), img.get_pixel(3, 3))\n")
     # RGB565 (0, 130, 255) -> int(0.587 * 130 + 0.114 * 255) = 105
     assert out.endswith("32 24 768 105\r\n")
+
+
+def test_board_float32_arithmetic_is_the_hosts(board):
+    """device/decoders.py on the virtual board decodes a tensor as the host does, bit for bit:
+    these logits' softmax needs libm's expf (exp in double rounded once is 1 ulp off), which
+    the board's float32 emulation must use as the host's does."""
+    from device import decoders
+    handle, ser, repl = board
+    logits = [-4.545128345489502, 0.9792670607566833, 11.327210426330566,
+              -0.7475726008415222, -5.144968509674072, -4.918192386627197]
+    params = {"classes": 6, "softmax": True, "top_k": 3, "threshold": None}
+    for name in ("decoders", "label_decoders"):        # float32: the board's silicon
+        with open(os.path.join(REPO, "device", name + ".py"), "rb") as f:
+            repl.exec("f = open('/flash/%s.py', 'wb')\nf.write(%r)\nf.close()" % (name, f.read()))
+    out = repl.exec("import decoders\nprint(repr(decoders.decode('classify', %r, (6, 1, 1), %r)))"
+                    % (logits, params))
+    assert eval(out) == decoders.decode("classify", logits, (6, 1, 1), params)

@@ -5,6 +5,8 @@ when the firmware has no such built-in (then the board's filesystem is searched)
 u-prefixed MicroPython names and their plain aliases give the same module object. `Maix`
 (MaixPy-v1) and `maix` (CanMV) are different names on different firmwares: no alias.
 """
+import importlib
+
 from host.vboard.shims import (kpu_api, kpu_legacy, lcd, machine, misc, sensor, uos, usys,
                                utime, uzlib)
 
@@ -19,6 +21,14 @@ _ALIASES = {
 # MicroPython built-ins whose CPython counterparts behave alike for device code
 _STDLIB = {"math": "math", "ucollections": "collections", "urandom": "random", "ure": "re",
            "uerrno": "errno", "uio": "io", "uarray": "array", "uheapq": "heapq"}
+
+# The virtual board's floats are CPython doubles, so device/decoders.py imports float32 for
+# the board's binary32 arithmetic (a real board, MICROPY_FLOAT_IMPL_FLOAT, never does). That
+# emulation stands for the silicon, like the KPU: the host's module, whose expf is libm's
+# as on the host. A copy loaded from /flash under board rules could not import ctypes and
+# fell back to exp() in double rounded once, 1 ulp off expf now and then (a classifier's
+# top-k differed from the host's decode of the same tensor).
+_SILICON = {"float32": "device.float32"}
 
 _BUILDERS = {
     "sys": usys.build, "machine": machine.build, "utime": utime.build, "uos": uos.build,
@@ -38,6 +48,8 @@ def make(name, board):
         return board.session.modules[canonical]
     if canonical in _STDLIB:
         module = __import__(_STDLIB[canonical])
+    elif canonical in _SILICON:
+        module = importlib.import_module(_SILICON[canonical])
     elif canonical in _BUILDERS:
         module = _BUILDERS[canonical](board)
     else:
