@@ -53,6 +53,9 @@ def parser():
                     "--model-fn; guessed when the graph has one)")
     io.add_argument("--output-node", help="output node(s), comma-separated")
     io.add_argument("--input-size", help="HxW of the model input, e.g. 224x320")
+    io.add_argument("--input-channels", type=int, default=3, choices=(1, 3),
+                    help="with --model-fn: channels of the input placeholder built for FUNC "
+                    "(1: a grayscale model; other sources take them from the graph)")
     io.add_argument("--input-scale", default="0-1", choices=("0-1", "-1-1", "0-255", "mean-std"),
                     help="how the graph expects RGB: x/255 (0-1), x/127.5-1 (-1-1), raw "
                     "(0-255), (x/255-mean)/std (mean-std)")

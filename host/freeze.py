@@ -256,14 +256,15 @@ def _update_collection(graph):
 # ---------------------------------------------------------------- sources
 
 def from_checkpoint(checkpoint, model_fn_spec, model_kwargs, input_node, output_nodes, input_hw,
-                    use_ema=False):
+                    use_ema=False, channels=3):
     prefix, reader = resolve_checkpoint(checkpoint)
     model_fn = load_model_fn(model_fn_spec)
 
     def build(batch, is_training):
         graph = tf.Graph()
         with graph.as_default():
-            images = tf.compat.v1.placeholder(tf.float32, [batch, input_hw[0], input_hw[1], 3],
+            images = tf.compat.v1.placeholder(tf.float32,
+                                              [batch, input_hw[0], input_hw[1], channels],
                                               name=input_node)
             try:
                 result = _first_tensor(model_fn(images, is_training=is_training, **model_kwargs))

@@ -176,7 +176,8 @@ def freeze_model(opts):
     if opts.checkpoint and opts.model_fn:
         frozen = freeze.from_checkpoint(opts.checkpoint, opts.model_fn, opts.model_kwargs,
                                         opts.input_node or "Input_image", opts.output_nodes,
-                                        opts.input_hw, use_ema=opts.ema)
+                                        opts.input_hw, use_ema=opts.ema,
+                                        channels=opts.input_channels)
     elif opts.meta:
         frozen = freeze.from_meta(opts.meta, opts.training_placeholder, opts.input_node,
                                   opts.output_nodes, opts.input_hw, opts.checkpoint,

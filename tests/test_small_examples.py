@@ -195,3 +195,25 @@ def test_example_converts_to_a_faithful_kmodel(name, tmp_path):
     with open(os.path.join(str(tmp_path), "convert_report.json")) as f:
         report = json.load(f)
     assert report["quantization"]["mean_cos"] >= 0.995
+
+
+def test_a_grayscale_model_fn_freezes_with_a_one_channel_input():
+    """--model-fn builds the input placeholder itself: --input-channels 1 makes it 1-channel,
+    and mnist's checkpoint frozen that way computes what its meta graph computes."""
+    d = os.path.join(REPO, "examples", "mnist")
+    with open(os.path.join(d, "convert.json")) as f:
+        config = json.load(f)
+    hw = tuple(int(v) for v in config["input_size"].split("x"))
+    prefix = os.path.join(d, "checkpoint", "model.ckpt")
+    saved = list(sys.path)
+    try:
+        frozen = freeze.from_checkpoint(prefix, os.path.join(d, "model.py") + ":mnist_net", {},
+                                        "Input_image", [config["output_node"]], hw, channels=1)
+    finally:
+        sys.path[:] = saved
+    via_meta = freeze.from_meta(prefix + ".meta", config["training_placeholder"],
+                                config["input_node"], [config["output_node"]], hw)
+    image = np.random.RandomState(0).uniform(0, 1, (1,) + hw + (1,)).astype(np.float32)
+    got, want = frozen.reference(image)[0], via_meta.reference(image)[0]
+    assert np.asarray(got).shape == np.asarray(want).shape
+    np.testing.assert_allclose(got, want, atol=1e-5)
