@@ -200,6 +200,13 @@ def _label_decoders():
     return label_decoders
 
 
+def prepare(kind):
+    """Load the code decoder `kind` needs now: at a session's start, before its big buffers,
+    not at the first decode into a heap the images have already cut up."""
+    if kind in ("classify", "segment"):
+        _label_decoders()
+
+
 def classify_count(shape):
     return _label_decoders().classify_count(shape)
 

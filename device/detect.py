@@ -122,6 +122,7 @@ def serve(cfg, uart=None):
     model = None
     try:
         print("k210-deploy serve: loading the model")
+        decoders.prepare(cfg["decoder"]["type"])
         model = Model(cfg)
         if uart is None:
             uart = machine.UART.repl_uart()
@@ -183,6 +184,7 @@ def live(cfg, frames=0):
     w = cfg["input"]["width"]
     h = cfg["input"]["height"]
     lcd.init()
+    decoders.prepare(cfg["decoder"]["type"])
     model = Model(cfg)
     if not model.loaded():
         print("k210-deploy live: " + model.error)
