@@ -67,7 +67,7 @@ TYPE_NAMES = {
 FMT_RGB565 = 0   # raw RGB565, big-endian pixels (as the firmware stores them), row-major
 FMT_JPEG = 1     # JPEG file bytes; the board decodes to RGB565
 FMT_RGB565Z = 2  # FMT_RGB565 bytes as raw deflate, one sync-flushed segment per IMAGE_DATA
-FMT_GRAY8 = 3    # 8-bit luminance, row-major, w*h bytes: the board's GRAYSCALE image (1-channel models)
+FMT_GRAY8 = 3    # 8-bit luminance, row-major, w*h bytes: a GRAYSCALE image (1-channel models)
 FORMAT_NAMES = {FMT_RGB565: "rgb565", FMT_JPEG: "jpeg", FMT_RGB565Z: "rgb565z",
                 FMT_GRAY8: "gray8"}
 # rgb565z window: 2**Z_WBITS bytes of history (the board's DecompIO(stream, -Z_WBITS) ring).
@@ -82,7 +82,7 @@ F_NO_BOXES = 0x02    # skip the board-side decoder
 # RESULT flags
 R_DECODE_FAILED = 0x01   # the board decoder raised: boxes empty, see the LOG frame before
 R_PIXELS_SLOW = 0x02     # RGB565 reached the Image through the slow slice path (no uctypes)
-R_MASK = 0x04            # a segmentation mask follows the box records: <HH h, w + h*w uint8 class ids
+R_MASK = 0x04            # a segment mask follows the box records: <HH h, w + h*w uint8 ids
 
 # RESULT crc_source
 CRC_NONE = 0     # not computed
@@ -373,41 +373,6 @@ class Parser:
 
 
 # ------------------------------------------------------------------ flow control
-class Credit:
-    """Sender side of the credit window (host).
-
-    The board acknowledges the number of bytes it has taken out of its UART
-    receive buffer since HELLO (mod 2**32). The sender keeps
-    sent - acknowledged <= window, so the board's ring buffer (window =
-    read_buf_len - WINDOW_MARGIN) can never overflow, whatever the baud rate."""
-
-    def __init__(self, window):
-        if window < OVERHEAD + 1:
-            raise ValueError("window too small: %d" % window)
-        self.window = window
-        self.sent = 0
-        self.acked = 0
-
-    def in_flight(self):
-        return self.sent - self.acked
-
-    def can_send(self, n):
-        return self.sent - self.acked + n <= self.window
-
-    def on_send(self, n):
-        if not self.can_send(n):
-            raise ProtocolError("credit exceeded: %d in flight + %d > %d"
-                                % (self.in_flight(), n, self.window))
-        self.sent += n
-
-    def on_ack(self, consumed):
-        """consumed: the ACK value (mod 2**32). Returns the new credit."""
-        behind = (self.sent - consumed) & 0xFFFFFFFF
-        if behind > self.sent - self.acked:
-            # stale or duplicated ACK (older than what we know): ignore
-            return self.window - self.in_flight()
-        self.acked = self.sent - behind
-        return self.window - self.in_flight()
 
 
 def window_for(read_buf_len):
@@ -430,33 +395,12 @@ def pack_json(obj):
     return json.dumps(obj).encode("utf-8")
 
 
-def unpack_json(payload):
-    return json.loads(bytes(payload).decode("utf-8"))
-
-
 def pack_ack(consumed, last_seq=None):
     """ACK: bytes consumed since HELLO (mod 2**32) and, from boards with the seq_ack
     feature, the sequence number of the last host frame parsed intact."""
     if last_seq is None:
         return struct.pack("<I", consumed & 0xFFFFFFFF)
     return struct.pack("<IH", consumed & 0xFFFFFFFF, last_seq & 0xFFFF)
-
-
-def unpack_ack(payload):
-    return unpack_ack_seq(payload)[0]
-
-
-def unpack_ack_seq(payload):
-    """-> (consumed, last_seq or None)."""
-    if len(payload) == 4:
-        return struct.unpack("<I", bytes(payload))[0], None
-    if len(payload) != 6:
-        raise ProtocolError("ACK payload must be 4 or 6 bytes")
-    return struct.unpack("<IH", bytes(payload))
-
-
-def pack_resend(image_id):
-    return struct.pack("<I", image_id & 0xFFFFFFFF)
 
 
 def unpack_resend(payload):
@@ -470,41 +414,14 @@ def pack_error(code, ref, text):
     return struct.pack("<IH", ref & 0xFFFFFFFF, _u(code, U16, "error code")) + t[:512]
 
 
-def unpack_error(payload):
-    if len(payload) < 6:
-        raise ProtocolError("ERROR payload too short")
-    ref, code = struct.unpack("<IH", bytes(payload[0:6]))
-    return {"ref": ref, "code": code, "name": ERROR_NAMES.get(code, "?"),
-            "reason": _text(bytes(payload[6:]))}
-
-
-def _text(raw):
-    """UTF-8 text; if it is not valid UTF-8, non-ASCII bytes become '?'. MicroPython 1.11's
-    decode() has no errors= argument (it raises UnicodeError): both sides do this instead."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeError:
-        return "".join([chr(b) if b < 128 else "?" for b in raw])
-
-
 IMG_BEGIN_FMT = "<IBBHHI"
 IMG_BEGIN_LEN = 14
-
-
-def pack_image_begin(image_id, fmt, flags, width, height, total):
-    return struct.pack(IMG_BEGIN_FMT, image_id & 0xFFFFFFFF, _u(fmt, U8, "image format"),
-                       _u(flags, U8, "image flags"), _u(width, U16, "image width"),
-                       _u(height, U16, "image height"), _u(total, U32, "image bytes"))
 
 
 def unpack_image_begin(payload):
     if len(payload) != IMG_BEGIN_LEN:
         raise ProtocolError("IMAGE_BEGIN payload must be %d bytes" % IMG_BEGIN_LEN)
     return struct.unpack(IMG_BEGIN_FMT, bytes(payload))
-
-
-def pack_image_data_prefix(image_id, offset):
-    return struct.pack("<II", image_id & 0xFFFFFFFF, _u(offset, U32, "image offset"))
 
 
 def unpack_image_data(payload):
@@ -515,28 +432,12 @@ def unpack_image_data(payload):
     return image_id, offset, payload[8:]
 
 
-def image_frames(image_id, fmt, flags, width, height, data, chunk=DEFAULT_CHUNK):
-    """Host helper: yield (type, payload bytes) for one image."""
-    yield T_IMAGE_BEGIN, pack_image_begin(image_id, fmt, flags, width, height, len(data))
-    mv = memoryview(data)
-    off = 0
-    while off < len(data):
-        n = min(chunk, len(data) - off)
-        yield T_IMAGE_DATA, pack_image_data_prefix(image_id, off) + bytes(mv[off:off + n])
-        off += n
-
-
 def pack_floats(values):
     """float32 little-endian bytes (array('f') in C on the board; len() of a
     part must count bytes, so the array is turned into bytes)."""
     if _array is not None and _LITTLE:
         return bytes(_array("f", values))
     return struct.pack("<%df" % len(values), *values)
-
-
-def unpack_floats(payload):
-    n = len(payload) // 4
-    return list(struct.unpack("<%df" % n, bytes(payload[0:4 * n])))
 
 
 RESULT_FMT = "<IHHfffIIBBHI"
@@ -579,47 +480,6 @@ def pack_result_parts(image_id, outputs, boxes, kpu_ms=0.0, decode_ms=0.0, prep_
         parts += [struct.pack(MASK_FMT, _u(mask[0], U16, "mask h"), _u(mask[1], U16, "mask w")),
                   mask[2]]
     return parts
-
-
-def unpack_result(payload):
-    p = bytes(payload)
-    if len(p) < RESULT_LEN:
-        raise ProtocolError("RESULT payload too short")
-    (image_id, n_out, n_box, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
-     crc_source, flags, _res, mem_free) = struct.unpack(RESULT_FMT, p[0:RESULT_LEN])
-    k = RESULT_LEN
-    outputs = []
-    for _ in range(n_out):
-        if len(p) < k + OUT_LEN:
-            raise ProtocolError("RESULT truncated in output header")
-        c, h, w, cnt = struct.unpack(OUT_FMT, p[k:k + OUT_LEN])
-        k += OUT_LEN
-        if len(p) < k + 4 * cnt:
-            raise ProtocolError("RESULT truncated in output data")
-        outputs.append({"shape": (c, h, w),
-                        "data": list(struct.unpack("<%df" % cnt, p[k:k + 4 * cnt]))})
-        k += 4 * cnt
-    boxes = []
-    for _ in range(n_box):
-        if len(p) < k + BOX_LEN:
-            raise ProtocolError("RESULT truncated in boxes")
-        boxes.append(struct.unpack(BOX_FMT, p[k:k + BOX_LEN]))
-        k += BOX_LEN
-    mask = None
-    if flags & R_MASK:
-        if len(p) < k + 4:
-            raise ProtocolError("RESULT truncated in mask header")
-        mh, mw = struct.unpack(MASK_FMT, p[k:k + 4])
-        mask = {"h": mh, "w": mw, "ids": p[k + 4:k + 4 + mh * mw]}
-        k += 4 + mh * mw
-        if len(p) < k:
-            raise ProtocolError("RESULT truncated in mask")
-    if k != len(p):
-        raise ProtocolError("RESULT has %d trailing bytes" % (len(p) - k))
-    return {"image_id": image_id, "outputs": outputs, "boxes": boxes,
-            "kpu_ms": kpu_ms, "decode_ms": decode_ms, "prep_ms": prep_ms,
-            "input_crc": input_crc, "pixel_crc": pixel_crc,
-            "crc_source": crc_source, "flags": flags, "mem_free": mem_free, "mask": mask}
 
 
 # ------------------------------------------------------------------ pixels

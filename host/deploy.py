@@ -36,9 +36,10 @@ from host.rawrepl import RawRepl, ReplError
 from host.upload import Uploader, crc32
 
 DEVICE_DIR = os.path.join(REPO_ROOT, "device")
-# float32.py emulates the board's binary32 floats where floats are doubles (host, virtual
-# board, whose shims provide it); a board never imports it.
-HOST_ONLY_DEVICE_FILES = ("float32.py",)
+# Device-dialect modules a board never imports, so not uploaded: float32.py emulates the
+# board's binary32 floats where floats are doubles (host; the virtual board's shims provide
+# it), protocol_host.py is the host's half of the frame codec.
+HOST_ONLY_DEVICE_FILES = ("float32.py", "protocol_host.py")
 REPL_BAUD = devconfig.REPL_BAUD
 BOOT_TIME = 8.0      # s a rebooting board may take to reach serve mode (firmware + grace)
 

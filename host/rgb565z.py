@@ -12,6 +12,7 @@ than rgb565, still exact.
 import zlib
 
 from device import protocol as P
+from device import protocol_host as PH
 from device import zinflate
 
 LEVEL = 9
@@ -34,9 +35,9 @@ def segments(raw, seg, level=LEVEL):
 def image_frames(image_id, flags, width, height, segs):
     """(type, payload) of one rgb565z image: IMAGE_BEGIN with the compressed total, then one
     IMAGE_DATA per segment at its compressed offset."""
-    yield P.T_IMAGE_BEGIN, P.pack_image_begin(image_id, P.FMT_RGB565Z, flags, width, height,
+    yield P.T_IMAGE_BEGIN, PH.pack_image_begin(image_id, P.FMT_RGB565Z, flags, width, height,
                                               sum(len(s) for s in segs))
     off = 0
     for s in segs:
-        yield P.T_IMAGE_DATA, P.pack_image_data_prefix(image_id, off) + s
+        yield P.T_IMAGE_DATA, PH.pack_image_data_prefix(image_id, off) + s
         off += len(s)

@@ -22,6 +22,7 @@ import queue
 import serial
 
 from device import protocol as P
+from device import protocol_host as PH
 from host import firmware, rgb565z
 from host.errors import UserError, one_line
 
@@ -97,7 +98,7 @@ class ImageJob(object):
         """(type, payload) of this image under wire id `wire`. rgb565z: `data` is the RGB565
         bytes, deflated once per chunk size (host.rgb565z)."""
         if self.fmt != P.FMT_RGB565Z:
-            return list(P.image_frames(wire, self.fmt, self.flags, self.width, self.height,
+            return list(PH.image_frames(wire, self.fmt, self.flags, self.width, self.height,
                                        self.data, chunk=chunk))
         if self._segments is None or self._segments[0] != chunk:
             self._segments = (chunk, rgb565z.segments(self.data, chunk))
@@ -424,7 +425,7 @@ class Session(object):
             for ftype, _seq, payload in self.parser.feed_all(data):
                 if ftype == P.T_INFO:
                     try:
-                        info = P.unpack_json(payload)
+                        info = PH.unpack_json(payload)
                     except ValueError:
                         continue
                     t_info = time.monotonic()

@@ -15,6 +15,7 @@ import time
 import serial
 
 from device import protocol as P
+from device import protocol_host as PH
 from host.errors import UserError, one_line
 from host.session import ATTEMPT_SHIFT, NOT_YET, BoardError, PortError, restarted_between
 
@@ -72,7 +73,7 @@ class ByteCredit(object):
     """The credit window of boards whose ACKs carry only the byte count (no seq_ack)."""
 
     def __init__(self, window):
-        self.credit = P.Credit(window)
+        self.credit = PH.Credit(window)
 
     def in_flight(self):
         return self.credit.in_flight()
@@ -314,19 +315,19 @@ class Stream(object):
         self.probes = 0
         self.suspect = False
         if ftype == P.T_ACK:
-            consumed, last_seq = P.unpack_ack_seq(payload)
+            consumed, last_seq = PH.unpack_ack_seq(payload)
             self.credit.on_ack(consumed, last_seq)
         elif ftype == P.T_RESULT:
-            self._result(P.unpack_result(payload))
+            self._result(PH.unpack_result(payload))
         elif ftype == P.T_ERROR:
-            self._error(P.unpack_error(payload))
+            self._error(PH.unpack_error(payload))
         elif ftype == P.T_LOG:
             s.logs.append(bytes(payload).decode("utf-8", "replace"))
         elif ftype == P.T_INFO:
             # a reply to a HELLO the board saw late, or to the HELLO probe after undecodable
             # bytes: it dropped its partial image and its cache, and counts ACK bytes from
             # there: start over from this INFO (a board that rebooted shows a younger uptime)
-            info = P.unpack_json(payload)
+            info = PH.unpack_json(payload)
             s.recovery["sessions_reestablished"] += 1
             if restarted_between(s.info, s.info_received_at, info, self.last_valid):
                 s.recovery["board_restarts"] += 1
@@ -414,7 +415,7 @@ class Stream(object):
             return
         target = next(iter(self.sent), 0)
         s.recovery["resend_requests"] += 1
-        self._write(s._frame(P.T_RESEND, P.pack_resend(target)), seq)
+        self._write(s._frame(P.T_RESEND, PH.pack_resend(target)), seq)
 
     # -- re-establishing
     def _reopen(self):
@@ -476,7 +477,7 @@ class Stream(object):
         s._start_reader()
 
     def _frame_during_hello(self, ftype, seq, payload):
-        if ftype == P.T_ERROR and P.unpack_error(payload)["code"] == P.E_NO_SESSION:
+        if ftype == P.T_ERROR and PH.unpack_error(payload)["code"] == P.E_NO_SESSION:
             return      # answers to frames sent before this HELLO: the session is coming
         if ftype in (P.T_RESULT, P.T_ERROR, P.T_LOG):
             self._frame(ftype, seq, payload)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from device import decoders
 from device import protocol as P
+from device import protocol_host as PH
 from host import rgb565z
 
 YOLO_ANCHORS = [1.08, 1.19, 3.42, 4.41, 6.63, 11.38, 9.42, 5.11, 16.62, 10.52]
@@ -128,7 +129,7 @@ class Stream:
         if fmt == P.FMT_RGB565Z:
             frames = rgb565z.image_frames(image_id, flags, w, h, payload)
         else:
-            frames = P.image_frames(image_id, fmt, flags, w, h, payload, self.chunk)
+            frames = PH.image_frames(image_id, fmt, flags, w, h, payload, self.chunk)
         for ftype, body in frames:
             self.frame(ftype, body)
         if pixels is not None:
@@ -155,10 +156,10 @@ def check_results(cfg, stream, frames):
     errors = []
     for ftype, _seq, payload in frames:
         if ftype == P.T_RESULT:
-            r = P.unpack_result(payload)
+            r = PH.unpack_result(payload)
             results.setdefault(r["image_id"], []).append((payload, r))
         elif ftype == P.T_ERROR:
-            errors.append(P.unpack_error(payload))
+            errors.append(PH.unpack_error(payload))
     diffs = []
     shape = tuple(cfg["outputs"][0]["shape"])
     for image_id, (pixels, flags) in sorted(stream.expect.items()):

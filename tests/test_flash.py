@@ -17,7 +17,7 @@ import pytest
 import serial
 
 from conftest import REPO, assert_one_line_error, run_tool, tool_env
-from host import devconfig, kfpkg
+from host import deploy, devconfig, kfpkg
 from host.vboard import isp as visp
 from host.vboard import launcher, modem
 from host.vboard.launcher import start_board
@@ -57,7 +57,7 @@ def _report(manifest):
 def _device_files(manifest, **config):
     files = {}
     for name in sorted(os.listdir(DEVICE)):
-        if name.endswith(".py"):
+        if name.endswith(".py") and name not in deploy.HOST_ONLY_DEVICE_FILES:
             with open(os.path.join(DEVICE, name), "rb") as f:
                 files[name] = f.read()
     files["config.json"] = devconfig.to_json(

@@ -14,6 +14,7 @@ import tiny_model
 from conftest import assert_nothing_written, assert_one_line_error, run_tool, tool_env
 from device import decoders
 from device import protocol as P
+from device import protocol_host as PH
 from host import decode_agreement, decode_eval, decoder_kinds, devconfig, journal
 from host.errors import UserError
 
@@ -23,13 +24,13 @@ def test_result_mask_round_trip_and_truncation():
     mask = bytes([0, 1, 2, 1, 0, 255])
     parts = P.pack_result_parts(7, [((3, 2, 3), [0.5] * 18)], [], mask=(2, 3, mask))
     payload = b"".join(bytes(p) for p in parts)
-    r = P.unpack_result(payload)
+    r = PH.unpack_result(payload)
     assert r["flags"] & P.R_MASK and r["mask"] == {"h": 2, "w": 3, "ids": mask}
-    assert P.unpack_result(b"".join(bytes(p) for p in P.pack_result_parts(
+    assert PH.unpack_result(b"".join(bytes(p) for p in P.pack_result_parts(
         7, [((3, 2, 3), [0.5] * 18)], [])))["mask"] is None
     for cut in (1, 4, 7):
         with pytest.raises(P.ProtocolError):
-            P.unpack_result(payload[:-cut])
+            PH.unpack_result(payload[:-cut])
     assert "mask" in P.FEATURES
 
 
@@ -383,16 +384,16 @@ def test_board_sends_masks_from_session_buffers_and_resends_them(monkeypatch):
         host.pump(3)
         if i == 1:
             buffers = [id(b) for b in server.masks.bufs]
-    results = {r["image_id"]: r for r in (P.unpack_result(p) for t, _, p in host.got
+    results = {r["image_id"]: r for r in (PH.unpack_result(p) for t, _, p in host.got
                                           if t == P.T_RESULT)}
     for i in (1, 2, 3, 4):
         assert results[i]["flags"] & P.R_MASK
         assert results[i]["mask"] == {"h": 1, "w": 2, "ids": bytes([i % 3, (i + 1) % 3])}
     assert [id(b) for b in server.masks.bufs] == buffers and len(buffers) == 3
     host.got.clear()
-    host.send(P.T_RESEND, P.pack_resend(3))
+    host.send(P.T_RESEND, PH.pack_resend(3))
     host.pump(2)
-    assert P.unpack_result(host.got[0][2])["mask"]["ids"] == bytes([0, 1])
+    assert PH.unpack_result(host.got[0][2])["mask"]["ids"] == bytes([0, 1])
 
 
 @pytest.mark.slow

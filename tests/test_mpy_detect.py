@@ -16,6 +16,7 @@ from device import decoders
 from device import detect, kpu_model
 from device import float32
 from device import protocol as P
+from device import protocol_host as PH
 from host import rgb565z
 import mpy_board as B
 import mpy_harness as H
@@ -97,7 +98,7 @@ def test_serve_loop_every_payload_mode(tmp_path):
         assert not diffs, (decoder, diffs[:3])
         assert not errors, errors
         assert out["result"]["images"] == n == 6
-        info = [P.unpack_json(p) for t, _s, p in frames if t == P.T_INFO]
+        info = [PH.unpack_json(p) for t, _s, p in frames if t == P.T_INFO]
         assert info and info[0]["model_loaded"] and info[0]["api"] == kpu_model.API_NEW
         assert frames[-1][0] == P.T_BYE
         assert any("exit after 6 images" in l for l in lines), lines
@@ -115,10 +116,10 @@ def test_serve_loop_answers_trouble_and_resends(tmp_path):
         px = B.to_rgb565(B.rgb565_image(rng, 32, 24))
         stream.image(1, P.FMT_RGB565, px, px)
         stream.data += b"\x00garbage\xa5\x5a\x01"             # noise on the line
-        stream.frame(P.T_RESEND, P.pack_resend(1))             # RESULT 1 again
-        stream.frame(P.T_RESEND, P.pack_resend(99))            # never sent: no_result
+        stream.frame(P.T_RESEND, PH.pack_resend(1))             # RESULT 1 again
+        stream.frame(P.T_RESEND, PH.pack_resend(99))            # never sent: no_result
         stream.image(2, P.FMT_RGB565, px[:100], None, width=10, height=5)   # wrong size
-        bad = bytearray(P.encode(P.T_IMAGE_BEGIN, 50, P.pack_image_begin(3, 0, 1, 32, 24, 1536)))
+        bad = bytearray(P.encode(P.T_IMAGE_BEGIN, 50, PH.pack_image_begin(3, 0, 1, 32, 24, 1536)))
         bad[-1] ^= 0xFF                                        # CRC broken: NACK
         stream.data += bad
         stream.image(4, P.FMT_JPEG, b"\xff\xd8 not a jpeg", None)   # decodes to 0x0
@@ -191,7 +192,7 @@ def test_serve_loop_rgb565z_inflates_into_the_image(tmp_path):
     assert sorted(results) == [1, 2, 6]
     names = sorted((e["name"], e["ref"]) for e in errors)
     assert names == [("inflate", 3), ("inflate", 4), ("size", 5)], errors
-    info = [P.unpack_json(p) for t, _s, p in frames if t == P.T_INFO][0]
+    info = [PH.unpack_json(p) for t, _s, p in frames if t == P.T_INFO][0]
     assert "rgb565z" in info["formats"]
 
 
@@ -219,7 +220,7 @@ def test_serve_loop_gray8_into_the_grayscale_image(tmp_path):
     assert sorted(results) == [1, 2, 3, 6]
     assert sorted((e["name"], e["ref"]) for e in errors) == [("format", 4), ("size", 5)]
     assert "grayscale" in [e for e in errors if e["ref"] == 4][0]["reason"]
-    info = [P.unpack_json(p) for t, _s, p in frames if t == P.T_INFO][0]
+    info = [PH.unpack_json(p) for t, _s, p in frames if t == P.T_INFO][0]
     assert info["formats"] == ["gray8"] and "gray8" in info["features"]
 
     rgb_cfg = B.config(32, 24, "grid", (5, 3, 4), threshold=0.3)

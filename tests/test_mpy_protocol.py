@@ -14,6 +14,7 @@ import mpy_harness as H
 sys.path.insert(0, H.MPY_DIR)
 import protocol_cases  # noqa: E402  (the same driver the interpreter runs)
 from device import protocol as P  # noqa: E402
+from device import protocol_host as PH  # noqa: E402
 
 def f32(v):
     return {"f32": struct.pack("<f", v).hex()}
@@ -107,10 +108,10 @@ def unpack_cases(rng):
     for k in range(30):                                # reasons that are not always UTF-8
         add("unpack_error", err[:6] + os.urandom(rng.randrange(1, 12)))
         add("unpack_error", err[:6] + "\u00e9\u4e2d\U0001f600".encode()[:rng.randrange(1, 10)])
-    begin = P.pack_image_begin(9, 1, 3, 320, 224, 1000)
+    begin = PH.pack_image_begin(9, 1, 3, 320, 224, 1000)
     for k in range(len(begin) + 2):
         add("unpack_image_begin", (begin + b"\x00\x00")[:k])
-    data = P.pack_image_data_prefix(9, 4096) + b"pixels"
+    data = PH.pack_image_data_prefix(9, 4096) + b"pixels"
     for k in range(len(data) + 1):
         add("unpack_image_data", data[:k])
     for payload in (b"", b"\x01\x02\x03\x04", b"\x01\x02\x03\x04\x05", b"\x01\x02\x03\x04\x05\x06",

@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from device import protocol as P  # noqa: E402
+from device import protocol_host as PH  # noqa: E402
 from host.devconfig import DEFAULT_READ_BUF_LEN  # noqa: E402
 
 payloads = st.binary(min_size=0, max_size=600)
@@ -180,7 +181,7 @@ def test_result_round_trip():
                                 input_crc=0xDEADBEEF, pixel_crc=5, crc_source=P.CRC_LUT,
                                 mem_free=123456)
     payload = b"".join(bytes(p) for p in parts)
-    r = P.unpack_result(payload)
+    r = PH.unpack_result(payload)
     assert r["image_id"] == 77 and r["input_crc"] == 0xDEADBEEF and r["crc_source"] == P.CRC_LUT
     assert r["outputs"][0]["shape"] == (2, 1, 3)
     assert r["outputs"][0]["data"] == [0.5, -1.25, 3.0, 4.0, 5.5, -6.0]
@@ -189,7 +190,7 @@ def test_result_round_trip():
     assert r["boxes"][0][4] == pytest.approx(0.9)
     assert r["kpu_ms"] == 12.5 and r["mem_free"] == 123456
     with pytest.raises(P.ProtocolError):
-        P.unpack_result(payload[:-3])
+        PH.unpack_result(payload[:-3])
     # the frame goes out in parts with the same CRC as a single buffer
     chunks = []
     P.send(chunks.append, P.T_RESULT, 4, parts)
@@ -197,18 +198,18 @@ def test_result_round_trip():
 
 
 def test_small_codecs():
-    assert P.unpack_ack(P.pack_ack(2 ** 32 + 5)) == 5
-    e = P.unpack_error(P.pack_error(P.E_MODEL_LOAD, 3, "Failed to load model"))
+    assert PH.unpack_ack(P.pack_ack(2 ** 32 + 5)) == 5
+    e = PH.unpack_error(P.pack_error(P.E_MODEL_LOAD, 3, "Failed to load model"))
     assert e == {"ref": 3, "code": P.E_MODEL_LOAD, "name": "model_load",
                  "reason": "Failed to load model"}
-    b = P.pack_image_begin(9, P.FMT_JPEG, P.F_INPUT_CRC, 320, 224, 12345)
+    b = PH.pack_image_begin(9, P.FMT_JPEG, P.F_INPUT_CRC, 320, 224, 12345)
     assert P.unpack_image_begin(b) == (9, P.FMT_JPEG, P.F_INPUT_CRC, 320, 224, 12345)
     with pytest.raises(P.ProtocolError):
         P.unpack_image_begin(b[:-1])
-    frames = list(P.image_frames(1, P.FMT_RGB565, 0, 4, 2, bytes(range(16)), chunk=5))
+    frames = list(PH.image_frames(1, P.FMT_RGB565, 0, 4, 2, bytes(range(16)), chunk=5))
     assert [t for t, _ in frames] == [P.T_IMAGE_BEGIN] + [P.T_IMAGE_DATA] * 4
     assert P.unpack_image_data(frames[2][1]) == (1, 5, bytes(range(5, 10)))
-    assert P.unpack_json(P.pack_json({"a": [1, 2]})) == {"a": [1, 2]}
+    assert PH.unpack_json(P.pack_json({"a": [1, 2]})) == {"a": [1, 2]}
 
 
 def test_planar_crc_matches_numpy_expansion():
@@ -228,7 +229,7 @@ def test_planar_crc_matches_numpy_expansion():
 
 # ---------------------------------------------------------------- flow control
 def test_credit_window_logic():
-    c = P.Credit(1000)
+    c = PH.Credit(1000)
     assert c.can_send(1000) and not c.can_send(1001)
     c.on_send(600)
     assert not c.can_send(401) and c.can_send(400)
@@ -253,10 +254,10 @@ def simulate(baud, read_buf_len, latency_s, images, image_bytes, infer_s, poll_s
     rate = baud / 10.0
     window = P.window_for(read_buf_len)
     chunk = chunk or P.chunk_for(window)
-    credit = P.Credit(window)
+    credit = PH.Credit(window)
     tx = bytearray()
     for i in range(images):
-        for t, p in P.image_frames(i, P.FMT_RGB565, 0, 1, 1, bytes(image_bytes), chunk):
+        for t, p in PH.image_frames(i, P.FMT_RGB565, 0, 1, 1, bytes(image_bytes), chunk):
             tx += P.encode(t, i & 0xFFFF, p)
     frames_left = []
     pos = 0
@@ -264,7 +265,7 @@ def simulate(baud, read_buf_len, latency_s, images, image_bytes, infer_s, poll_s
     # split the tx stream back into frame sizes to respect credit per frame
     sizes = []
     for t, p in [(t, p) for i in range(images)
-                 for t, p in P.image_frames(i, P.FMT_RGB565, 0, 1, 1, bytes(image_bytes), chunk)]:
+                 for t, p in PH.image_frames(i, P.FMT_RGB565, 0, 1, 1, bytes(image_bytes), chunk)]:
         sizes.append(len(p) + P.OVERHEAD)
     frames_left = sizes
     wire = []       # (arrival_time, bytes) in flight host -> board
@@ -467,7 +468,7 @@ class Host:
             self.server.poll()
             for f in self.parser.feed_all(bytes(self.uart.tx)):
                 if f[0] == P.T_ACK:
-                    self.acks.append(P.unpack_ack(f[2]))
+                    self.acks.append(PH.unpack_ack(f[2]))
                     if self.credit:
                         self.credit.on_ack(self.acks[-1])
                 else:
@@ -491,12 +492,12 @@ class Host:
         self.pump(3)
         t, _, p = self.got.pop(0)
         assert t == P.T_INFO
-        info = P.unpack_json(p)
-        self.credit = P.Credit(info["window"])
+        info = PH.unpack_json(p)
+        self.credit = PH.Credit(info["window"])
         return info
 
     def image(self, image_id, w, h, data, fmt=P.FMT_RGB565, flags=P.F_INPUT_CRC, chunk=None):
-        for t, p in P.image_frames(image_id, fmt, flags, w, h, data, chunk or 64):
+        for t, p in PH.image_frames(image_id, fmt, flags, w, h, data, chunk or 64):
             self.send(t, p)
             self.pump()
 
@@ -537,7 +538,7 @@ def test_serve_hello_image_result(board):
     host.pump(3)
     (t, _, p), = host.got
     assert t == P.T_RESULT
-    r = P.unpack_result(p)
+    r = PH.unpack_result(p)
     assert r["image_id"] == 7 and r["outputs"][0]["shape"] == (5, 1, 2)
     assert len(r["boxes"]) == 1 and r["boxes"][0][5] == 0
     # the board rebuilt the pixels exactly and the CRC is the planar expansion's
@@ -556,10 +557,10 @@ def test_serve_pipelined_images_no_drop(board):
     imgs = [bytes(np.random.RandomState(i).randint(0, 256, 256).astype(np.uint8))
             for i in range(3)]
     for i, data in enumerate(imgs):
-        for t, p in P.image_frames(i, P.FMT_RGB565, 0, 16, 8, data, 96):
+        for t, p in PH.image_frames(i, P.FMT_RGB565, 0, 16, 8, data, 96):
             host.send(t, p)   # no pump between frames: only the credit window throttles
     host.pump(20)
-    assert [P.unpack_result(p)["image_id"] for t, _, p in host.got] == [0, 1, 2]
+    assert [PH.unpack_result(p)["image_id"] for t, _, p in host.got] == [0, 1, 2]
     assert uart.dropped == 0 and server.model.runs == 3
 
 
@@ -569,7 +570,7 @@ def test_serve_wrong_size_one_error_after_data(board):
     host.image(3, 4, 2, bytes(16))
     host.pump(3)
     assert len(host.got) == 1
-    e = P.unpack_error(host.got[0][2])
+    e = PH.unpack_error(host.got[0][2])
     assert e["code"] == P.E_SIZE and e["ref"] == 3 and "model input is 2x2" in e["reason"]
     assert server.model.runs == 0
 
@@ -582,7 +583,7 @@ def test_serve_model_load_error_reported_per_image(board):
     assert info["model_loaded"] is False and "Failed to load model" in info["load_error"]
     host.image(1, 2, 2, bytes(8))
     host.pump(2)
-    e = P.unpack_error(host.got[-1][2])
+    e = PH.unpack_error(host.got[-1][2])
     assert e["code"] == P.E_MODEL_LOAD and "Failed to load model" in e["reason"]
 
 
@@ -590,20 +591,20 @@ def test_serve_protocol_errors(board):
     host, server, uart = board()
     host.hello()
     host.send(0x7E, b"??")
-    host.send(P.T_IMAGE_DATA, P.pack_image_data_prefix(9, 0) + b"abcd")
-    host.send(P.T_IMAGE_DATA, P.pack_image_data_prefix(9, 4) + b"abcd")  # same id: no 2nd error
+    host.send(P.T_IMAGE_DATA, PH.pack_image_data_prefix(9, 0) + b"abcd")
+    host.send(P.T_IMAGE_DATA, PH.pack_image_data_prefix(9, 4) + b"abcd")  # same id: no 2nd error
     host.send(P.T_IMAGE_BEGIN, b"short")
     host.pump(3)
-    codes = [P.unpack_error(p)["code"] for t, _, p in host.got]
+    codes = [PH.unpack_error(p)["code"] for t, _, p in host.got]
     assert codes == [P.E_UNKNOWN_TYPE, P.E_STATE, P.E_BAD_PAYLOAD]
     # out-of-order chunk: image dropped with one error, the next image still works
     host.got.clear()
-    host.send(P.T_IMAGE_BEGIN, P.pack_image_begin(4, P.FMT_RGB565, 0, 2, 2, 8))
-    host.send(P.T_IMAGE_DATA, P.pack_image_data_prefix(4, 4) + b"abcd")
+    host.send(P.T_IMAGE_BEGIN, PH.pack_image_begin(4, P.FMT_RGB565, 0, 2, 2, 8))
+    host.send(P.T_IMAGE_DATA, PH.pack_image_data_prefix(4, 4) + b"abcd")
     host.image(5, 2, 2, bytes(8))
     host.pump(3)
-    assert P.unpack_error(host.got[0][2])["code"] == P.E_STATE
-    assert P.unpack_result(host.got[1][2])["image_id"] == 5
+    assert PH.unpack_error(host.got[0][2])["code"] == P.E_STATE
+    assert PH.unpack_result(host.got[1][2])["image_id"] == 5
 
 
 def test_serve_jpeg_and_exit(board):
@@ -615,7 +616,7 @@ def test_serve_jpeg_and_exit(board):
     PILImage.new("RGB", (2, 2), (255, 255, 255)).save(buf, "JPEG", quality=95)
     host.image(11, 2, 2, buf.getvalue(), fmt=P.FMT_JPEG)
     host.pump(3)
-    r = P.unpack_result(host.got[-1][2])
+    r = PH.unpack_result(host.got[-1][2])
     assert r["image_id"] == 11 and len(r["boxes"]) == 1
     host.send(P.T_EXIT, b"")
     host.pump(2)
@@ -630,7 +631,7 @@ def test_serve_frame_with_other_version_gets_error(board):
     h[-4:] = struct.pack("<I", binascii.crc32(bytes(h[:-4])) & 0xFFFFFFFF)
     uart.host_write(bytes(h))
     host.pump(2)
-    e = P.unpack_error(host.got[0][2])
+    e = PH.unpack_error(host.got[0][2])
     assert e["code"] == P.E_VERSION and "protocol 1" in e["reason"]
 
 
@@ -639,9 +640,9 @@ def _replies(host):
     out = []
     for t, _, p in host.got:
         if t == P.T_RESULT:
-            out.append(("RESULT", P.unpack_result(p)["image_id"]))
+            out.append(("RESULT", PH.unpack_result(p)["image_id"]))
         elif t == P.T_ERROR:
-            e = P.unpack_error(p)
+            e = PH.unpack_error(p)
             out.append((e["name"], e["ref"]))
         else:
             out.append((P.TYPE_NAMES.get(t, t), None))
@@ -659,17 +660,17 @@ def test_ack_names_the_last_intact_host_frame(board):
     assert raw == []
     assert server.last_seq == host.seq - 1
     # the ACK codec carries it: 6 bytes, and old 4-byte ACKs still parse
-    assert P.unpack_ack_seq(P.pack_ack(10, 7)) == (10, 7)
-    assert P.unpack_ack_seq(P.pack_ack(10)) == (10, None)
+    assert PH.unpack_ack_seq(P.pack_ack(10, 7)) == (10, 7)
+    assert PH.unpack_ack_seq(P.pack_ack(10)) == (10, None)
     with pytest.raises(P.ProtocolError):
-        P.unpack_ack_seq(b"12345")
+        PH.unpack_ack_seq(b"12345")
 
 
 def test_corrupted_frames_get_a_nack_naming_the_image_and_the_board_keeps_serving(board):
     host, server, uart = board()
     host.hello()
     frames = [P.encode(t, 100 + k, p) for k, (t, p) in
-              enumerate(P.image_frames(5, P.FMT_RGB565, 0, 2, 2, bytes(8), 4))]
+              enumerate(PH.image_frames(5, P.FMT_RGB565, 0, 2, 2, bytes(8), 4))]
     bad = bytearray(frames[1])
     bad[-6] ^= 0x01                        # payload bit flip: CRC fails
     for f in [frames[0], bytes(bad), frames[2]]:
@@ -689,7 +690,7 @@ def test_duplicated_frames_are_harmless(board):
     host, server, uart = board()
     host.hello()
     frames = [P.encode(t, 200 + k, p) for k, (t, p) in
-              enumerate(P.image_frames(8, P.FMT_RGB565, 0, 2, 2, bytes(range(8)), 4))]
+              enumerate(PH.image_frames(8, P.FMT_RGB565, 0, 2, 2, bytes(range(8)), 4))]
     for f in [frames[0], frames[0], frames[1], frames[1], frames[2], frames[2], frames[0]]:
         uart.host_write(f)
         host.pump()
@@ -704,16 +705,16 @@ def test_resend_returns_the_cached_result_or_says_there_is_none(board):
     for i in (1, 2, 3):
         host.image(i, 2, 2, bytes([i]) * 8)
     host.pump(3)
-    first = {P.unpack_result(p)["image_id"]: p for t, _, p in host.got if t == P.T_RESULT}
+    first = {PH.unpack_result(p)["image_id"]: p for t, _, p in host.got if t == P.T_RESULT}
     host.got.clear()
-    host.send(P.T_RESEND, P.pack_resend(3))
-    host.send(P.T_RESEND, P.pack_resend(1))          # beyond the cache (2 results)
-    host.send(P.T_IMAGE_BEGIN, P.pack_image_begin(4, P.FMT_RGB565, 0, 2, 2, 8))
-    host.send(P.T_RESEND, P.pack_resend(4))          # incomplete
+    host.send(P.T_RESEND, PH.pack_resend(3))
+    host.send(P.T_RESEND, PH.pack_resend(1))          # beyond the cache (2 results)
+    host.send(P.T_IMAGE_BEGIN, PH.pack_image_begin(4, P.FMT_RGB565, 0, 2, 2, 8))
+    host.send(P.T_RESEND, PH.pack_resend(4))          # incomplete
     host.pump(3)
     (t, _, p), e1, e2 = host.got
     assert t == P.T_RESULT and p == first[3], "byte-identical to the first RESULT"
-    e1, e2 = P.unpack_error(e1[2]), P.unpack_error(e2[2])
+    e1, e2 = PH.unpack_error(e1[2]), PH.unpack_error(e2[2])
     assert (e1["name"], e1["ref"]) == ("no_result", 1)
     assert (e2["name"], e2["ref"]) == ("no_result", 4) and "incomplete" in e2["reason"]
     # a new session (HELLO) forgets the cache: ids may start again, results never mix
@@ -721,8 +722,8 @@ def test_resend_returns_the_cached_result_or_says_there_is_none(board):
     host.send(P.T_HELLO, b"{}")
     host.pump(2)
     host.got.clear()
-    host.credit = P.Credit(server.window)
-    host.send(P.T_RESEND, P.pack_resend(3))
+    host.credit = PH.Credit(server.window)
+    host.send(P.T_RESEND, PH.pack_resend(3))
     host.pump(2)
     assert _replies(host) == [("no_result", 3)]
 
@@ -735,7 +736,7 @@ def test_truncated_frame_is_dropped_once_stale(board, monkeypatch):
     host, server, uart = board()
     host.hello()
     frames = [P.encode(t, 300 + k, p) for k, (t, p) in
-              enumerate(P.image_frames(9, P.FMT_RGB565, 0, 2, 2, bytes(8), 8))]
+              enumerate(PH.image_frames(9, P.FMT_RGB565, 0, 2, 2, bytes(8), 8))]
     uart.host_write(frames[0] + frames[1][:10])       # the last frame is cut short
     host.pump(3)
     assert server.parser.want and not [g for g in _replies(host) if g[0] != "ACK"]
@@ -745,7 +746,7 @@ def test_truncated_frame_is_dropped_once_stale(board, monkeypatch):
     assert got == [("crc", 9)], got                   # dropped, and said so
     assert not server.parser.want
     # the image is incomplete: a RESEND says so; the same id sent again completes
-    host.send(P.T_RESEND, P.pack_resend(9))
+    host.send(P.T_RESEND, PH.pack_resend(9))
     host.pump(2)
     assert [g for g in _replies(host) if g[0] != "ACK"] == [("no_result", 9)]
 
@@ -778,11 +779,11 @@ def test_malformed_frames_never_crash_the_board_or_grow_its_memory(board):
                 t = rnd.choice([P.T_IMAGE_BEGIN, P.T_IMAGE_DATA, P.T_RESEND, P.T_HELLO])
                 yield P.encode(t, 1, bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 20))))
             elif kind == 5:
-                yield P.encode(P.T_IMAGE_BEGIN, 1, P.pack_image_begin(
+                yield P.encode(P.T_IMAGE_BEGIN, 1, PH.pack_image_begin(
                     rnd.getrandbits(32), rnd.randrange(4), rnd.getrandbits(8),
                     rnd.randrange(65536), rnd.randrange(65536), rnd.getrandbits(32)))
             else:
-                yield P.encode(P.T_IMAGE_DATA, 1, P.pack_image_data_prefix(
+                yield P.encode(P.T_IMAGE_DATA, 1, PH.pack_image_data_prefix(
                     rnd.getrandbits(32), rnd.getrandbits(32)) + bytes(rnd.randint(0, 64)))
 
     ids = iter(range(1000, 2000))
@@ -803,7 +804,7 @@ def test_malformed_frames_never_crash_the_board_or_grow_its_memory(board):
         host.pump(3)
         assert any(t == P.T_INFO for t, _, _ in host.got)
         host.got.clear()
-        host.credit = P.Credit(server.window)
+        host.credit = PH.Credit(server.window)
         image_id = next(ids)
         host.image(image_id, 2, 2, bytes(8))
         host.pump(3)
@@ -844,7 +845,7 @@ def test_rgb565z_without_uctypes_goes_through_the_slice_path(board, monkeypatch)
     raw = bytes(np.random.RandomState(3).randint(0, 4, 256).astype(np.uint8))
     _send_rgb565z(host, 4, 16, 8, raw, info["chunk"])
     host.pump(5)
-    results = [P.unpack_result(p) for t, _, p in host.got if t == P.T_RESULT]
+    results = [PH.unpack_result(p) for t, _, p in host.got if t == P.T_RESULT]
     assert _replies(host) == [("RESULT", 4)]
     r = results[0]
     assert bytes(server.img) == raw and r["flags"] & P.R_PIXELS_SLOW

@@ -142,7 +142,8 @@ def test_one_training_step_updates_and_saves_the_batchnorm_statistics(example, t
 # ------------------------------------------------------------------ make EXAMPLE=
 
 def _make_n(*args):
-    return subprocess.run(["make", "-n", "-o", ".venv/.installed"] + list(args), cwd=REPO,
+    return subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/.installed"] +
+                          list(args), cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True)
 

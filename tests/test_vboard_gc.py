@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 
 from conftest import serve_mode_board, tool_env
 from device import protocol as P
+from device import protocol_host as PH
 from host import firmware, ncc, quantize
 from host.rawrepl import RawRepl
 from host.vboard import gcheap
@@ -190,15 +191,15 @@ def _serve(state, cfg, profile, w, h, images):
                 send(P.T_HELLO, P.pack_json({"proto": 1}))
 
             hello()
-            info = P.unpack_json(wait_for((P.T_INFO,), hello)[1])
+            info = PH.unpack_json(wait_for((P.T_INFO,), hello)[1])
             for k, (fmt, payload) in enumerate(images, 1):
-                for ftype, part in P.image_frames(k, fmt, 0, w, h, payload,
+                for ftype, part in PH.image_frames(k, fmt, 0, w, h, payload,
                                                   chunk=info["chunk"]):
                     send(ftype, part)
                 ftype, payload = wait_for((P.T_RESULT, P.T_ERROR),
-                                          lambda: send(P.T_RESEND, P.pack_resend(k)))
-                answers.append((ftype, P.unpack_result(payload) if ftype == P.T_RESULT
-                                else P.unpack_error(payload)))
+                                          lambda: send(P.T_RESEND, PH.pack_resend(k)))
+                answers.append((ftype, PH.unpack_result(payload) if ftype == P.T_RESULT
+                                else PH.unpack_error(payload)))
             send(P.T_EXIT)
             wait_for((P.T_BYE,), lambda: None)
     return info, answers

@@ -170,6 +170,7 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
     1.5 Mbaud with firmware log lines on the line, one raw RGB565 image, EXIT."""
     import time
     from device import protocol as P
+    from device import protocol_host as PH
 
     data, reference = kmodel
     state, cfg, pixels = serve_mode_board(tmp_path, data, W, H, [[C, H, W]], "canmv-v5")
@@ -210,13 +211,13 @@ def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
                 send(P.T_HELLO, P.pack_json({"proto": 1}))
 
             hello()
-            info = P.unpack_json(wait_for(P.T_INFO, ask_again=hello))
+            info = PH.unpack_json(wait_for(P.T_INFO, ask_again=hello))
             assert info["model_loaded"] and info["api"] == "canmv-new"
-            for ftype, payload in P.image_frames(7, P.FMT_RGB565, P.F_INPUT_CRC, W, H, pixels,
+            for ftype, payload in PH.image_frames(7, P.FMT_RGB565, P.F_INPUT_CRC, W, H, pixels,
                                                  chunk=info["chunk"]):
                 send(ftype, payload)
-            result = P.unpack_result(wait_for(
-                P.T_RESULT, ask_again=lambda: send(P.T_RESEND, P.pack_resend(7))))
+            result = PH.unpack_result(wait_for(
+                P.T_RESULT, ask_again=lambda: send(P.T_RESEND, PH.pack_resend(7))))
             assert result["image_id"] == 7
             assert result["pixel_crc"] == P.crc32(pixels)
             assert result["crc_source"] == P.CRC_PIX_AI     # the firmware's own KPU input
@@ -257,6 +258,7 @@ def test_serve_mode_answers_malformed_frames_and_keeps_serving(tmp_path, kmodel)
     import random
     import time
     from device import protocol as P
+    from device import protocol_host as PH
 
     data, reference = kmodel
     state, cfg, pixels = serve_mode_board(tmp_path, data, W, H, [[C, H, W]], "canmv-v5")
@@ -280,7 +282,7 @@ def test_serve_mode_answers_malformed_frames_and_keeps_serving(tmp_path, kmodel)
                 while time.monotonic() < end:
                     for t, _, p in parser.feed_all(ser.read(4096)):
                         if t == P.T_ERROR:
-                            e = P.unpack_error(p)
+                            e = PH.unpack_error(p)
                             got.append((e["name"], e["ref"]))
                         elif t != P.T_ACK:
                             got.append((P.TYPE_NAMES.get(t, t), p))
@@ -292,16 +294,16 @@ def test_serve_mode_answers_malformed_frames_and_keeps_serving(tmp_path, kmodel)
                 got = collect(0.3)
                 infos = [p for name, p in got if name == "INFO"]
                 if infos:
-                    info = P.unpack_json(infos[0])
+                    info = PH.unpack_json(infos[0])
                     break
             assert info and "nack" in info["features"]
 
             def image(image_id):
-                for ftype, payload in P.image_frames(image_id, P.FMT_RGB565, 0, W, H, pixels,
+                for ftype, payload in PH.image_frames(image_id, P.FMT_RGB565, 0, W, H, pixels,
                                                      chunk=info["chunk"]):
                     send(ftype, payload)
                 got = collect(3.0)
-                results = [P.unpack_result(p) for name, p in got if name == "RESULT"]
+                results = [PH.unpack_result(p) for name, p in got if name == "RESULT"]
                 assert [r["image_id"] for r in results] == [image_id], got
                 return results[0]
 
@@ -309,7 +311,7 @@ def test_serve_mode_answers_malformed_frames_and_keeps_serving(tmp_path, kmodel)
             blob = bytes(rnd.getrandbits(8) for _ in range(2000)).replace(b"\x00", P.SYNC)
             ser.write(blob)                                          # garbage, false syncs
             ser.write(P.header(P.T_IMAGE_DATA, 9, 1 << 30))          # over the length bound
-            bad = bytearray(P.encode(P.T_IMAGE_BEGIN, 10, P.pack_image_begin(
+            bad = bytearray(P.encode(P.T_IMAGE_BEGIN, 10, PH.pack_image_begin(
                 2, P.FMT_RGB565, 0, W, H, len(pixels))))
             bad[15] ^= 0x40
             ser.write(bytes(bad))                                    # bad CRC

@@ -29,10 +29,10 @@ def run(case):
         pad = None
         return {"images": server.images}
     if op == "live":
-        import detect
+        import live
         import image
         import lcd
-        n = detect.live(case["cfg"], frames=case["frames"])
+        n = live.live(case["cfg"], frames=case["frames"])
         return {"frames": n, "shown": lcd.shown, "drawn": image.drawn}
     if op == "start":
         # the firmware's start-up (maixpy_main.c): boot.py, then main.py, from the cwd
