@@ -126,7 +126,8 @@ class Summary(object):
         for m in rec["matches"]:
             for k, stats in self.deltas.items():
                 stats.add(m[k])
-        self.per_class.add(rec)
+        if not any(kind in rec for kind in decode_eval.KINDS):    # detector records only
+            self.per_class.add(rec)
         self.input_crc[rec["crc"]["input_equal"]] += 1
         self.pixel_equal += bool(rec["crc"]["pixel_equal"])
         self.sources.add(rec["crc"]["source"])
