@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import REPO, assert_nothing_written, assert_one_line_error, run_tool, tool_env
 import gray_model
-from host import manifest as manifest_mod
+from host import manifest as manifest_mod, ncc
 
 
 def _pb(directory, channels):
@@ -100,6 +100,7 @@ def test_gray_model_flashed_and_evaluated_on_the_virtual_board(gray_build, gray_
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile(ncc.VENV_NCC), reason="no .venv/bin/ncc: run `make ncc`")
 def test_gray_model_through_ncc_on_maixpy_v4(gray_dirs, tmp_path):
     """--firmware maixpy-v4: ncc v0.2 gets the calibration images as gray PNGs (its
     1-channel input takes OpenCV's first channel) and `ncc infer` the w*h bytes."""
