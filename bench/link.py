@@ -228,7 +228,7 @@ def jpeg_quality_study(manifest, paths, qualities):
         for path in paths:
             rgb = pixels.resize(pixels.load_rgb(path), width, height)
             sources.append(rgb)
-            px = pixels.expand_rgb565(pixels.quantize_rgb565(np.asarray(rgb)))
+            px = pixels.through_rgb565(np.asarray(rgb))
             out = run(px)
             exact.append((px, out, compare.decode(params, out, shape)))
         for q in qualities:
@@ -239,8 +239,7 @@ def jpeg_quality_study(manifest, paths, qualities):
                 data = buf.getvalue()
                 sizes.append(len(data))
                 with Image.open(io.BytesIO(data)) as im:
-                    px = pixels.expand_rgb565(pixels.quantize_rgb565(
-                        np.asarray(im.convert("RGB"))))
+                    px = pixels.through_rgb565(np.asarray(im.convert("RGB")))
                 diff = np.abs(px.astype(np.int16) - px0.astype(np.int16))
                 changed.append(float(np.mean(diff.max(axis=2) > 0)))
                 maxdiff.append(int(diff.max()))

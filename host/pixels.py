@@ -71,10 +71,16 @@ def rgb565_from_bytes(data, width, height):
     return np.frombuffer(data, dtype=">u2").reshape(height, width).astype(np.uint16)
 
 
+def through_rgb565(rgb_u8):
+    """uint8 HxWx3 at the model's size -> the pixels the KPU receives from them (an RGB565
+    Image, then pix_to_ai's expansion)."""
+    return expand_rgb565(quantize_rgb565(rgb_u8))
+
+
 def board_pixels(source, width, height):
     """Path or PIL image -> the uint8 HxWx3 RGB pixels the KPU receives."""
     image = load_rgb(source) if isinstance(source, str) else source.convert("RGB")
-    return expand_rgb565(quantize_rgb565(np.asarray(resize(image, width, height))))
+    return through_rgb565(np.asarray(resize(image, width, height)))
 
 
 def luminance(rgb_u8):

@@ -20,20 +20,19 @@ import argparse
 import math
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-for _p in (HERE, REPO):
+for _p in (HERE, os.path.dirname(HERE), REPO):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
 import numpy as np  # noqa: E402
 
 import dataset  # noqa: E402
+import kit  # noqa: E402
 import make_data  # noqa: E402
 import model  # noqa: E402
 from device import decoders  # noqa: E402
@@ -233,7 +232,7 @@ def augment(images, labels, rng, crop=None):
         oy, ox = _crop_offset(boxes, full_h, full_w, ch, cw, rng)
         img = img[oy:oy + ch, ox:ox + cw]
         if rng.rand() < 0.5:
-            img = pixels.expand_rgb565(pixels.quantize_rgb565(img))
+            img = pixels.through_rgb565(img)
         out[i] = img
         inside, partial = [], []
         for x0, y0, x1, y1 in boxes:
@@ -284,30 +283,6 @@ def choose_threshold(outputs, labels, anchors):
 
 
 # ---------------------------------------------------------------- saving
-
-def save_checkpoint(sess, saver, directory=CHECKPOINT_DIR, name="model.ckpt"):
-    """Write only the final checkpoint (+ `checkpoint` index with a relative path) into a
-    staging directory, then swap it in for ``directory``."""
-    parent = os.path.dirname(directory)
-    stage = tempfile.mkdtemp(prefix=".checkpoint-", dir=parent)
-    os.chmod(stage, 0o755)
-    old = None
-    try:
-        saver.save(sess, os.path.join(stage, name), write_meta_graph=True, write_state=False)
-        with open(os.path.join(stage, "checkpoint"), "w") as f:
-            f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n'
-                    % (name, name))
-        if os.path.exists(directory):
-            old = tempfile.mkdtemp(prefix=".checkpoint-old-", dir=parent)
-            os.rmdir(old)
-            os.replace(directory, old)
-        os.replace(stage, directory)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    return sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory))
-
 
 def write_convert_json(anchors, threshold):
     atomic.write_json(CONVERT_JSON, {
@@ -426,7 +401,7 @@ def main(argv=None):
         mm = [v for v in tf.global_variables() if "moving_mean" in v.name]
         print("moving_mean |mean|: %s" % " ".join(
             "%.3f" % float(np.mean(np.abs(sess.run(v)))) for v in mm))
-        size = save_checkpoint(sess, saver)
+        size = kit.save_checkpoint(sess, saver, CHECKPOINT_DIR, meta_graph=True)
     write_convert_json(anchors, threshold)
     print("checkpoint %s: %d bytes; convert.json written" % (CHECKPOINT_DIR, size))
     print("training loop %.0f s (%d steps), total so far %.0f s"

@@ -25,15 +25,11 @@ MASKS = "masks"  # eval/masks/NAME.png: image NAME's uint8 class ids at the outp
 RESULT_JSON = os.path.join(HERE, "eval_result.json")
 
 
-def board_pixels(rgb):
-    return pixels.expand_rgb565(pixels.quantize_rgb565(rgb))
-
-
 def measure(eval_dir=EVAL_DIR, checkpoint=CHECKPOINT):
     """{"pixel_accuracy", "mean_iou", "iou": per class} of the float model on ``eval_dir``."""
     labels = dataset.LABELS
     names = sorted(n for n in os.listdir(eval_dir) if n.endswith(".png"))
-    images = [board_pixels(kit.read_png(os.path.join(eval_dir, n))) for n in names]
+    images = [pixels.through_rgb565(kit.read_png(os.path.join(eval_dir, n))) for n in names]
     masks = np.stack([kit.read_png(os.path.join(eval_dir, MASKS, n)) for n in names])
     predicted = np.argmax(kit.predict(model.segnet, checkpoint, images), axis=-1)
     ious = []

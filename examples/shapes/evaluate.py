@@ -24,14 +24,10 @@ EVAL_LABELS = os.path.join(HERE, "eval_labels.json")  # image name -> class name
 RESULT_JSON = os.path.join(HERE, "eval_result.json")
 
 
-def board_pixels(rgb):
-    return pixels.expand_rgb565(pixels.quantize_rgb565(rgb))
-
-
 def measure():
     """{"images", "top1_accuracy"} of the committed checkpoint on eval/."""
     acc, predicted = kit.accuracy(model.shapes_net, CHECKPOINT, EVAL_DIR, EVAL_LABELS,
-                                  dataset.LABELS, board_pixels)
+                                  dataset.LABELS, pixels.through_rgb565)
     return {"images": len(predicted), "top1_accuracy": round(acc, 4)}
 
 
