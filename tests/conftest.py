@@ -109,6 +109,20 @@ def strip_volatile(obj):
     return obj
 
 
+@pytest.fixture
+def vboard_repl(tmp_path):
+    """(handle, serial port, raw REPL): a canmv-v5 virtual board with an empty /flash, its
+    raw REPL entered over its pty."""
+    import serial
+    from host.rawrepl import RawRepl
+    from host.vboard.launcher import start_board
+    with start_board(str(tmp_path / "state"), log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
+            repl = RawRepl(ser)
+            repl.enter()
+            yield handle, ser, repl
+
+
 def provision_flashed_boards(state, manifest, n, baud, by, **config):
     """n virtual boards (state dirs as serial_eval's virtual:n names them) flashed with this
     build, serving at `baud`, with a 100 ms boot grace period (a reset costs a reboot);

@@ -1,18 +1,13 @@
 """host/upload.py on the virtual board's raw REPL when bytes are lost on the way: a block the
 board cannot run is sent again at its offset, a file that does not verify is uploaded again,
 and a loss that persists fails with one line while the previous file stays."""
-import os
 import random
 
 import pytest
-import serial
 
 from host.errors import UserError
-from host.rawrepl import RawRepl
 from host.upload import BLOCK_ATTEMPTS, CHUNK, FILE_ATTEMPTS, Uploader, crc32
-from host.vboard.launcher import provision, start_board
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = "/flash/blob.bin"
 
 
@@ -35,23 +30,13 @@ class LossyRepl(object):
         return self.repl.exec(code, timeout)
 
 
-@pytest.fixture
-def board_repl(tmp_path):
-    state = str(tmp_path / "state")
-    provision(state, os.path.join(REPO, "device"), {})
-    with start_board(state, profile="canmv-v5", log_rate=0) as handle:
-        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
-            repl = RawRepl(ser)
-            repl.enter()
-            yield repl, handle.port
-
-
 def _data(n):
     return bytes(random.Random(n).getrandbits(8) for _ in range(n))
 
 
-def test_a_block_the_board_cannot_run_is_sent_again_at_its_offset(board_repl):
-    repl, port = board_repl
+def test_a_block_the_board_cannot_run_is_sent_again_at_its_offset(vboard_repl):
+    handle, _, repl = vboard_repl
+    port = handle.port
     data = _data(5 * CHUNK + 100)              # three blocks of two lines
     lossy = LossyRepl(repl, {2: 1})            # one character lost: "Incorrect padding"
     up = Uploader(lossy, port)
@@ -60,8 +45,9 @@ def test_a_block_the_board_cannot_run_is_sent_again_at_its_offset(board_repl):
     assert Uploader(repl, port).stat(TARGET) == (len(data), crc32(data))
 
 
-def test_a_file_that_does_not_verify_is_uploaded_again(board_repl):
-    repl, port = board_repl
+def test_a_file_that_does_not_verify_is_uploaded_again(vboard_repl):
+    handle, _, repl = vboard_repl
+    port = handle.port
     data = _data(3 * CHUNK)
     lossy = LossyRepl(repl, {1: 4})            # a whole base64 group lost: runs, wrong bytes
     up = Uploader(lossy, port)
@@ -70,8 +56,9 @@ def test_a_file_that_does_not_verify_is_uploaded_again(board_repl):
     assert Uploader(repl, port).stat(TARGET) == (len(data), crc32(data))
 
 
-def test_a_loss_on_every_attempt_fails_in_one_line_and_keeps_the_previous_file(board_repl):
-    repl, port = board_repl
+def test_a_loss_on_every_attempt_fails_in_one_line_and_keeps_the_previous_file(vboard_repl):
+    handle, _, repl = vboard_repl
+    port = handle.port
     old = _data(1000)
     assert Uploader(repl, port).upload(TARGET, old) == "written"
     data = _data(2 * CHUNK)                    # one block per attempt, each one cut
@@ -84,8 +71,9 @@ def test_a_loss_on_every_attempt_fails_in_one_line_and_keeps_the_previous_file(b
     assert Uploader(repl, port).stat(TARGET + ".part") == (-1, 0)
 
 
-def test_a_block_that_fails_every_time_names_the_file(board_repl):
-    repl, port = board_repl
+def test_a_block_that_fails_every_time_names_the_file(vboard_repl):
+    handle, _, repl = vboard_repl
+    port = handle.port
     lossy = LossyRepl(repl, dict((i, 1) for i in range(1, BLOCK_ATTEMPTS + 1)))
     with pytest.raises(UserError) as err:
         Uploader(lossy, port).upload(TARGET, _data(CHUNK))

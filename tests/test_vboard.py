@@ -19,16 +19,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def board(tmp_path):
-    """A canmv-v5 board with an empty /flash, and a raw REPL on its pty."""
-    with start_board(str(tmp_path / "state"), log_rate=0) as handle:
-        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
-            repl = RawRepl(ser)
-            repl.enter()
-            yield handle, ser, repl
-
-
 def _read_for(ser, seconds):
     data = bytearray()
     deadline = time.monotonic() + seconds
@@ -97,8 +87,8 @@ def test_soft_reset_reruns_boot_py(tmp_path):
             assert b"BOOT.PY RAN\r\n" in repl.read_until(b">>> ")
 
 
-def test_ctrl_c_raises_keyboard_interrupt_unless_disabled(board):
-    handle, ser, repl = board
+def test_ctrl_c_raises_keyboard_interrupt_unless_disabled(vboard_repl):
+    handle, ser, repl = vboard_repl
     ser.write(b"import time\nprint('RUNNING')\nwhile True:\n    time.sleep_ms(5)\n\x04")
     repl.read_until(b"OKRUNNING\r\n")
     ser.write(b"\x03")
@@ -120,11 +110,11 @@ def test_ctrl_c_raises_keyboard_interrupt_unless_disabled(board):
     assert out == b"b'\\x03'\r\n\x04" and err == b"\x04"
 
 
-def test_ctrl_c_stays_in_the_ring_and_a_second_one_cancels_the_first(board):
+def test_ctrl_c_stays_in_the_ring_and_a_second_one_cancels_the_first(vboard_repl):
     """machine_uart.c (MaixPy-v1, CanMV): the RX IRQ stores 0x03 in the ring, then raises a
     KeyboardInterrupt if none is pending, else cancels the pending one. Two Ctrl-Cs back to
     back (one chunk on the line: the script cannot check in between) interrupt nothing."""
-    handle, ser, repl = board
+    handle, ser, repl = vboard_repl
     ser.write(b"import time, machine\nu = machine.UART.repl_uart()\nn = 0\ntry:\n"
               b"    while True:\n        n += 1\n        if n % 10 == 0:\n"
               b"            print('TICK', n // 10)\n        time.sleep_ms(5)\n"
@@ -146,8 +136,8 @@ def test_ctrl_c_stays_in_the_ring_and_a_second_one_cancels_the_first(board):
     assert out.endswith(b"CAUGHT b'\\x03\\x03\\x03'\r\n\x04") and err == b"\x04", (out, err)
 
 
-def test_uart_receive_buffer_drops_overflow(board):
-    handle, ser, repl = board
+def test_uart_receive_buffer_drops_overflow(vboard_repl):
+    handle, ser, repl = vboard_repl
     ser.write(b"import micropython, machine, time\nmicropython.kbd_intr(-1)\n"
               b"u = machine.UART.repl_uart()\n"
               b"u.init(115200, 8, None, 1, timeout_char=50, read_buf_len=512)\n"
@@ -165,8 +155,8 @@ def test_uart_receive_buffer_drops_overflow(board):
     assert out == ("512 %r %r 0\r\n\x04" % (payload[:3], payload[509:512])).encode()
 
 
-def test_uart_is_paced_at_the_configured_baud_and_soft_reset_restores_115200(board):
-    handle, ser, repl = board
+def test_uart_is_paced_at_the_configured_baud_and_soft_reset_restores_115200(vboard_repl):
+    handle, ser, repl = vboard_repl
     n = 480                         # 0.5 s each way at 9600 baud (960 bytes/s)
     ser.write(b"import micropython, machine, time\nmicropython.kbd_intr(-1)\n"
               b"u = machine.UART.repl_uart()\nprint('READY')\ntime.sleep(0.5)\n"
@@ -203,8 +193,8 @@ def test_uart_is_paced_at_the_configured_baud_and_soft_reset_restores_115200(boa
     assert repl.exec("print('back')") == "back\r\n"
 
 
-def test_jpeg_from_bytes_and_image_rules(board):
-    handle, ser, repl = board
+def test_jpeg_from_bytes_and_image_rules(vboard_repl):
+    handle, ser, repl = vboard_repl
     buf = io.BytesIO()
     PILImage.new("RGB", (24, 16), (200, 40, 90)).save(buf, "JPEG", quality=95)
     provision(handle.state_dir, files={"red.jpg": buf.getvalue(), "red.bin": b"BM" + bytes(64)})
@@ -224,8 +214,8 @@ def test_jpeg_from_bytes_and_image_rules(board):
     assert lines[1:3] == ["not jpeg", "read-only"]
 
 
-def test_device_dialect_is_enforced(board):
-    handle, ser, repl = board
+def test_device_dialect_is_enforced(vboard_repl):
+    handle, ser, repl = vboard_repl
     _, err = repl.exec_raw("x = 1\nprint(f'{x}')")
     assert b"SyntaxError" in err
     _, err = repl.exec_raw("b'ab'.hex()")
@@ -327,12 +317,12 @@ def test_grayscale_camera_frames(tmp_path):
     assert out.endswith("32 24 768 105\r\n")
 
 
-def test_board_float32_arithmetic_is_the_hosts(board):
+def test_board_float32_arithmetic_is_the_hosts(vboard_repl):
     """device/decoders.py on the virtual board decodes a tensor as the host does, bit for bit:
     these logits' softmax needs libm's expf (exp in double rounded once is 1 ulp off), which
     the board's float32 emulation must use as the host's does."""
     from device import decoders
-    handle, ser, repl = board
+    handle, ser, repl = vboard_repl
     logits = [-4.545128345489502, 0.9792670607566833, 11.327210426330566,
               -0.7475726008415222, -5.144968509674072, -4.918192386627197]
     params = {"classes": 6, "softmax": True, "top_k": 3, "threshold": None}
