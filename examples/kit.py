@@ -71,6 +71,26 @@ def eval_labels_text(classes):
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
+def classifier_eval_set(dataset, per_class):
+    """[(uint8 image, class id)] of a classifier example's committed eval/ folder:
+    ``per_class`` images of each class of its ``dataset`` module."""
+    images, classes = dataset.generate_balanced(per_class, dataset.EVAL_SEED)
+    return [(image, int(c)) for image, c in zip(images, classes)]
+
+
+def write_classifier_data(dataset, calib_dir, eval_dir, labels_path, calib_per_class,
+                          eval_per_class):
+    """A classifier example's committed data: calib/ and eval/ PNGs (balanced over the
+    classes) and the eval images' classes in its eval labels file."""
+    calib, _ = dataset.generate_balanced(calib_per_class, dataset.CALIB_SEED)
+    write_pngs(calib_dir, calib)
+    pairs = classifier_eval_set(dataset, eval_per_class)
+    write_pngs(eval_dir, [image for image, _ in pairs])
+    atomic.write_text(labels_path, eval_labels_text(
+        {image_name(i): dataset.LABELS[c] for i, (_, c) in enumerate(pairs)}))
+    print("calib/: %d images, eval/: %d images" % (len(calib), len(pairs)))
+
+
 def read_eval_labels(path):
     with open(path) as f:
         return json.load(f)

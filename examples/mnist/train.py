@@ -22,7 +22,6 @@ import dataset  # noqa: E402
 import evaluate  # noqa: E402
 import kit  # noqa: E402
 import model  # noqa: E402
-from host import atomic  # noqa: E402
 
 CHECKPOINT_DIR = os.path.join(HERE, "checkpoint")
 CALIB_DIR, EVAL_DIR = os.path.join(HERE, "calib"), os.path.join(HERE, "eval")
@@ -34,8 +33,7 @@ LOSS = kit.classifier_loss
 
 def eval_set():
     """[(uint8 image, class id)] of the committed eval/ folder (EVAL_PER_CLASS of each)."""
-    images, classes = dataset.generate_balanced(EVAL_PER_CLASS, dataset.EVAL_SEED)
-    return [(image, int(c)) for image, c in zip(images, classes)]
+    return kit.classifier_eval_set(dataset, EVAL_PER_CLASS)
 
 
 def training_data(count=TRAIN_COUNT):
@@ -45,13 +43,8 @@ def training_data(count=TRAIN_COUNT):
 
 
 def make_data():
-    calib, _ = dataset.generate_balanced(CALIB_PER_CLASS, dataset.CALIB_SEED)
-    kit.write_pngs(CALIB_DIR, calib)
-    pairs = eval_set()
-    kit.write_pngs(EVAL_DIR, [image for image, _ in pairs])
-    atomic.write_text(evaluate.EVAL_LABELS, kit.eval_labels_text(
-        {kit.image_name(i): dataset.LABELS[c] for i, (_, c) in enumerate(pairs)}))
-    print("calib/: %d images, eval/: %d images" % (len(calib), len(pairs)))
+    kit.write_classifier_data(dataset, CALIB_DIR, EVAL_DIR, evaluate.EVAL_LABELS,
+                              CALIB_PER_CLASS, EVAL_PER_CLASS)
 
 
 def main(argv=None):
