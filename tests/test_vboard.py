@@ -2,6 +2,7 @@
 
 Board code runs in `python -m host.vboard`; this process only talks to it over the line.
 """
+import contextlib
 import io
 import os
 import time
@@ -17,6 +18,20 @@ from host.vboard.launcher import provision, start_board
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.timeout(120)
+
+
+@contextlib.contextmanager
+def _camera_board(tmp_path, size, color):
+    """(state dir, raw REPL) of a board whose camera sees one picture of `size` in `color`."""
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    PILImage.new("RGB", size, color).save(str(cam / "a.png"))
+    state = str(tmp_path / "state")
+    with start_board(state, sensor_dir=str(cam), log_rate=0) as handle:
+        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
+            repl = RawRepl(ser)
+            repl.enter()
+            yield state, repl
 
 
 def _read_for(ser, seconds):
@@ -259,21 +274,14 @@ def test_same_uart_over_tcp_and_status_file(tmp_path):
 
 
 def test_camera_from_sensor_dir_and_lcd_frames(tmp_path):
-    cam = tmp_path / "cam"
-    cam.mkdir()
-    PILImage.new("RGB", (400, 300), (0, 128, 255)).save(str(cam / "a.png"))
-    state = str(tmp_path / "state")
-    with start_board(state, sensor_dir=str(cam), log_rate=0) as handle:
-        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
-            repl = RawRepl(ser)
-            repl.enter()
-            out = repl.exec(
-                "import sensor, lcd\nsensor.reset()\nsensor.set_pixformat(sensor.RGB565)\n"
-                "sensor.set_framesize(sensor.QVGA)\nsensor.set_windowing((224, 224))\n"
-                "sensor.skip_frames(time=100)\nimg = sensor.snapshot()\n"
-                "print(img.width(), img.height(), img.get_pixel(100, 100))\n"
-                "lcd.init()\nimg.draw_rectangle(10, 10, 50, 50, color=(255, 0, 0))\n"
-                "lcd.display(img)\nlcd.draw_string(0, 0, 'hi', lcd.RED, lcd.BLACK)\n")
+    with _camera_board(tmp_path, (400, 300), (0, 128, 255)) as (state, repl):
+        out = repl.exec(
+            "import sensor, lcd\nsensor.reset()\nsensor.set_pixformat(sensor.RGB565)\n"
+            "sensor.set_framesize(sensor.QVGA)\nsensor.set_windowing((224, 224))\n"
+            "sensor.skip_frames(time=100)\nimg = sensor.snapshot()\n"
+            "print(img.width(), img.height(), img.get_pixel(100, 100))\n"
+            "lcd.init()\nimg.draw_rectangle(10, 10, 50, 50, color=(255, 0, 0))\n"
+            "lcd.display(img)\nlcd.draw_string(0, 0, 'hi', lcd.RED, lcd.BLACK)\n")
     assert out.endswith("224 224 (0, 130, 255)\r\n")     # 128 -> G6 32 -> 130
     frame = PILImage.open(os.path.join(state, "lcd", "0000.png"))
     assert frame.size == (224, 224) and frame.getpixel((10, 10)) == (255, 0, 0)
@@ -301,18 +309,12 @@ def test_grayscale_image_in_place_and_its_one_plane():
 def test_grayscale_camera_frames(tmp_path):
     """sensor.set_pixformat(sensor.GRAYSCALE): frames of w*h bytes with their KPU input (the
     luminance of the RGB565 frame the camera would give)."""
-    cam = tmp_path / "cam"
-    cam.mkdir()
-    PILImage.new("RGB", (320, 240), (0, 128, 255)).save(str(cam / "a.png"))
-    with start_board(str(tmp_path / "state"), sensor_dir=str(cam), log_rate=0) as handle:
-        with serial.Serial(handle.port, 115200, timeout=0.2) as ser:
-            repl = RawRepl(ser)
-            repl.enter()
-            out = repl.exec(
-                "import sensor\nsensor.reset()\nsensor.set_pixformat(sensor.GRAYSCALE)\n"
-                "sensor.set_framesize(sensor.QVGA)\nsensor.set_windowing((32, 24))\n"
-                "img = sensor.snapshot()\n"
-                "print(img.width(), img.height(), img.size(), img.get_pixel(3, 3))\n")
+    with _camera_board(tmp_path, (320, 240), (0, 128, 255)) as (_, repl):
+        out = repl.exec(
+            "import sensor\nsensor.reset()\nsensor.set_pixformat(sensor.GRAYSCALE)\n"
+            "sensor.set_framesize(sensor.QVGA)\nsensor.set_windowing((32, 24))\n"
+            "img = sensor.snapshot()\n"
+            "print(img.width(), img.height(), img.size(), img.get_pixel(3, 3))\n")
     # RGB565 (0, 130, 255) -> int(0.587 * 130 + 0.114 * 255) = 105
     assert out.endswith("32 24 768 105\r\n")
 
