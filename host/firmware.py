@@ -52,17 +52,23 @@ MAIXPY_MINIMUM_HEAP_FREE = 3460 * 1024
 # CanMV main is MaixPy-v1 0.6 with the maix modules: its image is taken as MaixPy's full
 # build's; its larger GC heap (0xBB9B0) comes out of the same C heap.
 CANMV_HEAP_FREE = MAIXPY_FULL_HEAP_FREE + MAIXPY_GC_HEAP - CANMV_GC_HEAP
-# feat/kpu links nncase's v1 runtime into the image (kendryte/canmv dd1a143 "Add nncase v1.1.0
-# runtime": libnncase.runtime.a, .rt_modules.k210.a, .functional.a; blobs not in the public
-# mirror). Measured on the nearest public build (docs/flash.md, "V5 runtime code"): the
-# v1.0.0-beta2 runtime (kendryte-standalone-sdk cd966ff) 559,933 bytes of code and data plus the
-# k210 module canmv first linked (06eb7c2) 27,183 = 587,116, every archive member counted (an
-# upper bound for those objects under --gc-sections). Not measurable here: libstdc++'s share
-# (the module references <iostream>) and v1.1.0's growth: 312,884 bytes are allowed for them.
+# feat/kpu links nncase's v1.1.0 runtime into the image (kendryte/canmv dd1a143 "Add nncase
+# v1.1.0 runtime": libnncase.runtime.a and .rt_modules.k210.a, Release builds of nncase tag
+# v1.1.0 = 642cded, the version.h beside them; blobs absent from the public mirror). What V5
+# adds to the image, measured by building that source (docs/flash.md, "V5 runtime code"): the
+# lib/nncase wrapper with V4 only and with V4+V5, each linked --gc-sections as the firmware is,
+# the difference split by input file (GCC 12 bytes), the two nncase archives scaled to the
+# kendryte toolchain by the same build of v1.0.0-beta2 against its published archives
+# (kendryte-standalone-sdk cd966ff: runtime 559,933 / 580,985, k210 module 27,183 / 28,608).
 # kendryte/canmv#34: a V5 model ran out of memory on a full V5 build, the maintainers' advice
 # is a minimum-size build (or a smaller GC heap).
-NNCASE_V1_OBJECTS_MEASURED = 559933 + 27183
-NNCASE_V1_RUNTIME_BYTES = NNCASE_V1_OBJECTS_MEASURED + 312884
+NNCASE_V1_RUNTIME_KEPT = 501424       # 520,276 kept by the link, scaled
+NNCASE_V1_K210_MODULE_KEPT = 16970    # 17,860 kept, scaled
+NNCASE_V1_GLUE = 4108                 # lib/nncase/v1/nncase_v1.cpp
+NNCASE_V1_LIBSTDCXX_ADDED = 11575     # iostream is in every image already: v0's interpreter.cpp
+NNCASE_V1_LIBC_ADDED = 5818           # libm's float functions, start-up tables
+NNCASE_V1_RUNTIME_BYTES = (NNCASE_V1_RUNTIME_KEPT + NNCASE_V1_K210_MODULE_KEPT + NNCASE_V1_GLUE
+                           + NNCASE_V1_LIBSTDCXX_ADDED + NNCASE_V1_LIBC_ADDED)
 
 API_LEGACY = "maixpy-kpu"   # `import KPU as kpu`: kpu.load / kpu.forward / kpu.set_outputs
 API_CANMV_OLD = "canmv-old"  # `from maix import KPU`: load_kmodel / run_with_output

@@ -53,3 +53,16 @@ def test_model_larger_than_the_heap_is_refused():
 def test_unknown_profile():
     with pytest.raises(UserError, match="unknown firmware 'maixpy'.*canmv-v5"):
         firmware.get_profile("maixpy")
+
+
+def test_the_v5_runtime_code_is_charged_to_feat_kpu_builds_only():
+    """feat/kpu's image carries nncase v1.1.0's runtime (docs/flash.md "V5 runtime code"):
+    a model that CanMV releases hold is refused on canmv-v5 once it needs that room too."""
+    room = firmware.PROFILES["canmv"]["heap_budget"]
+    v5_room = firmware.PROFILES["canmv-v5"]["heap_budget"]
+    assert room - v5_room == firmware.NNCASE_V1_RUNTIME_BYTES
+    needed = v5_room + firmware.NNCASE_V1_RUNTIME_BYTES // 2
+    firmware.check_loadable("canmv", 4, needed - 100000, working_memory=100000)
+    firmware.check_loadable("canmv-v5", 4, v5_room - 100000, working_memory=100000)
+    with pytest.raises(UserError, match="firmware canmv-v5 has about %d free" % v5_room):
+        firmware.check_loadable("canmv-v5", 5, needed - 100000, working_memory=100000)
