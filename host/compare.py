@@ -121,6 +121,11 @@ def summarize(records, output_names):
     return summary.result()
 
 
+def sent_pixels_name(payload):
+    """What the pixel CRC covers: the bytes a payload carries (docs/protocol.md, pixel_crc)."""
+    return "gray8 bytes" if payload == "gray8" else "RGB565 bytes"
+
+
 def verdict(summary, min_f1, min_cos, payload, min_top1=0.98, min_pixels=0.98):
     """(ok, reasons, warnings): reasons say why fidelity is below the thresholds."""
     reasons = decode_eval.verdict_reasons(summary, min_top1, min_pixels)
@@ -147,8 +152,8 @@ def verdict(summary, min_f1, min_cos, payload, min_top1=0.98, min_pixels=0.98):
     crc = summary["input_crc"]
     if crc["differ"]:
         text = ("preprocessing, not the model: the board's KPU input differs from the host's "
-                "pixels on %d of %d image(s) (input CRC; RGB565 bytes %s)"
-                % (crc["differ"], summary["compared"],
+                "pixels on %d of %d image(s) (input CRC; %s %s)"
+                % (crc["differ"], summary["compared"], sent_pixels_name(payload),
                    "equal" if not summary["pixel_crc"]["differ"] else
                    "differ on %d" % summary["pixel_crc"]["differ"]))
         if payload == "jpeg":

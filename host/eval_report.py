@@ -12,7 +12,7 @@ import os
 
 from PIL import Image, ImageDraw
 
-from host import charts, decode_eval, eval_classes
+from host import charts, compare, decode_eval, eval_classes
 from host.report import tensor_table
 from host.report_html import CSS, SORT_SCRIPT, table_head, table_row
 
@@ -24,6 +24,12 @@ LEGEND_H = 34
 
 def _f(v, fmt):
     return "-" if v is None else fmt % v
+
+
+def _sent_payload(report):
+    """The payload the boards were sent (--payload auto resolves per board)."""
+    payloads = {b.get("payload") for b in report["boards"]}
+    return payloads.pop() if len(payloads) == 1 else report["run"]["payload"]
 
 
 def summary_lines(report):
@@ -59,8 +65,9 @@ def summary_lines(report):
             lines += eval_classes.summary_lines(s.get("detections_per_class") or [])
         c = s["input_crc"]
         lines.append("Input CRC (KPU input bytes): %d equal, %d differ, %d not computed (board "
-                     "source: %s); RGB565 bytes: %d equal, %d differ"
+                     "source: %s); %s: %d equal, %d differ"
                      % (c["equal"], c["differ"], c["not_computed"], ", ".join(c["sources"]),
+                        compare.sent_pixels_name(_sent_payload(report)),
                         s["pixel_crc"]["equal"], s["pixel_crc"]["differ"]))
         lines.append("Board time per image: KPU %s ms (max %s), prep %s ms, decode %s ms%s"
                      % (_f(s["kpu_ms"]["mean"], "%.1f"), _f(s["kpu_ms"]["max"], "%.0f"),

@@ -97,6 +97,8 @@ def test_gray_model_flashed_and_evaluated_on_the_virtual_board(gray_build, gray_
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         report = _gray_report(out, 6)
         assert not report["boards"][0]["provisioned"]    # flash.py wrote the board
+        # the pixel CRC covers the bytes sent: gray8's, with --payload auto too
+        assert "; gray8 bytes: 6 equal, 0 differ" in proc.stdout
 
 
 @pytest.mark.slow
