@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import zlib
 
 import numpy as np
@@ -17,8 +16,8 @@ import serial
 from PIL import Image as PILImage
 
 from conftest import serve_mode_board, tool_env
+from serve_client import ServeClient
 from device import protocol as P
-from device import protocol_host as PH
 from host import firmware, ncc, quantize
 from host.rawrepl import RawRepl
 from host.vboard import gcheap
@@ -158,50 +157,14 @@ def _calib(h, w):
 def _serve(state, cfg, profile, w, h, images):
     """Serve mode on the board: INFO, then each (fmt, payload); -> (INFO, [RESULT or ERROR
     frame (type, dict)])."""
-    answers = []
     with start_board(state, profile=profile, log_rate=0) as handle:
         with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
-            RawRepl(ser).read_until(b"k210-deploy serve: proto", timeout=60)
-            line = RawRepl(ser).read_until(b"\r\n")
-            assert b"model ok" in line, line
-            ser.baudrate = cfg["baud"]
-            parser = P.Parser()
-            seq = [0]
-
-            def send(ftype, payload=b""):
-                ser.write(P.encode(ftype, seq[0], payload))
-                seq[0] += 1
-
-            def wait_for(types, ask_again, timeout=180.0):
-                deadline = time.monotonic() + timeout
-                quiet_since = time.monotonic()
-                while time.monotonic() < deadline:
-                    parser.feed(ser.read(4096))
-                    f = parser.next()
-                    while f is not None:
-                        if f[0] in types:
-                            return f[0], bytes(f[2])
-                        f = parser.next()
-                    if time.monotonic() - quiet_since > 5.0:
-                        ask_again()
-                        quiet_since = time.monotonic()
-                raise AssertionError("no frame of types %s" % (types,))
-
-            def hello():
-                send(P.T_HELLO, P.pack_json({"proto": 1}))
-
-            hello()
-            info = PH.unpack_json(wait_for((P.T_INFO,), hello)[1])
-            for k, (fmt, payload) in enumerate(images, 1):
-                for ftype, part in PH.image_frames(k, fmt, 0, w, h, payload,
-                                                  chunk=info["chunk"]):
-                    send(ftype, part)
-                ftype, payload = wait_for((P.T_RESULT, P.T_ERROR),
-                                          lambda: send(P.T_RESEND, PH.pack_resend(k)))
-                answers.append((ftype, PH.unpack_result(payload) if ftype == P.T_RESULT
-                                else PH.unpack_error(payload)))
-            send(P.T_EXIT)
-            wait_for((P.T_BYE,), lambda: None)
+            client = ServeClient(ser, cfg["baud"])
+            info = client.hello(timeout=180.0, quiet=5.0)
+            answers = [client.image(k, fmt, 0, w, h, payload, info["chunk"], timeout=180.0,
+                                    quiet=5.0)
+                       for k, (fmt, payload) in enumerate(images, 1)]
+            client.exit(timeout=180.0)
     return info, answers
 
 

@@ -13,6 +13,7 @@ import pytest
 import serial
 
 from conftest import serve_mode_board
+from serve_client import ServeClient
 from host import quantize
 from host.pixels import expand_rgb565
 from host.rawrepl import RawRepl
@@ -168,64 +169,27 @@ def test_model_larger_than_the_heap_budget_is_rejected(tmp_path, kmodel):
 def test_device_scripts_serve_an_image_end_to_end(tmp_path, kmodel):
     """The repo's unmodified device/ scripts on the virtual board: boot, serve mode at
     1.5 Mbaud with firmware log lines on the line, one raw RGB565 image, EXIT."""
-    import time
     from device import protocol as P
-    from device import protocol_host as PH
 
     data, reference = kmodel
     state, cfg, pixels = serve_mode_board(tmp_path, data, W, H, [[C, H, W]], "canmv-v5")
 
     with start_board(state, profile="canmv-v5", log_rate=5.0) as handle:
         with serial.Serial(handle.port, 115200, timeout=0.05) as ser:
-            RawRepl(ser).read_until(b"k210-deploy serve: proto", timeout=20)
-            line = RawRepl(ser).read_until(b"\r\n")
-            assert b"model ok" in line, line
-            ser.baudrate = cfg["baud"]
-            parser = P.Parser()
-            seq = [0]
-
-            def send(ftype, payload=b""):
-                ser.write(P.encode(ftype, seq[0], payload))
-                seq[0] += 1
-
-            def wait_for(ftype, timeout=20.0, ask_again=None):
-                """The next frame of `ftype`; ask_again() after each second of silence:
-                a firmware print between a frame's writes corrupts that frame on a real
-                board too, and the protocol's answer is to ask again (RESEND)."""
-                deadline = time.monotonic() + timeout
-                quiet_since = time.monotonic()
-                while time.monotonic() < deadline:
-                    parser.feed(ser.read(4096))
-                    f = parser.next()
-                    while f is not None:
-                        if f[0] == ftype:
-                            return bytes(f[2])
-                        assert f[0] in (P.T_ACK, P.T_LOG), f
-                        f = parser.next()
-                    if ask_again is not None and time.monotonic() - quiet_since > 1.0:
-                        ask_again()
-                        quiet_since = time.monotonic()
-                raise AssertionError("no frame of type %d" % ftype)
-
-            def hello():
-                send(P.T_HELLO, P.pack_json({"proto": 1}))
-
-            hello()
-            info = PH.unpack_json(wait_for(P.T_INFO, ask_again=hello))
+            client = ServeClient(ser, cfg["baud"], banner_timeout=20,
+                                 passing=(P.T_ACK, P.T_LOG))
+            info = client.hello()
             assert info["model_loaded"] and info["api"] == "canmv-new"
-            for ftype, payload in PH.image_frames(7, P.FMT_RGB565, P.F_INPUT_CRC, W, H, pixels,
-                                                 chunk=info["chunk"]):
-                send(ftype, payload)
-            result = PH.unpack_result(wait_for(
-                P.T_RESULT, ask_again=lambda: send(P.T_RESEND, PH.pack_resend(7))))
+            ftype, result = client.image(7, P.FMT_RGB565, P.F_INPUT_CRC, W, H, pixels,
+                                         info["chunk"])
+            assert ftype == P.T_RESULT, result
             assert result["image_id"] == 7
             assert result["pixel_crc"] == P.crc32(pixels)
             assert result["crc_source"] == P.CRC_PIX_AI     # the firmware's own KPU input
             assert result["input_crc"] == P.planar_crc(pixels, W, H)
             np.testing.assert_array_equal(np.array(result["outputs"][0]["data"], np.float32),
                                           np.array(reference, np.float32))
-            send(P.T_EXIT)
-            wait_for(P.T_BYE)
+            client.exit()
             ser.baudrate = 115200          # enter() retries until the board is back at it
             repl = RawRepl(ser)
             repl.enter()
