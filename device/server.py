@@ -13,9 +13,9 @@ try:
 except ImportError:
     from device import protocol
 try:
-    import zinflate
+    import payloads
 except ImportError:
-    from device import zinflate
+    from device import payloads
 try:
     from kpu_model import decode_boxes, err_text, maix_utils
 except ImportError:
@@ -35,10 +35,6 @@ except ImportError:
 
 P = protocol
 
-MAX_JPEG = 262144
-JPEG_STEP = 8192    # the session's JPEG buffer grows in these steps (Server.jpeg_buffer)
-# picojpeg.c getChar: once the input runs out the decoder reads a fake EOI, FF D9 FF D9 ...
-JPEG_PAST_END = b"\xff\xd9" * 128
 RESULT_CACHE = 2    # RESULTs kept for RESEND (docs/protocol.md, "Recovery")
 
 
@@ -145,7 +141,7 @@ class Server:
              "decoder": self.cfg["decoder"]["type"],
              "rx_buf": self.rbl, "window": self.window, "chunk": self.chunk,
              "max_payload": self.parser.max_payload, "baud": self.cfg["baud"],
-             "formats": self.formats(), "input_crc": self.crc_mode,
+             "formats": payloads.formats(self), "input_crc": self.crc_mode,
              "features": P.FEATURES, "result_cache": RESULT_CACHE,
              "mem_free": mem_free(), "platform": sys.platform,
              "uptime_ms": ticks()}
@@ -155,13 +151,6 @@ class Server:
         except Exception:
             pass
         return d
-
-    def formats(self):
-        if self.gray:
-            return ["gray8"]
-        if zinflate.available():
-            return ["rgb565", "jpeg", "rgb565z"]
-        return ["rgb565", "jpeg"]
 
     # -- input
     def poll(self):
@@ -292,98 +281,13 @@ class Server:
                 except MemoryError as e:
                     t.fail = (P.E_NO_MEMORY, "RGB565 image buffer: " + err_text(e))
         elif fmt == P.FMT_RGB565Z:
-            self.begin_rgb565z(t)
+            payloads.begin_rgb565z(self, t)
         elif fmt == P.FMT_JPEG:
-            if total <= 0 or total > MAX_JPEG:
-                t.fail = (P.E_SIZE, "JPEG of %d bytes (max %d)" % (total, MAX_JPEG))
-            else:
-                try:
-                    self.raw_image()        # the place the decode takes, below the buffer
-                    self.jpeg_buffer(total)
-                except MemoryError as e:
-                    t.fail = (P.E_NO_MEMORY, "JPEG buffer: " + err_text(e))
+            payloads.begin_jpeg(self, t)
         else:
             t.fail = (P.E_FORMAT, "unknown image format %d" % fmt)
         if total == 0:
             self.finish()
-
-    def begin_rgb565z(self, t):
-        if not zinflate.available():
-            t.fail = (P.E_FORMAT, "rgb565z: this firmware has no uzlib.DecompIO")
-        elif t.w != self.w or t.h != self.h or t.total <= 0:
-            t.fail = (P.E_SIZE, "rgb565z image %dx%d (%d bytes), model input is %dx%d"
-                      % (t.w, t.h, t.total, self.w, self.h))
-        else:
-            try:
-                self.raw_image()
-                t.z = self.inflater()
-            except MemoryError as e:
-                t.fail = (P.E_NO_MEMORY, "rgb565z image buffer or inflater: " + err_text(e))
-
-    def inflate(self, t, data):
-        """One rgb565z segment straight into the Image (or, without uctypes, through a row
-        buffer and the slice path)."""
-        z = t.z
-        n = z.next_len()
-        try:
-            if self.view is not None:
-                z.segment(data, memoryview(self.view)[z.done:z.done + n])
-            else:
-                off = z.done
-                buf = bytearray(n)
-                z.segment(data, buf)
-                fill_rows(self.img, self.w, off, buf)
-        except zinflate.InflateError as e:
-            t.fail = (P.E_INFLATE, "image %d: %s" % (t.id, e))
-            t.z = None
-
-    def inflater(self):
-        """The session's Inflater, set for the next image. The host ends every image's
-        deflate stream with a sync flush and never a final block (host/rgb565z.py), so one
-        DecompIO and its window serve every image; after an image that did not complete
-        (corrupt, abandoned) a new one replaces it."""
-        raw = 2 * self.w * self.h
-        if self.z is not None and self.z_clean:
-            self.z.next_image(raw)
-        else:
-            self.z = None
-            gc.collect()
-            self.z = zinflate.Inflater(raw, self.chunk, P.Z_WBITS)
-        self.z_clean = False
-        return self.z
-
-    def jpeg_buffer(self, n):
-        """The session's JPEG buffer, grown (by JPEG_STEP, so rarely) to hold n bytes and the
-        2-byte end mark. image.Image(data, from_bytes=True) takes bytes only (py_image.c:
-        mp_obj_is_str_or_bytes): the JPEG is received straight into a bytes object through a
-        writable uctypes view, never copied; a bytearray where uctypes is missing."""
-        if self.jpeg is not None and len(self.jpeg) >= n + 2:
-            return
-        self.jpeg = None
-        self.jpeg_w = None
-        gc.collect()
-        cap = (n + 2 + JPEG_STEP - 1) // JPEG_STEP * JPEG_STEP
-        buf = bytes(cap)
-        view = rgb565_view(buf, cap)
-        if view is None:
-            buf = bytearray(cap)
-            view = buf
-        self.jpeg = buf
-        self.jpeg_w = view
-
-    def end_jpeg(self, n):
-        """Make the buffer past the JPEG's n bytes read as the end of the input does: the
-        firmware decodes the whole bytes object, and picojpeg reads FF D9 FF D9 ... past the
-        end of its input (MaixPy-v1/CanMV omv/img/picojpeg.c: getChar), which its marker
-        reader never consumes. So the JPEG decodes as if the buffer ended with it, a complete
-        one and a truncated one alike (exactly so for reads that stay within the buffer)."""
-        w = self.jpeg_w
-        cap = len(self.jpeg)
-        k = n
-        while k < cap:
-            m = cap - k if cap - k < len(JPEG_PAST_END) else len(JPEG_PAST_END)
-            w[k:k + m] = JPEG_PAST_END if m == len(JPEG_PAST_END) else JPEG_PAST_END[:m]
-            k += m
 
     def raw_image(self):
         """The image place: an RGB565 Image of the model input and its pix_ai planes, made
@@ -405,41 +309,6 @@ class Server:
             if self.masks is not None:
                 self.masks.allocate()
         return self.img
-
-    def decode_jpeg(self, t):
-        """Decode the received JPEG into the image place; the decoded Image becomes the place.
-        The Image that held it is released first; then the decode's pixels (picojpeg_util.c:
-        pjpeg_load_from_file xallocs them before anything else) and its pix_to_ai() planes
-        are the first big blocks allocated, so with the GC's first fit they land where the
-        old pixels and planes were, image after image. None after an ERROR (the place made
-        again)."""
-        import image
-        self.end_jpeg(t.total)
-        data = self.jpeg if isinstance(self.jpeg, bytes) else bytes(self.jpeg)
-        self.img = None
-        self.view = None
-        gc.collect()
-        try:
-            img = image.Image(data, from_bytes=True)
-        except MemoryError:
-            raise
-        except Exception as e:
-            return self.jpeg_failed(t, P.E_JPEG, "JPEG decode failed: " + err_text(e))
-        data = None
-        if img.width() == 0 or img.height() == 0:
-            # the firmware swallows decode errors: "Failed loading source image!" and a 0x0
-            # image (MaixPy-v1 omv/img/imlib.c: imlib_load_image)
-            return self.jpeg_failed(t, P.E_JPEG, "JPEG decode failed: the firmware made a "
-                                    "0x0 image")
-        img.pix_to_ai()
-        if img.width() != self.w or img.height() != self.h:
-            text = "JPEG is %dx%d, model input is %dx%d" % (img.width(), img.height(),
-                                                            self.w, self.h)
-            img = None
-            return self.jpeg_failed(t, P.E_SIZE, text)
-        self.img = img
-        self.view = rgb565_view(img, 2 * self.w * self.h)
-        return img
 
     def pack_outputs(self, outs):
         """The outputs copied into the session's next set of result buffers (result_buffers):
@@ -476,15 +345,6 @@ class Server:
             sets.append((arrays, views))
         return sets
 
-    def jpeg_failed(self, t, code, text):
-        """ERROR for the image; the RGB565 Image takes the image place again (None)."""
-        self.error(code, t.id, text)
-        try:
-            self.raw_image()
-        except MemoryError:
-            pass
-        return None
-
     def on_data(self, payload):
         image_id, off, data = P.unpack_image_data(payload)
         t = self.cur
@@ -506,7 +366,7 @@ class Server:
             if t.fmt == P.FMT_JPEG:
                 self.jpeg_w[off:off + n] = data
             elif t.fmt == P.FMT_RGB565Z:
-                self.inflate(t, data)
+                payloads.inflate(self, t, data)
             elif self.view is not None:
                 self.view[off:off + n] = data
             elif self.gray:
@@ -556,7 +416,7 @@ class Server:
         flags = 0
         t_prep = ticks()
         if t.fmt == P.FMT_JPEG:
-            img = self.decode_jpeg(t)
+            img = payloads.decode_jpeg(self, t)
             if img is None:
                 return
             view = self.view

@@ -17,6 +17,7 @@ import glob
 import os
 import re
 
+from device.payloads import JPEG_STEP
 from host import devconfig, firmware
 from host.errors import UserError
 
@@ -109,7 +110,6 @@ def v4_placement(ops):
 GC_INTERPRETER = 128 * 1024
 GC_PER_OUTPUT_VALUE = 32 + 8 + 4 * 3
 GC_INFLATER = 16384 + 2048 + 4096 + 64
-JPEG_STEP = 8192           # device/server.py JPEG_STEP
 # What the firmware keeps in the GC heap before main.py runs (REPL UART and its ring, _boot.py,
 # VFS mounts: a few KiB; an upper bound with margin, tests/test_mpy_memory.py)
 GC_FIRMWARE_KEEPS = 32 * 1024

@@ -127,7 +127,7 @@ def test_firmware_uzlib_and_shim_agree(shim):
 
 @H.needs_micropython
 def test_one_inflater_serves_a_session_of_images(shim):
-    """The serve loop keeps one DecompIO for the session (device/server.py Server.inflater):
+    """The serve loop keeps one DecompIO for the session (device/payloads.py inflater):
     images of different content, sizes and segment counts, each a new deflate stream from the
     host that ends with a sync flush, inflate one after another through one Inflater, on the
     firmware's uzlib and on the shim alike; a cut image fails there, as its own error (the
