@@ -51,8 +51,9 @@ def begin_jpeg(srv, t):
 
 
 def jpeg_buffer(srv, n):
-    """The session's JPEG buffer, grown (by JPEG_STEP, so rarely) to hold n bytes and the
-    2-byte end mark. image.Image(data, from_bytes=True) takes bytes only (py_image.c:
+    """The JPEG buffer for an image of n bytes and the 2-byte end mark: the session's size,
+    grown (by JPEG_STEP, so rarely) when n needs it, so that every image's buffer takes the
+    same hole. image.Image(data, from_bytes=True) takes bytes only (py_image.c:
     mp_obj_is_str_or_bytes): the JPEG is received straight into a bytes object through a
     writable uctypes view, never copied; a bytearray where uctypes is missing."""
     if srv.jpeg is not None and len(srv.jpeg) >= n + 2:
@@ -61,6 +62,9 @@ def jpeg_buffer(srv, n):
     srv.jpeg_w = None
     gc.collect()
     cap = (n + 2 + JPEG_STEP - 1) // JPEG_STEP * JPEG_STEP
+    if cap < srv.jpeg_cap:
+        cap = srv.jpeg_cap
+    srv.jpeg_cap = cap
     buf = bytes(cap)
     view = rgb565_view(buf, cap)
     if view is None:
@@ -91,7 +95,9 @@ def decode_jpeg(srv, t):
     pjpeg_load_from_file xallocs them before anything else) and its pix_to_ai() planes
     are the first big blocks allocated, so with the GC's first fit they land where the
     old pixels and planes were, image after image. None after an ERROR (the place made
-    again)."""
+    again). The JPEG buffer is dropped after the decode: from there to the next image's
+    IMAGE_BEGIN (jpeg_buffer makes it again, the same size) it is idle, and the KPU's list
+    of output floats and the decoder, the serve loop's peak, take its room."""
     import image
     end_jpeg(srv, t.total)
     data = srv.jpeg if isinstance(srv.jpeg, bytes) else bytes(srv.jpeg)
@@ -103,8 +109,14 @@ def decode_jpeg(srv, t):
     except MemoryError:
         raise
     except Exception as e:
-        return jpeg_failed(srv, t, P.E_JPEG, "JPEG decode failed: " + err_text(e))
-    data = None
+        img = None
+        text = "JPEG decode failed: " + err_text(e)
+    finally:
+        data = None
+        srv.jpeg = None
+        srv.jpeg_w = None
+    if img is None:
+        return jpeg_failed(srv, t, P.E_JPEG, text)
     if img.width() == 0 or img.height() == 0:
         # the firmware swallows decode errors: "Failed loading source image!" and a 0x0
         # image (MaixPy-v1 omv/img/imlib.c: imlib_load_image)
@@ -133,6 +145,9 @@ def jpeg_failed(srv, t, code, text):
 
 # ------------------------------------------------------------------ rgb565z
 def begin_rgb565z(srv, t):
+    """A new Inflater for each image (the host deflates each with a new compressor): made
+    at IMAGE_BEGIN, dropped at the image's last byte, so that its window and source buffer
+    are free while the KPU runs and the decoder works (the serve loop's peak)."""
     if not zinflate.available():
         t.fail = (P.E_FORMAT, "rgb565z: this firmware has no uzlib.DecompIO")
     elif t.w != srv.w or t.h != srv.h or t.total <= 0:
@@ -141,7 +156,8 @@ def begin_rgb565z(srv, t):
     else:
         try:
             srv.raw_image()
-            t.z = inflater(srv)
+            gc.collect()
+            t.z = zinflate.Inflater(2 * srv.w * srv.h, srv.chunk, P.Z_WBITS)
         except MemoryError as e:
             t.fail = (P.E_NO_MEMORY, "rgb565z image buffer or inflater: " + err_text(e))
 
@@ -163,18 +179,3 @@ def inflate(srv, t, data):
         t.fail = (P.E_INFLATE, "image %d: %s" % (t.id, e))
         t.z = None
 
-
-def inflater(srv):
-    """The session's Inflater, set for the next image. The host ends every image's
-    deflate stream with a sync flush and never a final block (host/rgb565z.py), so one
-    DecompIO and its window serve every image; after an image that did not complete
-    (corrupt, abandoned) a new one replaces it."""
-    raw = 2 * srv.w * srv.h
-    if srv.z is not None and srv.z_clean:
-        srv.z.next_image(raw)
-    else:
-        srv.z = None
-        gc.collect()
-        srv.z = zinflate.Inflater(raw, srv.chunk, P.Z_WBITS)
-    srv.z_clean = False
-    return srv.z

@@ -56,7 +56,7 @@ class Transfer:
         self.total = total
         self.got = 0
         self.fail = None     # (code, text): consume the data, then one ERROR
-        self.z = None        # rgb565z: the session's zinflate.Inflater while it fills the Image
+        self.z = None        # rgb565z: its zinflate.Inflater while it fills the Image
         self.t0 = ticks()
 
 
@@ -83,10 +83,9 @@ class Server:
         # "Board memory"): per-image blocks of 100s of KB fragment the first-fit GC heap.
         self.img = None          # the image place: an RGB565 (GRAYSCALE) Image of the input, and
         self.view = None         # its pix_ai planes (raw_image, or the last decoded JPEG)
-        self.jpeg = None         # JPEG buffer: bytes (grows by JPEG_STEP), JPEG at its start
-        self.jpeg_w = None       # writable view of it (uctypes), or the bytearray itself
-        self.z = None            # rgb565z: one zinflate.Inflater for the session's images
-        self.z_clean = False     # whether self.z ended its last image at a segment boundary
+        self.jpeg = None         # JPEG buffer from IMAGE_BEGIN to the decode: bytes, JPEG at
+        self.jpeg_w = None       # its start; a writable view of it (uctypes), or the bytearray
+        self.jpeg_cap = 0        # its size: the largest the session's JPEGs needed
         self.slots = None        # RESULT_CACHE + 1 sets of output float32 buffers (pack_outputs)
         self.slot = 0            # the set the next RESULT uses
         self.masks = None        # segment: the session's mask buffers (board_mask.Masks)
@@ -377,13 +376,10 @@ class Server:
                 fill_rows(self.img, self.w, off, data)
         t.got += n
         if t.got == t.total:
-            if t.z is not None and t.fail is None:
-                if t.z.complete():
-                    self.z_clean = True
-                else:
-                    t.fail = (P.E_INFLATE, "image %d: the deflate stream gave %d of %d bytes"
-                              % (t.id, t.z.done, t.z.raw_total))
-            t.z = None
+            if t.z is not None and t.fail is None and not t.z.complete():
+                t.fail = (P.E_INFLATE, "image %d: the deflate stream gave %d of %d bytes"
+                          % (t.id, t.z.done, t.z.raw_total))
+            t.z = None   # its window and source buffer are free for the KPU run
             self.finish()
 
     def finish(self):
@@ -456,6 +452,7 @@ class Server:
                 flags |= P.R_DECODE_FAILED
                 self.log("image %d: decoder failed: %s" % (t.id, err_text(e)))
         decode_ms = since(t_dec)
+        gc.collect()
         shapes = [o["shape"] for o in self.cfg["outputs"]]
         parts = P.pack_result_parts(t.id, [(shapes[i], outs[i]) for i in range(len(outs))],
                                     boxes, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
