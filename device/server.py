@@ -86,15 +86,14 @@ class Server:
         self.jpeg = None         # JPEG buffer from IMAGE_BEGIN to the decode: bytes, JPEG at
         self.jpeg_w = None       # its start; a writable view of it (uctypes), or the bytearray
         self.jpeg_cap = 0        # its size: the largest the session's JPEGs needed
-        self.slots = None        # RESULT_CACHE + 1 sets of output float32 buffers (pack_outputs)
-        self.slot = 0            # the set the next RESULT uses
+        self.slots = None        # RESULT_CACHE sets of output float32 buffers (pack_outputs)
         self.masks = None        # segment: the session's mask buffers (board_mask.Masks)
         if cfg["decoder"]["type"] == "segment":
             try:     # only a segment model loads it (GC heap: docs/design.md "Board memory")
                 from board_mask import Masks
             except ImportError:
                 from device.board_mask import Masks
-            self.masks = Masks(cfg, RESULT_CACHE + 1)
+            self.masks = Masks(cfg, RESULT_CACHE)
         self.cur = None
         self.ready = None        # a received image waiting for run_ready()
         self.dead = None
@@ -108,7 +107,8 @@ class Server:
         self.in_session = False  # a HELLO seen: frames before it belong to a session of
         #                          a board life before this one (the board reset)
         self.last_done = None    # id of the last image that got its reply
-        self.cache = []          # [(image id, RESULT payload parts)], newest last
+        self.cache = []          # [(image id, RESULT payload parts, its set of result
+        #                          buffers)], newest last
         self.nacked = 0          # parser.dropped() already reported
         self.idle_t0 = None      # when a partial frame at the parser head stopped growing
 
@@ -244,7 +244,7 @@ class Server:
             self.error(P.E_INTERNAL, 0, err_text(e))
 
     def on_resend(self, image_id):
-        for cid, parts in self.cache:
+        for cid, parts, _slot in self.cache:
             if cid == image_id:
                 self.send(P.T_RESULT, parts)
                 return
@@ -309,14 +309,23 @@ class Server:
                 self.masks.allocate()
         return self.img
 
-    def pack_outputs(self, outs):
-        """The outputs copied into the session's next set of result buffers (result_buffers):
+    def result_slot(self):
+        """The set of result buffers (and mask) the next RESULT takes: one no kept RESULT
+        uses, else the oldest kept RESULT's, which is no longer kept. RESULT_CACHE sets, as
+        many as RESULTs kept for RESEND: the RESULT being made replaces the oldest."""
+        used = [c[2] for c in self.cache]
+        for slot in range(RESULT_CACHE):
+            if slot not in used:
+                return slot
+        return self.cache.pop(0)[2]
+
+    def pack_outputs(self, outs, slot):
+        """The outputs copied into the session's result buffers `slot` (result_buffers):
         (arrays, their byte views), or None where there are none (pack_result_parts packs
         the outputs itself)."""
         if not self.slots:
             return None
-        arrays, views = self.slots[self.slot]
-        self.slot = (self.slot + 1) % len(self.slots)
+        arrays, views = self.slots[slot]
         for k in range(len(outs)):
             a = arrays[k]
             v = outs[k]
@@ -325,17 +334,17 @@ class Server:
         return arrays, views
 
     def result_buffers(self):
-        """RESULT_CACHE + 1 sets of one array('f') per output, made once with the image place
-        and sent through uctypes byte views: the RESULTs kept for RESEND keep theirs, and no
-        image makes new 8 KB blocks (docs/design.md "Board memory"). [] without array or
-        uctypes: each RESULT then packs its own bytes."""
+        """RESULT_CACHE sets of one array('f') per output, made once with the image place and
+        sent through uctypes byte views: the RESULTs kept for RESEND keep theirs, and no image
+        makes new 8 KB blocks (docs/design.md "Board memory"). [] without array or uctypes:
+        each RESULT then packs its own bytes."""
         try:
             from array import array
             import uctypes
         except ImportError:
             return []
         sets = []
-        for _ in range(RESULT_CACHE + 1):
+        for _ in range(RESULT_CACHE):
             arrays = [array("f", range(s[0] * s[1] * s[2])) for s in self.model.shapes]
             try:
                 views = [uctypes.bytearray_at(uctypes.addressof(a), 4 * len(a)) for a in arrays]
@@ -432,7 +441,8 @@ class Server:
             self.error(P.E_KPU_RUN, t.id, err_text(e))
             return
         kpu_ms = since(t_kpu)
-        packed = self.pack_outputs(outs)
+        slot = self.result_slot()
+        packed = self.pack_outputs(outs, slot)
         if packed is not None:
             # the decoder reads the packed copies: the KPU's list of float objects (thousands
             # of GC blocks) is freed before it runs
@@ -447,7 +457,7 @@ class Server:
             try:
                 boxes = decode_boxes(self.cfg, outs)
                 if self.masks is not None:
-                    mask = self.masks.make(outs[0])
+                    mask = self.masks.make(outs[0], slot)
             except Exception as e:
                 flags |= P.R_DECODE_FAILED
                 self.log("image %d: decoder failed: %s" % (t.id, err_text(e)))
@@ -460,7 +470,5 @@ class Server:
                                     packed[1] if packed is not None else None, mask)
         outs = None
         self.send(P.T_RESULT, parts)
-        self.cache.append((t.id, parts))
-        if len(self.cache) > RESULT_CACHE:
-            self.cache.pop(0)
+        self.cache.append((t.id, parts, slot))
         self.images += 1
