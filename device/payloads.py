@@ -51,19 +51,22 @@ def begin_jpeg(srv, t):
 
 
 def jpeg_buffer(srv, n):
-    """The JPEG buffer for an image of n bytes and the 2-byte end mark: the session's size,
-    grown (by JPEG_STEP, so rarely) when n needs it, so that every image's buffer takes the
-    same hole. image.Image(data, from_bytes=True) takes bytes only (py_image.c:
-    mp_obj_is_str_or_bytes): the JPEG is received straight into a bytes object through a
-    writable uctypes view, never copied; a bytearray where uctypes is missing."""
+    """The JPEG buffer for an image of n bytes and the 2-byte end mark, at IMAGE_BEGIN: the
+    one remake() made, or one of the session's size, grown (by JPEG_STEP, so rarely) when n
+    needs it, so that every image's buffer takes the same hole."""
     if srv.jpeg is not None and len(srv.jpeg) >= n + 2:
         return
     srv.jpeg = None
     srv.jpeg_w = None
     gc.collect()
     cap = (n + 2 + JPEG_STEP - 1) // JPEG_STEP * JPEG_STEP
-    if cap < srv.jpeg_cap:
-        cap = srv.jpeg_cap
+    make_jpeg_buffer(srv, cap if cap > srv.jpeg_cap else srv.jpeg_cap)
+
+
+def make_jpeg_buffer(srv, cap):
+    """A JPEG buffer of cap bytes. image.Image(data, from_bytes=True) takes bytes only
+    (py_image.c: mp_obj_is_str_or_bytes): the JPEG is received straight into a bytes object
+    through a writable uctypes view, never copied; a bytearray where uctypes is missing."""
     srv.jpeg_cap = cap
     buf = bytes(cap)
     view = rgb565_view(buf, cap)
@@ -156,10 +159,35 @@ def begin_rgb565z(srv, t):
     else:
         try:
             srv.raw_image()
-            gc.collect()
-            t.z = zinflate.Inflater(2 * srv.w * srv.h, srv.chunk, P.Z_WBITS)
+            if srv.z is None:
+                gc.collect()
+                srv.z = zinflate.Inflater(2 * srv.w * srv.h, srv.chunk, P.Z_WBITS)
+            t.z = srv.z
+            srv.z = None
         except MemoryError as e:
             t.fail = (P.E_NO_MEMORY, "rgb565z image buffer or inflater: " + err_text(e))
+
+
+def remake(srv, fmt):
+    """Right after the KPU's outputs are packed and its float list collected: the buffer
+    the next image of format `fmt` takes, made again at once (the JPEG buffer, the same
+    size; a new Inflater), before the decoder and the RESULT allocate anything that lives
+    on: the largest hole of the image's life is there then, the KPU's list's. A MemoryError
+    leaves it to the next IMAGE_BEGIN."""
+    try:
+        if fmt == P.FMT_JPEG and srv.jpeg is None and srv.jpeg_cap:
+            make_jpeg_buffer(srv, srv.jpeg_cap)
+        elif fmt == P.FMT_RGB565Z and srv.z is None:
+            srv.z = zinflate.Inflater(2 * srv.w * srv.h, srv.chunk, P.Z_WBITS)
+    except MemoryError:
+        pass
+
+
+def drop(srv):
+    """Give up the buffer remake() made for the next image: its IMAGE_BEGIN makes it."""
+    srv.jpeg = None
+    srv.jpeg_w = None
+    srv.z = None
 
 
 def inflate(srv, t, data):

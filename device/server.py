@@ -36,6 +36,7 @@ except ImportError:
 P = protocol
 
 RESULT_CACHE = 2    # RESULTs kept for RESEND (docs/protocol.md, "Recovery")
+BOX_STEP = 16       # box records' buffers grow by this many boxes (Server.box_buffer)
 
 
 def mem_free():
@@ -86,7 +87,9 @@ class Server:
         self.jpeg = None         # JPEG buffer from IMAGE_BEGIN to the decode: bytes, JPEG at
         self.jpeg_w = None       # its start; a writable view of it (uctypes), or the bytearray
         self.jpeg_cap = 0        # its size: the largest the session's JPEGs needed
+        self.z = None            # rgb565z: the next image's zinflate.Inflater, made in advance
         self.slots = None        # RESULT_CACHE sets of output float32 buffers (pack_outputs)
+        self.box_bufs = [bytearray(0) for _ in range(RESULT_CACHE)]   # and of box records
         self.masks = None        # segment: the session's mask buffers (board_mask.Masks)
         if cfg["decoder"]["type"] == "segment":
             try:     # only a segment model loads it (GC heap: docs/design.md "Board memory")
@@ -309,6 +312,24 @@ class Server:
                 self.masks.allocate()
         return self.img
 
+    def decode(self, t, outs, slot):
+        """(box records in set `slot`'s box buffer, a segment model's mask, whether the
+        decoder failed) of image `t`'s packed outputs. A frame of its own: the decoder's
+        lists and tuples never sit in infer's frame, which the (conservative) collection
+        before the RESULT is built scans."""
+        boxes = []
+        mask = None
+        failed = False
+        if not (t.flags & P.F_NO_BOXES):
+            try:
+                boxes = decode_boxes(self.cfg, outs)
+                if self.masks is not None:
+                    mask = self.masks.make(outs[0], slot)
+            except Exception as e:
+                failed = True
+                self.log("image %d: decoder failed: %s" % (t.id, err_text(e)))
+        return P.pack_boxes(boxes, self.box_buffer(slot, len(boxes))), mask, failed
+
     def result_slot(self):
         """The set of result buffers (and mask) the next RESULT takes: one no kept RESULT
         uses, else the oldest kept RESULT's, which is no longer kept. RESULT_CACHE sets, as
@@ -332,6 +353,22 @@ class Server:
             for i in range(len(a)):
                 a[i] = v[i]
         return arrays, views
+
+    def box_buffer(self, slot, n):
+        """The box records' buffer of set `slot`, grown (BOX_STEP boxes at a time, so rarely)
+        to hold n: a RESULT's boxes, kept for RESEND, make no new block of ~1 KB that would
+        land where the next image's JPEG buffer or inflater goes."""
+        buf = self.box_bufs[slot]
+        if len(buf) < P.BOX_LEN * n:
+            size = P.BOX_LEN * ((n + BOX_STEP - 1) // BOX_STEP * BOX_STEP)
+            try:
+                buf = bytearray(size)
+            except MemoryError:
+                payloads.drop(self)     # the next image's buffer gives way (payloads.remake)
+                gc.collect()
+                buf = bytearray(size)
+            self.box_bufs[slot] = buf
+        return buf
 
     def result_buffers(self):
         """RESULT_CACHE sets of one array('f') per output, made once with the image place and
@@ -448,21 +485,15 @@ class Server:
             # of GC blocks) is freed before it runs
             outs = packed[0]
             gc.collect()
+        payloads.remake(self, t.fmt)
         pixel_crc, input_crc, src = image_place.kpu_crcs(self, img, view,
                                                          t.flags & P.F_INPUT_CRC)
-        boxes = []
-        mask = None
         t_dec = ticks()
-        if not (t.flags & P.F_NO_BOXES):
-            try:
-                boxes = decode_boxes(self.cfg, outs)
-                if self.masks is not None:
-                    mask = self.masks.make(outs[0], slot)
-            except Exception as e:
-                flags |= P.R_DECODE_FAILED
-                self.log("image %d: decoder failed: %s" % (t.id, err_text(e)))
+        boxes, mask, failed = self.decode(t, outs, slot)
         decode_ms = since(t_dec)
-        gc.collect()
+        if failed:
+            flags |= P.R_DECODE_FAILED
+        gc.collect()    # the decoder's objects: the RESULT's parts, kept for RESEND, go low
         shapes = [o["shape"] for o in self.cfg["outputs"]]
         parts = P.pack_result_parts(t.id, [(shapes[i], outs[i]) for i in range(len(outs))],
                                     boxes, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
