@@ -200,13 +200,15 @@ class Parser:
     sync whose header check, version range or length bound fails is skipped
     at once; a frame whose CRC fails is dropped and scanning resumes one byte
     after its sync, so a real frame hidden behind a false sync is still
-    found. Buffering is bounded by max_payload + 16 bytes per frame. A false
+    found. Buffering is bounded by max_payload + 16 bytes. A false
     sync with a valid header check (p ~ 2**-32 per garbage byte) waits for at
-    most its claimed length; a receiver that times out calls rescan()."""
+    most its claimed length; a receiver that times out calls rescan(). The buffer holds one
+    frame of max_payload (on the board it is GC heap): a partial frame is moved to its front
+    to make room (_compact)."""
 
     def __init__(self, max_payload=MAX_PAYLOAD):
         self.max_payload = max_payload
-        self.cap = 2 * (max_payload + OVERHEAD)
+        self.cap = max_payload + OVERHEAD
         self.buf = bytearray(self.cap)
         self.mv = memoryview(self.buf)
         self.start = 0
@@ -237,13 +239,15 @@ class Parser:
         if s == 0:
             return
         n = self.end - s
-        if n == 0:
-            self.start = 0
-            self.end = 0
-        elif n <= s:  # source and destination do not overlap
-            self.mv[0:n] = self.mv[s:s + n]
-            self.start = 0
-            self.end = n
+        k = 0
+        while k < n:
+            # pieces no longer than the gap: source and destination never overlap (MicroPython
+            # 1.11 copies a slice with memcpy)
+            m = n - k if n - k < s else s
+            self.mv[k:k + m] = self.mv[s + k:s + k + m]
+            k += m
+        self.start = 0
+        self.end = n
 
     def free(self):
         """Writable memoryview of the free space (after compaction)."""
