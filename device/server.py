@@ -312,6 +312,27 @@ class Server:
                 self.masks.allocate()
         return self.img
 
+    def run_kpu(self, t, img):
+        """The KPU run on `img` and its outputs copied into the next RESULT's set of result
+        buffers: (the outputs the decoder reads, their byte views or None, the set, KPU ms),
+        None after an ERROR. A frame of its own: the KPU's list of float objects never sits
+        in infer's frame, where a stale slot kept it (84 KB, and the decoder's room cut up)
+        through the (conservative) collection meant to free it."""
+        t_kpu = ticks()
+        try:
+            outs = self.model.run(img)
+        except MemoryError:
+            raise
+        except Exception as e:
+            self.error(P.E_KPU_RUN, t.id, err_text(e))
+            return None
+        kpu_ms = since(t_kpu)
+        slot = self.result_slot()
+        packed = self.pack_outputs(outs, slot)
+        if packed is None:
+            return outs, None, slot, kpu_ms
+        return packed[0], packed[1], slot, kpu_ms
+
     def decode(self, t, outs, slot):
         """(box records in set `slot`'s box buffer, a segment model's mask, whether the
         decoder failed) of image `t`'s packed outputs. A frame of its own: the decoder's
@@ -358,9 +379,9 @@ class Server:
         """The box records' buffer of set `slot`, grown (BOX_STEP boxes at a time, so rarely)
         to hold n: a RESULT's boxes, kept for RESEND, make no new block of ~1 KB that would
         land where the next image's JPEG buffer or inflater goes."""
-        buf = self.box_bufs[slot]
-        if len(buf) < P.BOX_LEN * n:
+        if len(self.box_bufs[slot]) < P.BOX_LEN * n:
             size = P.BOX_LEN * ((n + BOX_STEP - 1) // BOX_STEP * BOX_STEP)
+            self.box_bufs[slot] = b""     # no kept RESULT uses it (result_slot): its room too
             try:
                 buf = bytearray(size)
             except MemoryError:
@@ -368,7 +389,7 @@ class Server:
                 gc.collect()
                 buf = bytearray(size)
             self.box_bufs[slot] = buf
-        return buf
+        return self.box_bufs[slot]
 
     def result_buffers(self):
         """RESULT_CACHE sets of one array('f') per output, made once with the image place and
@@ -469,21 +490,14 @@ class Server:
                 flags |= P.R_PIXELS_SLOW
             img.pix_to_ai()
         prep_ms = since(t_prep)
-        t_kpu = ticks()
-        try:
-            outs = self.model.run(img)
-        except MemoryError:
-            raise
-        except Exception as e:
-            self.error(P.E_KPU_RUN, t.id, err_text(e))
+        ran = self.run_kpu(t, img)
+        if ran is None:
             return
-        kpu_ms = since(t_kpu)
-        slot = self.result_slot()
-        packed = self.pack_outputs(outs, slot)
-        if packed is not None:
+        outs, views, slot, kpu_ms = ran
+        ran = None
+        if views is not None:
             # the decoder reads the packed copies: the KPU's list of float objects (thousands
             # of GC blocks) is freed before it runs
-            outs = packed[0]
             gc.collect()
         payloads.remake(self, t.fmt)
         pixel_crc, input_crc, src = image_place.kpu_crcs(self, img, view,
@@ -498,7 +512,7 @@ class Server:
         parts = P.pack_result_parts(t.id, [(shapes[i], outs[i]) for i in range(len(outs))],
                                     boxes, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
                                     src, mem_free(), flags,
-                                    packed[1] if packed is not None else None, mask)
+                                    views, mask)
         outs = None
         self.send(P.T_RESULT, parts)
         self.cache.append((t.id, parts, slot))
