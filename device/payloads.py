@@ -148,9 +148,10 @@ def jpeg_failed(srv, t, code, text):
 
 # ------------------------------------------------------------------ rgb565z
 def begin_rgb565z(srv, t):
-    """A new Inflater for each image (the host deflates each with a new compressor): made
-    at IMAGE_BEGIN, dropped at the image's last byte, so that its window and source buffer
-    are free while the KPU runs and the decoder works (the serve loop's peak)."""
+    """A new Inflater for each image (the host deflates each with a new compressor): the
+    one remake() made after the previous image's KPU run, else one made here; dropped at the
+    image's last byte, so that its window and source buffer are free while the KPU's output
+    list lives (the serve loop's peak)."""
     if not zinflate.available():
         t.fail = (P.E_FORMAT, "rgb565z: this firmware has no uzlib.DecompIO")
     elif t.w != srv.w or t.h != srv.h or t.total <= 0:

@@ -81,7 +81,9 @@ class Server:
         self.h = cfg["input"]["height"]
         self.gray = cfg["input"].get("channels", 3) == 1   # GRAYSCALE place, gray8 only
         # The session's big buffers, allocated once and reused for every image (docs/design.md
-        # "Board memory"): per-image blocks of 100s of KB fragment the first-fit GC heap.
+        # "Board memory"): per-image blocks of 100s of KB fragment the first-fit GC heap. The
+        # JPEG buffer and the inflater give their room to the KPU's output list and are made
+        # again right after it (payloads.remake).
         self.img = None          # the image place: an RGB565 (GRAYSCALE) Image of the input, and
         self.view = None         # its pix_ai planes (raw_image, or the last decoded JPEG)
         self.jpeg = None         # JPEG buffer from IMAGE_BEGIN to the decode: bytes, JPEG at
@@ -89,7 +91,7 @@ class Server:
         self.jpeg_cap = 0        # its size: the largest the session's JPEGs needed
         self.z = None            # rgb565z: the next image's zinflate.Inflater, made in advance
         self.slots = None        # RESULT_CACHE sets of output float32 buffers (pack_outputs)
-        self.box_bufs = [bytearray(0) for _ in range(RESULT_CACHE)]   # and of box records
+        self.box_bufs = [b""] * RESULT_CACHE   # and of box records (box_buffer)
         self.masks = None        # segment: the session's mask buffers (board_mask.Masks)
         if cfg["decoder"]["type"] == "segment":
             try:     # only a segment model loads it (GC heap: docs/design.md "Board memory")
@@ -494,7 +496,6 @@ class Server:
         if ran is None:
             return
         outs, views, slot, kpu_ms = ran
-        ran = None
         if views is not None:
             # the decoder reads the packed copies: the KPU's list of float objects (thousands
             # of GC blocks) is freed before it runs
@@ -511,8 +512,7 @@ class Server:
         shapes = [o["shape"] for o in self.cfg["outputs"]]
         parts = P.pack_result_parts(t.id, [(shapes[i], outs[i]) for i in range(len(outs))],
                                     boxes, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
-                                    src, mem_free(), flags,
-                                    views, mask)
+                                    src, mem_free(), flags, views, mask)
         outs = None
         self.send(P.T_RESULT, parts)
         self.cache.append((t.id, parts, slot))
