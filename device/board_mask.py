@@ -1,7 +1,7 @@
 # The board's segmentation masks (decoder segment, docs/model-kinds.md): the argmax mask of
 # output 0 written into the session's mask buffers, made once with the image place (as the
-# RESULT buffers: docs/design.md "Board memory") and used in turn, RESULT_CACHE + 1 of them,
-# so a RESULT kept for RESEND keeps its mask. MicroPython 1.11 dialect.
+# RESULT buffers: docs/design.md "Board memory"), RESULT_CACHE of them, one per set of result
+# buffers, so a RESULT kept for RESEND keeps its mask. MicroPython 1.11 dialect.
 try:
     import decoders
 except ImportError:
@@ -14,17 +14,16 @@ class Masks:
         self.shape = cfg["outputs"][0]["shape"]
         self.count = count
         self.bufs = None
-        self.next = 0
 
     def allocate(self):
         if self.bufs is None:
             n = self.shape[1] * self.shape[2]
             self.bufs = [bytearray(n) for _ in range(self.count)]
 
-    def make(self, out):
-        """(h, w, class id bytes) of one output: protocol.pack_result_parts' mask."""
+    def make(self, out, slot):
+        """(h, w, class id bytes) of one output into mask buffer `slot` (the RESULT's set of
+        result buffers, server.Server.result_slot): protocol.pack_result_parts' mask."""
         self.allocate()
-        buf = self.bufs[self.next]
-        self.next = (self.next + 1) % self.count
+        buf = self.bufs[slot]
         decoders.segment_mask(out, self.shape, self.params, buf)
         return (self.shape[1], self.shape[2], buf)

@@ -200,13 +200,15 @@ class Parser:
     sync whose header check, version range or length bound fails is skipped
     at once; a frame whose CRC fails is dropped and scanning resumes one byte
     after its sync, so a real frame hidden behind a false sync is still
-    found. Buffering is bounded by max_payload + 16 bytes per frame. A false
+    found. Buffering is bounded by max_payload + 16 bytes. A false
     sync with a valid header check (p ~ 2**-32 per garbage byte) waits for at
-    most its claimed length; a receiver that times out calls rescan()."""
+    most its claimed length; a receiver that times out calls rescan(). The buffer holds one
+    frame of max_payload (on the board it is GC heap): a partial frame is moved to its front
+    to make room (_compact)."""
 
     def __init__(self, max_payload=MAX_PAYLOAD):
         self.max_payload = max_payload
-        self.cap = 2 * (max_payload + OVERHEAD)
+        self.cap = max_payload + OVERHEAD
         self.buf = bytearray(self.cap)
         self.mv = memoryview(self.buf)
         self.start = 0
@@ -237,13 +239,15 @@ class Parser:
         if s == 0:
             return
         n = self.end - s
-        if n == 0:
-            self.start = 0
-            self.end = 0
-        elif n <= s:  # source and destination do not overlap
-            self.mv[0:n] = self.mv[s:s + n]
-            self.start = 0
-            self.end = n
+        k = 0
+        while k < n:
+            # pieces no longer than the gap: source and destination never overlap (MicroPython
+            # 1.11 copies a slice with memcpy)
+            m = n - k if n - k < s else s
+            self.mv[k:k + m] = self.mv[s + k:s + k + m]
+            k += m
+        self.start = 0
+        self.end = n
 
     def free(self):
         """Writable memoryview of the free space (after compaction)."""
@@ -449,17 +453,33 @@ BOX_LEN = 22
 MASK_FMT = "<HH"       # h, w; then h*w uint8 class ids (flag R_MASK)
 
 
+def pack_boxes(boxes, buf=None):
+    """A RESULT's box records (BOX_FMT each) of boxes [(x0, y0, x1, y1, score, class_id)]:
+    into `buf`, a bytearray of at least BOX_LEN bytes a box the caller reuses (the board),
+    as a view of the records, else as a new bytearray."""
+    bb = bytearray(BOX_LEN * len(boxes)) if buf is None else buf
+    k = 0
+    for b in boxes:
+        struct.pack_into(BOX_FMT, bb, k, b[0], b[1], b[2], b[3], b[4],
+                         _u(int(b[5]), U16, "class id"))
+        k += BOX_LEN
+    return bb if buf is None else memoryview(bb)[:k]
+
+
 def pack_result_parts(image_id, outputs, boxes, kpu_ms=0.0, decode_ms=0.0, prep_ms=0.0,
                       input_crc=0, pixel_crc=0, crc_source=CRC_NONE, mem_free=0, flags=0,
                       packed=None, mask=None):
     """Payload parts of a RESULT. outputs: [(shape (C, H, W), flat floats)];
-    boxes: [(x0, y0, x1, y1, score, class_id)]; packed: each output's float32 bytes made by
+    boxes: [(x0, y0, x1, y1, score, class_id)], or their records made by pack_boxes (the
+    board packs them into a buffer it reuses); packed: each output's float32 bytes made by
     the caller (the board packs into buffers it reuses), else pack_floats here; mask:
     (h, w, h*w class id bytes) sets R_MASK."""
+    records = boxes if not isinstance(boxes, (list, tuple)) else pack_boxes(boxes)
+    n_boxes = len(records) // BOX_LEN
     if mask is not None:
         flags |= R_MASK
     parts = [struct.pack(RESULT_FMT, image_id & 0xFFFFFFFF, _u(len(outputs), U16, "outputs"),
-                         _u(len(boxes), U16, "boxes"), kpu_ms, decode_ms, prep_ms,
+                         _u(n_boxes, U16, "boxes"), kpu_ms, decode_ms, prep_ms,
                          input_crc & 0xFFFFFFFF, pixel_crc & 0xFFFFFFFF,
                          _u(crc_source, U8, "crc source"), _u(flags, U8, "result flags"), 0,
                          mem_free & 0xFFFFFFFF)]
@@ -468,14 +488,8 @@ def pack_result_parts(image_id, outputs, boxes, kpu_ms=0.0, decode_ms=0.0, prep_
                                  _u(shape[1], U16, "output H"), _u(shape[2], U16, "output W"),
                                  _u(len(values), U32, "output values")))
         parts.append(pack_floats(values) if packed is None else packed[i])
-    if boxes:
-        bb = bytearray(BOX_LEN * len(boxes))
-        k = 0
-        for b in boxes:
-            struct.pack_into(BOX_FMT, bb, k, b[0], b[1], b[2], b[3], b[4],
-                             _u(int(b[5]), U16, "class id"))
-            k += BOX_LEN
-        parts.append(bb)
+    if n_boxes:
+        parts.append(records)
     if mask is not None:
         parts += [struct.pack(MASK_FMT, _u(mask[0], U16, "mask h"), _u(mask[1], U16, "mask w")),
                   mask[2]]

@@ -13,9 +13,9 @@ try:
 except ImportError:
     from device import protocol
 try:
-    import zinflate
+    import payloads
 except ImportError:
-    from device import zinflate
+    from device import payloads
 try:
     from kpu_model import decode_boxes, err_text, maix_utils
 except ImportError:
@@ -35,11 +35,8 @@ except ImportError:
 
 P = protocol
 
-MAX_JPEG = 262144
-JPEG_STEP = 8192    # the session's JPEG buffer grows in these steps (Server.jpeg_buffer)
-# picojpeg.c getChar: once the input runs out the decoder reads a fake EOI, FF D9 FF D9 ...
-JPEG_PAST_END = b"\xff\xd9" * 128
 RESULT_CACHE = 2    # RESULTs kept for RESEND (docs/protocol.md, "Recovery")
+BOX_STEP = 16       # box records' buffers grow by this many boxes (Server.box_buffer)
 
 
 def mem_free():
@@ -60,7 +57,7 @@ class Transfer:
         self.total = total
         self.got = 0
         self.fail = None     # (code, text): consume the data, then one ERROR
-        self.z = None        # rgb565z: the session's zinflate.Inflater while it fills the Image
+        self.z = None        # rgb565z: its zinflate.Inflater while it fills the Image
         self.t0 = ticks()
 
 
@@ -84,22 +81,24 @@ class Server:
         self.h = cfg["input"]["height"]
         self.gray = cfg["input"].get("channels", 3) == 1   # GRAYSCALE place, gray8 only
         # The session's big buffers, allocated once and reused for every image (docs/design.md
-        # "Board memory"): per-image blocks of 100s of KB fragment the first-fit GC heap.
+        # "Board memory"): per-image blocks of 100s of KB fragment the first-fit GC heap. The
+        # JPEG buffer and the inflater give their room to the KPU's output list and are made
+        # again right after it (payloads.remake).
         self.img = None          # the image place: an RGB565 (GRAYSCALE) Image of the input, and
         self.view = None         # its pix_ai planes (raw_image, or the last decoded JPEG)
-        self.jpeg = None         # JPEG buffer: bytes (grows by JPEG_STEP), JPEG at its start
-        self.jpeg_w = None       # writable view of it (uctypes), or the bytearray itself
-        self.z = None            # rgb565z: one zinflate.Inflater for the session's images
-        self.z_clean = False     # whether self.z ended its last image at a segment boundary
-        self.slots = None        # RESULT_CACHE + 1 sets of output float32 buffers (pack_outputs)
-        self.slot = 0            # the set the next RESULT uses
+        self.jpeg = None         # JPEG buffer from IMAGE_BEGIN to the decode: bytes, JPEG at
+        self.jpeg_w = None       # its start; a writable view of it (uctypes), or the bytearray
+        self.jpeg_cap = 0        # its size: the largest the session's JPEGs needed
+        self.z = None            # rgb565z: the next image's zinflate.Inflater, made in advance
+        self.slots = None        # RESULT_CACHE sets of output float32 buffers (pack_outputs)
+        self.box_bufs = [b""] * RESULT_CACHE   # and of box records (box_buffer)
         self.masks = None        # segment: the session's mask buffers (board_mask.Masks)
         if cfg["decoder"]["type"] == "segment":
             try:     # only a segment model loads it (GC heap: docs/design.md "Board memory")
                 from board_mask import Masks
             except ImportError:
                 from device.board_mask import Masks
-            self.masks = Masks(cfg, RESULT_CACHE + 1)
+            self.masks = Masks(cfg, RESULT_CACHE)
         self.cur = None
         self.ready = None        # a received image waiting for run_ready()
         self.dead = None
@@ -113,7 +112,8 @@ class Server:
         self.in_session = False  # a HELLO seen: frames before it belong to a session of
         #                          a board life before this one (the board reset)
         self.last_done = None    # id of the last image that got its reply
-        self.cache = []          # [(image id, RESULT payload parts)], newest last
+        self.cache = []          # [(image id, RESULT payload parts, its set of result
+        #                          buffers)], newest last
         self.nacked = 0          # parser.dropped() already reported
         self.idle_t0 = None      # when a partial frame at the parser head stopped growing
 
@@ -145,7 +145,7 @@ class Server:
              "decoder": self.cfg["decoder"]["type"],
              "rx_buf": self.rbl, "window": self.window, "chunk": self.chunk,
              "max_payload": self.parser.max_payload, "baud": self.cfg["baud"],
-             "formats": self.formats(), "input_crc": self.crc_mode,
+             "formats": payloads.formats(self), "input_crc": self.crc_mode,
              "features": P.FEATURES, "result_cache": RESULT_CACHE,
              "mem_free": mem_free(), "platform": sys.platform,
              "uptime_ms": ticks()}
@@ -155,13 +155,6 @@ class Server:
         except Exception:
             pass
         return d
-
-    def formats(self):
-        if self.gray:
-            return ["gray8"]
-        if zinflate.available():
-            return ["rgb565", "jpeg", "rgb565z"]
-        return ["rgb565", "jpeg"]
 
     # -- input
     def poll(self):
@@ -256,7 +249,7 @@ class Server:
             self.error(P.E_INTERNAL, 0, err_text(e))
 
     def on_resend(self, image_id):
-        for cid, parts in self.cache:
+        for cid, parts, _slot in self.cache:
             if cid == image_id:
                 self.send(P.T_RESULT, parts)
                 return
@@ -292,98 +285,13 @@ class Server:
                 except MemoryError as e:
                     t.fail = (P.E_NO_MEMORY, "RGB565 image buffer: " + err_text(e))
         elif fmt == P.FMT_RGB565Z:
-            self.begin_rgb565z(t)
+            payloads.begin_rgb565z(self, t)
         elif fmt == P.FMT_JPEG:
-            if total <= 0 or total > MAX_JPEG:
-                t.fail = (P.E_SIZE, "JPEG of %d bytes (max %d)" % (total, MAX_JPEG))
-            else:
-                try:
-                    self.raw_image()        # the place the decode takes, below the buffer
-                    self.jpeg_buffer(total)
-                except MemoryError as e:
-                    t.fail = (P.E_NO_MEMORY, "JPEG buffer: " + err_text(e))
+            payloads.begin_jpeg(self, t)
         else:
             t.fail = (P.E_FORMAT, "unknown image format %d" % fmt)
         if total == 0:
             self.finish()
-
-    def begin_rgb565z(self, t):
-        if not zinflate.available():
-            t.fail = (P.E_FORMAT, "rgb565z: this firmware has no uzlib.DecompIO")
-        elif t.w != self.w or t.h != self.h or t.total <= 0:
-            t.fail = (P.E_SIZE, "rgb565z image %dx%d (%d bytes), model input is %dx%d"
-                      % (t.w, t.h, t.total, self.w, self.h))
-        else:
-            try:
-                self.raw_image()
-                t.z = self.inflater()
-            except MemoryError as e:
-                t.fail = (P.E_NO_MEMORY, "rgb565z image buffer or inflater: " + err_text(e))
-
-    def inflate(self, t, data):
-        """One rgb565z segment straight into the Image (or, without uctypes, through a row
-        buffer and the slice path)."""
-        z = t.z
-        n = z.next_len()
-        try:
-            if self.view is not None:
-                z.segment(data, memoryview(self.view)[z.done:z.done + n])
-            else:
-                off = z.done
-                buf = bytearray(n)
-                z.segment(data, buf)
-                fill_rows(self.img, self.w, off, buf)
-        except zinflate.InflateError as e:
-            t.fail = (P.E_INFLATE, "image %d: %s" % (t.id, e))
-            t.z = None
-
-    def inflater(self):
-        """The session's Inflater, set for the next image. The host ends every image's
-        deflate stream with a sync flush and never a final block (host/rgb565z.py), so one
-        DecompIO and its window serve every image; after an image that did not complete
-        (corrupt, abandoned) a new one replaces it."""
-        raw = 2 * self.w * self.h
-        if self.z is not None and self.z_clean:
-            self.z.next_image(raw)
-        else:
-            self.z = None
-            gc.collect()
-            self.z = zinflate.Inflater(raw, self.chunk, P.Z_WBITS)
-        self.z_clean = False
-        return self.z
-
-    def jpeg_buffer(self, n):
-        """The session's JPEG buffer, grown (by JPEG_STEP, so rarely) to hold n bytes and the
-        2-byte end mark. image.Image(data, from_bytes=True) takes bytes only (py_image.c:
-        mp_obj_is_str_or_bytes): the JPEG is received straight into a bytes object through a
-        writable uctypes view, never copied; a bytearray where uctypes is missing."""
-        if self.jpeg is not None and len(self.jpeg) >= n + 2:
-            return
-        self.jpeg = None
-        self.jpeg_w = None
-        gc.collect()
-        cap = (n + 2 + JPEG_STEP - 1) // JPEG_STEP * JPEG_STEP
-        buf = bytes(cap)
-        view = rgb565_view(buf, cap)
-        if view is None:
-            buf = bytearray(cap)
-            view = buf
-        self.jpeg = buf
-        self.jpeg_w = view
-
-    def end_jpeg(self, n):
-        """Make the buffer past the JPEG's n bytes read as the end of the input does: the
-        firmware decodes the whole bytes object, and picojpeg reads FF D9 FF D9 ... past the
-        end of its input (MaixPy-v1/CanMV omv/img/picojpeg.c: getChar), which its marker
-        reader never consumes. So the JPEG decodes as if the buffer ended with it, a complete
-        one and a truncated one alike (exactly so for reads that stay within the buffer)."""
-        w = self.jpeg_w
-        cap = len(self.jpeg)
-        k = n
-        while k < cap:
-            m = cap - k if cap - k < len(JPEG_PAST_END) else len(JPEG_PAST_END)
-            w[k:k + m] = JPEG_PAST_END if m == len(JPEG_PAST_END) else JPEG_PAST_END[:m]
-            k += m
 
     def raw_image(self):
         """The image place: an RGB565 Image of the model input and its pix_ai planes, made
@@ -406,49 +314,62 @@ class Server:
                 self.masks.allocate()
         return self.img
 
-    def decode_jpeg(self, t):
-        """Decode the received JPEG into the image place; the decoded Image becomes the place.
-        The Image that held it is released first; then the decode's pixels (picojpeg_util.c:
-        pjpeg_load_from_file xallocs them before anything else) and its pix_to_ai() planes
-        are the first big blocks allocated, so with the GC's first fit they land where the
-        old pixels and planes were, image after image. None after an ERROR (the place made
-        again)."""
-        import image
-        self.end_jpeg(t.total)
-        data = self.jpeg if isinstance(self.jpeg, bytes) else bytes(self.jpeg)
-        self.img = None
-        self.view = None
-        gc.collect()
+    def run_kpu(self, t, img):
+        """The KPU run on `img` and its outputs copied into the next RESULT's set of result
+        buffers: (the outputs the decoder reads, their byte views or None, the set, KPU ms),
+        None after an ERROR. A frame of its own: the KPU's list of float objects never sits
+        in infer's frame, where a stale slot kept it (84 KB, and the decoder's room cut up)
+        through the (conservative) collection meant to free it."""
+        t_kpu = ticks()
         try:
-            img = image.Image(data, from_bytes=True)
+            outs = self.model.run(img)
         except MemoryError:
             raise
         except Exception as e:
-            return self.jpeg_failed(t, P.E_JPEG, "JPEG decode failed: " + err_text(e))
-        data = None
-        if img.width() == 0 or img.height() == 0:
-            # the firmware swallows decode errors: "Failed loading source image!" and a 0x0
-            # image (MaixPy-v1 omv/img/imlib.c: imlib_load_image)
-            return self.jpeg_failed(t, P.E_JPEG, "JPEG decode failed: the firmware made a "
-                                    "0x0 image")
-        img.pix_to_ai()
-        if img.width() != self.w or img.height() != self.h:
-            text = "JPEG is %dx%d, model input is %dx%d" % (img.width(), img.height(),
-                                                            self.w, self.h)
-            img = None
-            return self.jpeg_failed(t, P.E_SIZE, text)
-        self.img = img
-        self.view = rgb565_view(img, 2 * self.w * self.h)
-        return img
+            self.error(P.E_KPU_RUN, t.id, err_text(e))
+            return None
+        kpu_ms = since(t_kpu)
+        slot = self.result_slot()
+        packed = self.pack_outputs(outs, slot)
+        if packed is None:
+            return outs, None, slot, kpu_ms
+        return packed[0], packed[1], slot, kpu_ms
 
-    def pack_outputs(self, outs):
-        """The outputs copied into the session's next set of result buffers (result_buffers):
+    def decode(self, t, outs, slot):
+        """(box records in set `slot`'s box buffer, a segment model's mask, whether the
+        decoder failed) of image `t`'s packed outputs. A frame of its own: the decoder's
+        lists and tuples never sit in infer's frame, which the (conservative) collection
+        before the RESULT is built scans."""
+        boxes = []
+        mask = None
+        failed = False
+        if not (t.flags & P.F_NO_BOXES):
+            try:
+                boxes = decode_boxes(self.cfg, outs)
+                if self.masks is not None:
+                    mask = self.masks.make(outs[0], slot)
+            except Exception as e:
+                failed = True
+                self.log("image %d: decoder failed: %s" % (t.id, err_text(e)))
+        return P.pack_boxes(boxes, self.box_buffer(slot, len(boxes))), mask, failed
+
+    def result_slot(self):
+        """The set of result buffers (and mask) the next RESULT takes: one no kept RESULT
+        uses, else the oldest kept RESULT's, which is no longer kept. RESULT_CACHE sets, as
+        many as RESULTs kept for RESEND: the RESULT being made replaces the oldest."""
+        used = [c[2] for c in self.cache]
+        for slot in range(RESULT_CACHE):
+            if slot not in used:
+                return slot
+        return self.cache.pop(0)[2]
+
+    def pack_outputs(self, outs, slot):
+        """The outputs copied into the session's result buffers `slot` (result_buffers):
         (arrays, their byte views), or None where there are none (pack_result_parts packs
         the outputs itself)."""
         if not self.slots:
             return None
-        arrays, views = self.slots[self.slot]
-        self.slot = (self.slot + 1) % len(self.slots)
+        arrays, views = self.slots[slot]
         for k in range(len(outs)):
             a = arrays[k]
             v = outs[k]
@@ -456,18 +377,34 @@ class Server:
                 a[i] = v[i]
         return arrays, views
 
+    def box_buffer(self, slot, n):
+        """The box records' buffer of set `slot`, grown (BOX_STEP boxes at a time, so rarely)
+        to hold n: a RESULT's boxes, kept for RESEND, make no new block of ~1 KB that would
+        land where the next image's JPEG buffer or inflater goes."""
+        if len(self.box_bufs[slot]) < P.BOX_LEN * n:
+            size = P.BOX_LEN * ((n + BOX_STEP - 1) // BOX_STEP * BOX_STEP)
+            self.box_bufs[slot] = b""     # no kept RESULT uses it (result_slot): its room too
+            try:
+                buf = bytearray(size)
+            except MemoryError:
+                payloads.drop(self)     # the next image's buffer gives way (payloads.remake)
+                gc.collect()
+                buf = bytearray(size)
+            self.box_bufs[slot] = buf
+        return self.box_bufs[slot]
+
     def result_buffers(self):
-        """RESULT_CACHE + 1 sets of one array('f') per output, made once with the image place
-        and sent through uctypes byte views: the RESULTs kept for RESEND keep theirs, and no
-        image makes new 8 KB blocks (docs/design.md "Board memory"). [] without array or
-        uctypes: each RESULT then packs its own bytes."""
+        """RESULT_CACHE sets of one array('f') per output, made once with the image place and
+        sent through uctypes byte views: the RESULTs kept for RESEND keep theirs, and no image
+        makes new 8 KB blocks (docs/design.md "Board memory"). [] without array or uctypes:
+        each RESULT then packs its own bytes."""
         try:
             from array import array
             import uctypes
         except ImportError:
             return []
         sets = []
-        for _ in range(RESULT_CACHE + 1):
+        for _ in range(RESULT_CACHE):
             arrays = [array("f", range(s[0] * s[1] * s[2])) for s in self.model.shapes]
             try:
                 views = [uctypes.bytearray_at(uctypes.addressof(a), 4 * len(a)) for a in arrays]
@@ -475,15 +412,6 @@ class Server:
                 return []
             sets.append((arrays, views))
         return sets
-
-    def jpeg_failed(self, t, code, text):
-        """ERROR for the image; the RGB565 Image takes the image place again (None)."""
-        self.error(code, t.id, text)
-        try:
-            self.raw_image()
-        except MemoryError:
-            pass
-        return None
 
     def on_data(self, payload):
         image_id, off, data = P.unpack_image_data(payload)
@@ -506,7 +434,7 @@ class Server:
             if t.fmt == P.FMT_JPEG:
                 self.jpeg_w[off:off + n] = data
             elif t.fmt == P.FMT_RGB565Z:
-                self.inflate(t, data)
+                payloads.inflate(self, t, data)
             elif self.view is not None:
                 self.view[off:off + n] = data
             elif self.gray:
@@ -517,13 +445,10 @@ class Server:
                 fill_rows(self.img, self.w, off, data)
         t.got += n
         if t.got == t.total:
-            if t.z is not None and t.fail is None:
-                if t.z.complete():
-                    self.z_clean = True
-                else:
-                    t.fail = (P.E_INFLATE, "image %d: the deflate stream gave %d of %d bytes"
-                              % (t.id, t.z.done, t.z.raw_total))
-            t.z = None
+            if t.z is not None and t.fail is None and not t.z.complete():
+                t.fail = (P.E_INFLATE, "image %d: the deflate stream gave %d of %d bytes"
+                          % (t.id, t.z.done, t.z.raw_total))
+            t.z = None   # its window and source buffer are free for the KPU run
             self.finish()
 
     def finish(self):
@@ -556,7 +481,7 @@ class Server:
         flags = 0
         t_prep = ticks()
         if t.fmt == P.FMT_JPEG:
-            img = self.decode_jpeg(t)
+            img = payloads.decode_jpeg(self, t)
             if img is None:
                 return
             view = self.view
@@ -567,43 +492,28 @@ class Server:
                 flags |= P.R_PIXELS_SLOW
             img.pix_to_ai()
         prep_ms = since(t_prep)
-        t_kpu = ticks()
-        try:
-            outs = self.model.run(img)
-        except MemoryError:
-            raise
-        except Exception as e:
-            self.error(P.E_KPU_RUN, t.id, err_text(e))
+        ran = self.run_kpu(t, img)
+        if ran is None:
             return
-        kpu_ms = since(t_kpu)
-        packed = self.pack_outputs(outs)
-        if packed is not None:
+        outs, views, slot, kpu_ms = ran
+        if views is not None:
             # the decoder reads the packed copies: the KPU's list of float objects (thousands
             # of GC blocks) is freed before it runs
-            outs = packed[0]
             gc.collect()
+        payloads.remake(self, t.fmt)
         pixel_crc, input_crc, src = image_place.kpu_crcs(self, img, view,
                                                          t.flags & P.F_INPUT_CRC)
-        boxes = []
-        mask = None
         t_dec = ticks()
-        if not (t.flags & P.F_NO_BOXES):
-            try:
-                boxes = decode_boxes(self.cfg, outs)
-                if self.masks is not None:
-                    mask = self.masks.make(outs[0])
-            except Exception as e:
-                flags |= P.R_DECODE_FAILED
-                self.log("image %d: decoder failed: %s" % (t.id, err_text(e)))
+        boxes, mask, failed = self.decode(t, outs, slot)
         decode_ms = since(t_dec)
+        if failed:
+            flags |= P.R_DECODE_FAILED
+        gc.collect()    # the decoder's objects: the RESULT's parts, kept for RESEND, go low
         shapes = [o["shape"] for o in self.cfg["outputs"]]
         parts = P.pack_result_parts(t.id, [(shapes[i], outs[i]) for i in range(len(outs))],
                                     boxes, kpu_ms, decode_ms, prep_ms, input_crc, pixel_crc,
-                                    src, mem_free(), flags,
-                                    packed[1] if packed is not None else None, mask)
+                                    src, mem_free(), flags, views, mask)
         outs = None
         self.send(P.T_RESULT, parts)
-        self.cache.append((t.id, parts))
-        if len(self.cache) > RESULT_CACHE:
-            self.cache.pop(0)
+        self.cache.append((t.id, parts, slot))
         self.images += 1

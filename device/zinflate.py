@@ -26,12 +26,11 @@ class InflateError(Exception):
 
 
 class Inflater:
-    """The raw deflate stream of one image or, through next_image(), of several. Every
-    IMAGE_DATA frame carries one segment that ends in a sync flush and inflates to exactly
-    `seg` raw bytes (the last one: the rest), so a segment never needs bytes of the next
-    frame. DecompIO pulls its input from `src`, a BytesIO refilled per segment with the unread
-    tail of the previous one (the flush marker) followed by the new bytes: bounded memory, no
-    copy of the whole stream."""
+    """The raw deflate stream of one image. Every IMAGE_DATA frame carries one segment that
+    ends in a sync flush and inflates to exactly `seg` raw bytes (the last one: the rest), so
+    a segment never needs bytes of the next frame. DecompIO pulls its input from `src`, a
+    BytesIO refilled per segment with the unread tail of the previous one (the flush marker)
+    followed by the new bytes: bounded memory, no copy of the whole stream."""
 
     def __init__(self, raw_total, seg, wbits):
         self.raw_total = raw_total
@@ -40,13 +39,6 @@ class Inflater:
         self.src = io.BytesIO(bytearray(seg + SLACK))
         self.zend = 0          # end of the valid bytes in src (beyond: an older segment's)
         self.dec = uzlib.DecompIO(self.src, -wbits)
-
-    def next_image(self, raw_total):
-        """Go on to the next image of the same stream. The host ends each image with a sync
-        flush, never a final block (host/rgb565z.py), so the next image's first block follows
-        the flush marker still unread in src: one DecompIO and its window for a session."""
-        self.raw_total = raw_total
-        self.done = 0
 
     def next_len(self):
         n = self.raw_total - self.done

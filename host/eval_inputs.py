@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from device import protocol as P
+from device.payloads import MAX_JPEG   # the largest JPEG a board takes
 from host import pixels
 from host.errors import UserError
 from host.manifest import sha256_file
@@ -46,7 +47,6 @@ from host.manifest import sha256_file
 PAYLOADS = ("rgb565", "jpeg", "gray8")                   # what an EvalImage holds
 CHOICES = ("auto", "rgb565z", "rgb565", "jpeg", "gray8")  # --payload
 JPEG_QUALITY = 95
-MAX_JPEG = 262144      # device/server.py MAX_JPEG
 
 
 class EvalImage(object):

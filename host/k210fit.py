@@ -17,6 +17,8 @@ import glob
 import os
 import re
 
+from device.payloads import JPEG_STEP, MAX_JPEG
+from device.server import RESULT_CACHE
 from host import devconfig, firmware
 from host.errors import UserError
 
@@ -94,25 +96,42 @@ def v4_placement(ops):
     return {"kpu": kpu, "cpu": cpu, "cpu_compute": [op for op in cpu if op[0] not in _GLUE_OPS]}
 
 
-# The serve loop's peak in the MicroPython GC heap (device/server.py, docs/design.md "Board
-# memory"), an upper bound of what tests/test_mpy_memory.py measures on MicroPython 1.11 (64-bit
-# as the K210's RV64: 32-byte GC blocks). Made once per session: the image place (RGB565 pixels
-# w*h*2 and pix_ai planes with rows padded to 64 pixels, both xalloc'ed from the GC heap,
-# MaixPy-v1 omv/py/py_image.c; for a grayscale model Image(size=) turned GRAYSCALE in place,
-# which keeps its w*h*2 pixel buffer, and its pix_ai w*h, unpadded: py_image_pix_to_ai),
-# RESULT_CACHE + 1 RESULT buffers (4 bytes a value), the UART ring
-# (read_buf_len + 1, m_new in machine_uart.c), and the JPEG buffer (the largest JPEG rounded up
-# to JPEG_STEP) or the inflater (16 KiB window, DecompIO state, source buffer). Per image: the
-# KPU's outputs as a list of float objects (a boxed mp_obj_float_t takes one 32-byte block, its
-# list slot 8 bytes). GC_INTERPRETER: the device modules' bytecode and objects, the protocol
-# parser's buffer, frame handling and decoder transients (measured 108-113 KB).
-GC_INTERPRETER = 128 * 1024
-GC_PER_OUTPUT_VALUE = 32 + 8 + 4 * 3
+# The serve loop's peak in the MicroPython GC heap (device/server.py, device/payloads.py,
+# docs/design.md "Board memory"), an upper bound of what tests/test_mpy_memory.py measures on
+# MicroPython 1.11 (64-bit as the K210's RV64: 32-byte GC blocks). Kept for the session: the
+# image place (RGB565 pixels w*h*2 and pix_ai planes with rows padded to 64 pixels, both
+# xalloc'ed from the GC heap, MaixPy-v1 omv/py/py_image.c; for a grayscale model Image(size=)
+# turned GRAYSCALE in place, which keeps its w*h*2 pixel buffer, and its pix_ai w*h, unpadded:
+# py_image_pix_to_ai), the UART ring (read_buf_len + 1, m_new in machine_uart.c), RESULT_CACHE
+# sets of RESULT buffers (4 bytes a value; a segment model's h*w mask, device/board_mask.py).
+# On top, one of: the KPU's outputs as a list of float objects (a boxed mp_obj_float_t takes
+# one 32-byte block, its list slot 8 bytes), or the JPEG buffer (the largest JPEG rounded up
+# to JPEG_STEP) or the inflater (16 KiB window, DecompIO state, source buffer): those two are
+# dropped before the KPU runs and made again after its list is collected (payloads.remake).
+# GC_INTERPRETER: the device modules' bytecode (57 KB imported from source), the parser's
+# buffer (8,208 B), the Server and frame handling, the decoder's boxes, and in the test the
+# firmware stand-ins' bytecode (~17 KB that a board has in C). Measured (the peak less the
+# other terms) with tests/test_mpy_memory.py's default layout: MaixPy 224x160 93,239 B (RGB)
+# and 92,919 (gray8), CanMV 320x224 94,703 and 94,287; 96 KiB leaves 3.6-5.4 KB of margin.
+GC_INTERPRETER = 96 * 1024
+GC_OUTPUT_LIST_VALUE = 32 + 8
+GC_RESULT_VALUE = 4 * RESULT_CACHE
+# the KPU's own output buffers: C heap (the nncase runtime's) on a board, GC heap in the
+# test's stand-in (tests/mpy_standins/maix.py): counted, an over-estimate for a board
+GC_KPU_VALUE = 4
 GC_INFLATER = 16384 + 2048 + 4096 + 64
-JPEG_STEP = 8192           # device/server.py JPEG_STEP
+# classify and segment models load label_decoders.py (and segment board_mask.py): 3,072 and
+# 1,056 B measured on MicroPython 1.11, imported from source
+GC_LABEL_DECODERS = 4 * 1024
+LABEL_DECODERS = ("classify", "segment")
 # What the firmware keeps in the GC heap before main.py runs (REPL UART and its ring, _boot.py,
 # VFS mounts: a few KiB; an upper bound with margin, tests/test_mpy_memory.py)
 GC_FIRMWARE_KEEPS = 32 * 1024
+GC_BLOCK = 32
+
+
+def _blocks(nbytes):
+    return (nbytes + GC_BLOCK - 1) // GC_BLOCK * GC_BLOCK
 
 
 def _jpeg_buffer(jpeg_bytes):
@@ -126,29 +145,51 @@ def image_place_bytes(width, height, channels):
     return width * height * 2 + ((width + 63) & ~63) * height * 3
 
 
+def mask_bytes(mask_values):
+    """A segment model's mask buffers (h*w class ids each, a bytearray per set of RESULT
+    buffers: device/board_mask.py); 0 for other models (mask_values 0)."""
+    return RESULT_CACHE * (GC_BLOCK + _blocks(mask_values)) if mask_values else 0
+
+
+def serve_gc_session(width, height, output_values, channels=3,
+                     read_buf_len=devconfig.DEFAULT_READ_BUF_LEN, decoder=None, mask_values=0):
+    """Bytes of GC heap the serve loop keeps for the whole session (serve_gc_peak adds what
+    comes and goes with each image)."""
+    return (GC_INTERPRETER + read_buf_len + 1 + image_place_bytes(width, height, channels)
+            + output_values * (GC_RESULT_VALUE + GC_KPU_VALUE) + mask_bytes(mask_values)
+            + (GC_LABEL_DECODERS if decoder in LABEL_DECODERS else 0))
+
+
 def serve_gc_peak(width, height, output_values, payload="rgb565",
-                  read_buf_len=devconfig.DEFAULT_READ_BUF_LEN, jpeg_bytes=0):
+                  read_buf_len=devconfig.DEFAULT_READ_BUF_LEN, jpeg_bytes=0, decoder=None,
+                  mask_values=0):
     """Bytes of GC heap the serve loop needs at its peak for `payload` (rgb565, rgb565z, jpeg
-    with JPEGs of up to jpeg_bytes, or gray8: a grayscale model's place)."""
+    with JPEGs of up to jpeg_bytes, or gray8: a grayscale model's place); `decoder` the
+    decoder kind, `mask_values` a segment model's mask size (h*w of output 0)."""
     channels = 1 if payload == "gray8" else 3
-    need = (GC_INTERPRETER + read_buf_len + 1 + image_place_bytes(width, height, channels)
-            + output_values * GC_PER_OUTPUT_VALUE)
+    arriving = 0
     if payload == "jpeg":
-        need += _jpeg_buffer(jpeg_bytes)
+        arriving = _jpeg_buffer(jpeg_bytes)
     elif payload == "rgb565z":
-        need += GC_INFLATER
-    return need
+        arriving = GC_INFLATER
+    return (serve_gc_session(width, height, output_values, channels, read_buf_len, decoder,
+                             mask_values)
+            + max(output_values * GC_OUTPUT_LIST_VALUE, arriving))
 
 
-def jpeg_max_bytes(budget, width, height, output_values):
-    """The largest JPEG the serve loop takes in `budget` bytes of GC heap (0: none)."""
-    room = budget - serve_gc_peak(width, height, output_values)
-    return max(0, room // JPEG_STEP * JPEG_STEP - 2)
+def jpeg_max_bytes(budget, width, height, output_values, decoder=None, mask_values=0):
+    """The largest JPEG the serve loop takes in `budget` bytes of GC heap (0: none, also
+    when the KPU's output list does not fit)."""
+    room = budget - serve_gc_session(width, height, output_values, decoder=decoder,
+                                     mask_values=mask_values)
+    if room < output_values * GC_OUTPUT_LIST_VALUE:
+        return 0
+    return max(0, min(MAX_JPEG, room // JPEG_STEP * JPEG_STEP - 2))
 
 
 def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
                flash_address=firmware.FLASH_MODEL_ADDRESS, allow_below_firmware=False,
-               v4_ops=None, output_values=0):
+               v4_ops=None, output_values=0, decoder=None, mask_values=0):
     """Everything about whether the compiled model fits. `memory` is compile_kmodel()'s
     "memory" dict, `input_shape` the kmodel input [1, C, H, W] (C 3 or 1).
 
@@ -157,9 +198,12 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
     model_bytes, heap_budget_bytes, fits_heap (the C heap: model + runtime), gc_heap_bytes,
     gc_budget_bytes (what the firmware leaves scripts), serve_gc_bytes (RGB565 payloads),
     serve_gc_rgb565z_bytes, fits_gc, jpeg_max_bytes (the GC heap: the serve loop's objects; a
-    JPEG larger than jpeg_max_bytes does not fit), firmware, flash {address, end, size, ok};
-    kpu_peak_bytes is None when unknown (V4). `v4_ops`: a V4 kmodel's ops, used without
-    dump_dir. warnings is a list of one-line strings.
+    JPEG larger than jpeg_max_bytes does not fit), gc_left_bytes (what the larger of the two
+    serve peaks leaves the user's own scripts of gc_budget_bytes, 0 when it does not fit),
+    firmware, flash {address, end, size, ok}; kpu_peak_bytes is None when unknown (V4).
+    `v4_ops`: a V4 kmodel's ops, used without dump_dir; `output_values` the model's output
+    values, `decoder` its decoder kind and `mask_values` a segment model's mask size (h*w of
+    output 0). warnings is a list of one-line strings.
     """
     profile = firmware.get_profile(profile)
     warnings = []
@@ -201,12 +245,16 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
     gc_budget = gc_heap - GC_FIRMWARE_KEEPS
     if input_shape[1] == 1:
         # grayscale models take gray8 payloads only (docs/protocol.md "gray8")
-        gc_need = serve_gc_peak(width, height, output_values, "gray8")
+        gc_need = serve_gc_peak(width, height, output_values, "gray8", decoder=decoder,
+                                mask_values=mask_values)
         gc_need_z, jpeg_max = None, 0
     else:
-        gc_need = serve_gc_peak(width, height, output_values)
-        gc_need_z = serve_gc_peak(width, height, output_values, "rgb565z")
-        jpeg_max = jpeg_max_bytes(gc_budget, width, height, output_values)
+        gc_need = serve_gc_peak(width, height, output_values, decoder=decoder,
+                                mask_values=mask_values)
+        gc_need_z = serve_gc_peak(width, height, output_values, "rgb565z", decoder=decoder,
+                                  mask_values=mask_values)
+        jpeg_max = jpeg_max_bytes(gc_budget, width, height, output_values, decoder,
+                                  mask_values)
     if gc_need > gc_budget:
         warnings.append("serving needs about %d bytes of the MicroPython GC heap (image %dx%d, "
                         "its KPU buffer, %d output values) but firmware %s leaves scripts %d of "
@@ -235,6 +283,7 @@ def fit_report(dump_dir, memory, input_shape, profile=firmware.DEFAULT_PROFILE,
         "serve_gc_bytes": gc_need,
         "serve_gc_rgb565z_bytes": gc_need_z,
         "fits_gc": gc_need <= gc_budget,
+        "gc_left_bytes": max(0, gc_budget - max(gc_need, gc_need_z or 0)),
         "jpeg_max_bytes": jpeg_max,
         "firmware": profile.get("name", "custom"),
         "flash": flash,

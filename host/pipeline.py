@@ -127,7 +127,8 @@ def build(opts, log):
                 quant["compile"]["inputs"][0]["shape"], profile, opts.flash_address,
                 v4_ops=info.get("ops"),
                 output_values=sum(c * h * w for c, h, w in
-                                  (o["shape_chw"] for o in output_info)))
+                                  (o["shape_chw"] for o in output_info)),
+                decoder=decoder["type"], mask_values=_mask_values(decoder, output_info))
             for text in fit_warnings:
                 if text not in placement["problems"]:
                     warn(text)
@@ -162,6 +163,14 @@ def _layer_error(opts, ncc_binary, frozen, input_scale, calib_u8, holdout_u8, qu
     except UserError as exc:
         warn("per-layer error not measured (the kmodel is fine): %s" % exc)
         return None
+
+
+def _mask_values(decoder, output_info):
+    """A segment model's mask size on the board (h*w of output 0), else 0."""
+    if decoder["type"] != "segment":
+        return 0
+    _c, h, w = output_info[0]["shape_chw"]
+    return h * w
 
 
 def _refuse_flash_problems(address, size):

@@ -32,6 +32,10 @@ def _kb(n):
     return "%.0f KB" % (n / 1024.0) if n < 1024 * 1024 else "%.2f MB" % (n / 1048576.0)
 
 
+def _kib(n):
+    return "%d KiB" % int(round(n / 1024.0))
+
+
 def _prf(d):
     return "P %.3f R %.3f F1 %.3f" % (d["precision"], d["recall"], d["f1"])
 
@@ -50,6 +54,33 @@ def layer_lines(layer_report, count=3):
         lines.append("  %-*s  %-14s cos %.5f  l2r %.4f  float range %.3g..%.3g"
                      % (width, row["node"], row["op"], row["cos"], row["l2r"],
                         row["float_min"], row["float_max"]))
+    return lines
+
+
+def fit_lines(fit, manifest):
+    """The K210 fit lines of the summary: ops and the C heap, then the GC heap (the serve
+    loop's peak, the scripts' budget and what it leaves the user's own scripts)."""
+    lines = ["K210 fit (%s): %d KPU op(s), %d CPU compute op(s)%s; KPU RAM peak %s of %s; "
+             "main RAM %s (model %s) of ~%s free: %s"
+             % (manifest["firmware"], len(fit["kpu_ops"]), len(fit["cpu_compute_ops"]),
+                " (%s)" % ", ".join(fit["cpu_compute_ops"]) if fit["cpu_compute_ops"] else "",
+                _kb(fit["kpu_peak_bytes"]) if fit["kpu_peak_bytes"] is not None
+                else "unknown (ncc plans it)", _kb(fit["kpu_ram_bytes"]),
+                _kb(fit["main_memory_bytes"]), _kb(fit["model_bytes"]),
+                _kb(fit["heap_budget_bytes"]), "fits" if fit["fits_heap"] else "DOES NOT FIT")]
+    if "gc_heap_bytes" in fit:
+        budget = fit.get("gc_budget_bytes", fit["gc_heap_bytes"])
+        z = fit.get("serve_gc_rgb565z_bytes")
+        gray = manifest["input"].get("channels") == 1
+        lines.append("  GC heap: serve loop ~%s%s of %s, ~%s left for your scripts (%s heap, "
+                     "%s kept by the firmware): %s (%s)"
+                     % (_kib(fit["serve_gc_bytes"]),
+                        " (rgb565z ~%s)" % _kib(z) if z and z > fit["serve_gc_bytes"] else "",
+                        _kib(budget), _kib(fit.get("gc_left_bytes", 0)),
+                        _kib(fit["gc_heap_bytes"]), _kib(fit["gc_heap_bytes"] - budget),
+                        "fits" if fit["fits_gc"] else "DOES NOT FIT",
+                        "gray8 payloads" if gray else
+                        "JPEG payloads up to %s" % _kb(fit["jpeg_max_bytes"])))
     return lines
 
 
@@ -96,25 +127,7 @@ def convert_summary(result, manifest, out_dir):
     lines += layer_lines(result.get("layer_error"))
     for text in result.get("suggestions", []):
         lines.append("Suggestion: " + text)
-    fit = result["k210_fit"]
-    lines.append("K210 fit (%s): %d KPU op(s), %d CPU compute op(s)%s; KPU RAM peak %s of %s; "
-                 "main RAM %s (model %s) of ~%s free: %s"
-                 % (manifest["firmware"], len(fit["kpu_ops"]), len(fit["cpu_compute_ops"]),
-                    " (%s)" % ", ".join(fit["cpu_compute_ops"]) if fit["cpu_compute_ops"] else "",
-                    _kb(fit["kpu_peak_bytes"]) if fit["kpu_peak_bytes"] is not None
-                    else "unknown (ncc plans it)", _kb(fit["kpu_ram_bytes"]),
-                    _kb(fit["main_memory_bytes"]), _kb(fit["model_bytes"]),
-                    _kb(fit["heap_budget_bytes"]), "fits" if fit["fits_heap"] else "DOES NOT FIT"))
-    if "gc_heap_bytes" in fit:
-        budget = fit.get("gc_budget_bytes", fit["gc_heap_bytes"])
-        z = fit.get("serve_gc_rgb565z_bytes")
-        gray = manifest["input"].get("channels") == 1
-        lines.append("  GC heap: serving %s%s of %s left to scripts (%s heap): %s (%s)"
-                     % (_kb(fit["serve_gc_bytes"]), " (rgb565z %s)" % _kb(z) if z else "",
-                        _kb(budget), _kb(fit["gc_heap_bytes"]),
-                        "fits" if fit["fits_gc"] else "DOES NOT FIT",
-                        "gray8 payloads" if gray else
-                        "JPEG payloads up to %s" % _kb(fit["jpeg_max_bytes"])))
+    lines += fit_lines(result["k210_fit"], manifest)
     flash = result["flash"]
     lines.append("Flash: model at 0x%06X-0x%06X %s" % (flash["address"], flash["end"],
                                                        "OK" if flash.get("ok", True) else "!"))

@@ -23,7 +23,7 @@ MISSING_MODULES = {"uselect", "select", "asyncio", "uasyncio", "typing", "datacl
 
 def test_device_files_exist():
     names = {os.path.basename(p) for p in DEVICE_FILES}
-    assert {"decoders.py", "protocol.py", "detect.py", "kpu_model.py", "server.py",
+    assert {"decoders.py", "protocol.py", "detect.py", "kpu_model.py", "server.py", "payloads.py",
             "pixel_views.py", "clock.py", "boot.py", "main.py"} <= names
 
 

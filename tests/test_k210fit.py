@@ -79,21 +79,68 @@ def test_missing_dump_files(tmp_path):
 
 
 def test_serve_gc_peak_per_payload_and_the_rgb565z_warning():
-    """The GC heap estimate (an upper bound of tests/test_mpy_memory.py's measurements) adds
-    the JPEG buffer (the largest JPEG in JPEG_STEP steps) or the inflater to the RGB565 peak;
+    """The GC heap estimate (an upper bound of tests/test_mpy_memory.py's measurements): what
+    the session keeps, plus the larger of the KPU's float list and the JPEG buffer (the
+    largest JPEG in JPEG_STEP steps) or the inflater, which are dropped while the list lives;
     the largest JPEG reported fits exactly; a model whose rgb565z peak alone misses the budget
     fits with a warning naming --payload rgb565."""
     raw = k210fit.serve_gc_peak(320, 224, 2100)
-    assert raw > 320 * 224 * 5 + 2100 * 32
-    assert k210fit.serve_gc_peak(320, 224, 2100, "rgb565z") == raw + k210fit.GC_INFLATER
-    assert k210fit.serve_gc_peak(320, 224, 2100, "jpeg", jpeg_bytes=1) == raw + k210fit.JPEG_STEP
+    session = k210fit.serve_gc_session(320, 224, 2100)
+    assert raw == session + 2100 * (32 + 8) and session > 320 * 224 * 5 + 2100 * 2 * 4
+    # a JPEG buffer or the inflater smaller than the 84,000-byte list costs nothing more
+    assert k210fit.serve_gc_peak(320, 224, 2100, "rgb565z") == raw
+    assert k210fit.serve_gc_peak(320, 224, 2100, "jpeg", jpeg_bytes=1) == raw
+    big = 100000
+    assert k210fit.serve_gc_peak(320, 224, 2100, "jpeg", jpeg_bytes=big) == \
+        session + (big + 2 + k210fit.JPEG_STEP - 1) // k210fit.JPEG_STEP * k210fit.JPEG_STEP
     budget = raw + 3 * k210fit.JPEG_STEP + 100
     top = k210fit.jpeg_max_bytes(budget, 320, 224, 2100)
+    assert top > 2100 * 40
     assert k210fit.serve_gc_peak(320, 224, 2100, "jpeg", jpeg_bytes=top) <= budget
     assert k210fit.serve_gc_peak(320, 224, 2100, "jpeg", jpeg_bytes=top + 1) > budget
+    assert k210fit.jpeg_max_bytes(raw - 1, 320, 224, 2100) == 0     # the list does not fit
+    # 10 output values: the inflater is the larger, rgb565z needs more than rgb565
+    small = k210fit.serve_gc_peak(320, 224, 10)
+    small_z = k210fit.serve_gc_peak(320, 224, 10, "rgb565z")
+    assert small_z == k210fit.serve_gc_session(320, 224, 10) + k210fit.GC_INFLATER > small
     profile = dict(firmware.get_profile("canmv-v5"),
-                   gc_heap=raw + k210fit.GC_FIRMWARE_KEEPS + k210fit.GC_INFLATER // 2)
+                   gc_heap=(small + small_z) // 2 + k210fit.GC_FIRMWARE_KEEPS)
     report, warnings = k210fit.fit_report(None, {"total": 1000, "model": 500}, [1, 3, 224, 320],
-                                          profile, output_values=2100)
+                                          profile, output_values=10)
     assert report["fits_gc"] and report["serve_gc_rgb565z_bytes"] > report["gc_budget_bytes"]
     assert any("--payload rgb565" in w for w in warnings), warnings
+    assert report["gc_left_bytes"] == 0
+
+
+def test_segment_masks_and_label_decoders_count_in_the_gc_heap():
+    """A segment model's board keeps RESULT_CACHE mask buffers of h*w bytes (bytearrays:
+    device/board_mask.py) and, like classify, loads label_decoders.py: the fit counts both;
+    what the serve loop leaves the user's scripts is the budget less the larger peak."""
+    plain = k210fit.serve_gc_peak(224, 160, 1050)
+    seg = k210fit.serve_gc_peak(224, 160, 1050, decoder="segment", mask_values=35 * 50)
+    masks = k210fit.RESULT_CACHE * (32 + (35 * 50 + 31) // 32 * 32)
+    assert seg == plain + masks + k210fit.GC_LABEL_DECODERS
+    assert k210fit.serve_gc_peak(224, 160, 1050, decoder="classify") == \
+        plain + k210fit.GC_LABEL_DECODERS
+    assert k210fit.serve_gc_peak(224, 160, 1050, decoder="yolo2") == plain
+    report, _ = k210fit.fit_report(None, {"total": 1000, "model": 500}, [1, 3, 160, 224],
+                                   "maixpy-v4", output_values=1050, decoder="segment",
+                                   mask_values=35 * 50)
+    assert report["serve_gc_bytes"] == seg
+    assert report["gc_left_bytes"] == report["gc_budget_bytes"] - max(
+        seg, report["serve_gc_rgb565z_bytes"]) > 0
+
+
+def test_the_fit_line_says_what_the_serve_loop_leaves_the_users_scripts():
+    """make kmodel's summary (host/report.py) names the serve loop's GC heap peak, the
+    scripts' budget and what is left of it for the user's own objects."""
+    from host import report
+    fit, _ = k210fit.fit_report(None, {"total": 1000, "model": 500}, [1, 3, 224, 320],
+                                "canmv-v5", output_values=2100)
+    lines = report.fit_lines(fit, {"firmware": "canmv-v5", "input": {"channels": 3}})
+    gc_line = [line for line in lines if "GC heap" in line]
+    assert len(gc_line) == 1, lines
+    assert "serve loop ~%d KiB of %d KiB, ~%d KiB left for your scripts" % (
+        round(fit["serve_gc_bytes"] / 1024.0), round(fit["gc_budget_bytes"] / 1024.0),
+        round(fit["gc_left_bytes"] / 1024.0)) in gc_line[0]
+    assert "fits" in gc_line[0] and "JPEG payloads up to" in gc_line[0]

@@ -233,7 +233,8 @@ def test_example_end_to_end_on_a_maixpy_v4_board(tmp_path):
     # the 320x224 example does not fit MaixPy-v1's GC heap in serve mode: the Makefile builds
     # it at 224x160 for this firmware, and the fit line says it serves
     assert json.loads((build / "manifest.json").read_text())["input"]["width"] == 224
-    assert "GC heap: serving" in proc.stdout and "DOES NOT FIT" not in proc.stdout
+    assert "GC heap: serve loop" in proc.stdout and "left for your scripts" in proc.stdout
+    assert "DOES NOT FIT" not in proc.stdout
     proc = run_tool("host/flash.py", "--port", "virtual", "--vboard-state", state,
                     "--vboard-profile", "maixpy-v4", "--manifest", manifest, "--no-progress",
                     timeout=600)

@@ -138,6 +138,31 @@ def test_serve_loop_answers_trouble_and_resends(tmp_path):
     assert any("Failed loading source image!" in l for l in lines)   # the firmware's print
 
 
+def test_serve_loop_resends_both_kept_results_from_two_sets_of_buffers(tmp_path):
+    """The board keeps its last RESULT_CACHE (2) RESULTs in as many sets of result buffers
+    (uctypes views of array('f'), real here): each new RESULT takes the oldest kept one's set,
+    so RESENDs of the two newest give their own bytes again, image after image, and the one
+    before them is no_result."""
+    rng = np.random.RandomState(8)
+    cfg = B.config(32, 24, "grid", (5, 3, 4), threshold=0.3)
+    resends = {3: (2, 3, 1), 4: (3, 4, 2), 5: (5, 4, 3)}
+
+    def build(stream):
+        for k in range(1, 6):
+            px = B.to_rgb565(B.rgb565_image(rng, 32, 24))
+            stream.image(k, P.FMT_RGB565, px, px)
+            for i in resends.get(k, ()):
+                stream.frame(P.T_RESEND, PH.pack_resend(i))
+
+    n, diffs, results, errors, frames, out, lines = serve_run(tmp_path, cfg, build)
+    assert n == 5 and not diffs, diffs[:3]
+    assert [len(results[k]) for k in range(1, 6)] == [1, 2, 3, 3, 2]
+    assert all(len(set(p for p, _r in results[k])) == 1 for k in results), "same bytes"
+    assert len(set(results[k][0][0] for k in results)) == 5, "each image its own RESULT"
+    assert [(e["name"], e["ref"]) for e in errors] == [("no_result", 1), ("no_result", 2),
+                                                        ("no_result", 3)]
+
+
 def test_serve_loop_jpeg_buffer_ends_where_each_jpeg_ends(tmp_path):
     """The board receives every JPEG into one buffer for the session (docs/design.md "Board
     memory"), JPEG at its start. Past a JPEG the decoder must read what picojpeg reads past the

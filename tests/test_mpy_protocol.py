@@ -164,6 +164,9 @@ def parse_cases(rng):
         hdr = P.header(rng.randrange(1, 0x21), rng.randrange(1 << 16), n)
         add(hdr + _stream(rng, 2) + os.urandom(rng.randrange(10)),
             max_payload=rng.choice([P.DEVICE_MAX_PAYLOAD, 64]))
+    for k in range(20):               # near-full frames behind stray bytes: the one-frame buffer
+        frames = b"".join(frame(0x11, j, os.urandom(rng.randrange(48, 65))) for j in range(3))
+        add(os.urandom(rng.randrange(1, 9)) + frames, max_payload=64)   # moves them over itself
     for k in range(10):                                   # version 0 and other versions
         f = bytearray(frame(0x02, k, b"v"))
         f[2] = k % 3

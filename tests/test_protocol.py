@@ -173,6 +173,35 @@ def test_free_commit_interface():
     assert got == [b"a" * 60] * 5
 
 
+def test_one_frame_buffer_moves_a_partial_frame_over_itself():
+    """The buffer holds one frame of max_payload: a frame of nearly that size behind a few
+    stray bytes is moved to the front over its own bytes (the gap smaller than what is
+    moved), piece by piece, and comes out intact; so do the frames after it."""
+    parser = P.Parser(max_payload=64)
+    assert parser.cap == 64 + P.OVERHEAD
+    rnd = random.Random(3)
+    for stray in range(1, 9):
+        payloads = [bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(56, 65)))
+                    for _ in range(4)]
+        data = b"\x00" * stray + b"".join(P.encode(P.T_LOG, k, p) for k, p in enumerate(payloads))
+        got = []
+        pos = 0
+        while pos < len(data):
+            room = parser.free()
+            assert len(room), "no room: the partial frame was not moved to the front"
+            n = min(len(room), len(data) - pos, rnd.randrange(1, 30))
+            room[0:n] = data[pos:pos + n]
+            parser.commit(n)
+            pos += n
+            while True:
+                f = parser.next()
+                if f is None:
+                    break
+                got.append(bytes(f[2]))
+        assert got == payloads, stray
+        assert parser.dropped() == 0
+
+
 # ---------------------------------------------------------------- payload codecs
 def test_result_round_trip():
     outs = [((2, 1, 3), [0.5, -1.25, 3.0, 4.0, 5.5, -6.0]), ((1, 1, 1), [7.0])]

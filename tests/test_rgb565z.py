@@ -125,27 +125,6 @@ def test_firmware_uzlib_and_shim_agree(shim):
             assert board["crc"] == binascii.crc32(raw) and board["complete"], name
 
 
-@H.needs_micropython
-def test_one_inflater_serves_a_session_of_images(shim):
-    """The serve loop keeps one DecompIO for the session (device/server.py Server.inflater):
-    images of different content, sizes and segment counts, each a new deflate stream from the
-    host that ends with a sync flush, inflate one after another through one Inflater, on the
-    firmware's uzlib and on the shim alike; a cut image fails there, as its own error (the
-    serve loop then makes a new Inflater)."""
-    raws = [photo(1), noise(2), bytes(6144), photo(4, 32, 16), noise(5, 80, 40)]
-    images = [case(raw, rgb565z.segments(raw, SEG)) for raw in raws]
-    session = {"seg": SEG, "wbits": P.Z_WBITS, "images": images}
-    host = zinflate_cases.run_case(session)
-    assert host == [{"crc": binascii.crc32(raw), "complete": True, "done": len(raw)}
-                    for raw in raws]
-    cut = dict(images[1], segments=[images[1]["segments"][0][:-8]] + images[1]["segments"][1:])
-    broken = {"seg": SEG, "wbits": P.Z_WBITS, "images": [images[0], cut, images[2]]}
-    on_board = H.run("zinflate_cases.py", [session, broken])
-    assert on_board[0] == host
-    assert on_board[1] == zinflate_cases.run_case(broken)
-    assert "error" in on_board[1][1] and on_board[1][0] == host[0]
-
-
 def test_shim_follows_moduzlib_headers_and_errors():
     m = uzlib_shim.build(None)
     raw = noise(6, 40, 40) * 3

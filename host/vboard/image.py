@@ -89,7 +89,7 @@ class Image:
             # that fails to decode raises nothing (`if(data_type != 2)`); picojpeg_util.c:
             # picojpeg_util_read prints its error and the image stays 0x0. The decoder reads
             # to the end of the scan (picojpeg_util.c: pjpeg_load_from_file stops after the last
-            # MCU): bytes after it, as in device/server.py's session buffer, are never read; PIL
+            # MCU): bytes after it, as in device/payloads.py's session buffer, are never read; PIL
             # stops at the EOI alike
             data = bytes(path)
             if not data.startswith(b"\xff\xd8"):

@@ -25,18 +25,6 @@ def kind(text):
 
 
 def run_case(case):
-    """One image, or with "images" several through one Inflater (next_image), as the serve
-    loop does within a session: a list of results."""
-    if "images" in case:
-        inf = None
-        got = []
-        for image in case["images"]:
-            if inf is None:
-                inf = zinflate.Inflater(image["raw_total"], case["seg"], case["wbits"])
-            else:
-                inf.next_image(image["raw_total"])
-            got.append(run_image(inf, image))
-        return got
     return run_image(zinflate.Inflater(case["raw_total"], case["seg"], case["wbits"]), case)
 
 
