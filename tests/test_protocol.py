@@ -154,14 +154,15 @@ def test_garbage_flood_is_bounded():
     assert parser.feed_all(P.encode(P.T_BYE, 9)) == [(P.T_BYE, 9, b"")]
 
 
-def test_free_commit_interface():
-    parser = P.Parser(max_payload=64)
-    data = P.encode(P.T_LOG, 1, b"a" * 60) * 5
+def _feed_through_free(parser, data, piece):
+    """The board's way in: bytes written into parser.free() (at most piece() at a time) and
+    committed; -> the payloads of the frames that came out."""
     got = []
     pos = 0
     while pos < len(data):
         room = parser.free()
-        n = min(len(room), len(data) - pos, 37)
+        assert len(room), "no room: the partial frame was not moved to the front"
+        n = min(len(room), len(data) - pos, piece())
         room[0:n] = data[pos:pos + n]
         parser.commit(n)
         pos += n
@@ -170,7 +171,13 @@ def test_free_commit_interface():
             if f is None:
                 break
             got.append(bytes(f[2]))
-    assert got == [b"a" * 60] * 5
+    return got
+
+
+def test_free_commit_interface():
+    parser = P.Parser(max_payload=64)
+    data = P.encode(P.T_LOG, 1, b"a" * 60) * 5
+    assert _feed_through_free(parser, data, lambda: 37) == [b"a" * 60] * 5
 
 
 def test_one_frame_buffer_moves_a_partial_frame_over_itself():
@@ -184,20 +191,7 @@ def test_one_frame_buffer_moves_a_partial_frame_over_itself():
         payloads = [bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(56, 65)))
                     for _ in range(4)]
         data = b"\x00" * stray + b"".join(P.encode(P.T_LOG, k, p) for k, p in enumerate(payloads))
-        got = []
-        pos = 0
-        while pos < len(data):
-            room = parser.free()
-            assert len(room), "no room: the partial frame was not moved to the front"
-            n = min(len(room), len(data) - pos, rnd.randrange(1, 30))
-            room[0:n] = data[pos:pos + n]
-            parser.commit(n)
-            pos += n
-            while True:
-                f = parser.next()
-                if f is None:
-                    break
-                got.append(bytes(f[2]))
+        got = _feed_through_free(parser, data, lambda: rnd.randrange(1, 30))
         assert got == payloads, stray
         assert parser.dropped() == 0
 
