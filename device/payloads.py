@@ -162,7 +162,7 @@ def begin_rgb565z(srv, t):
             srv.raw_image()
             if srv.z is None:
                 gc.collect()
-                srv.z = zinflate.Inflater(2 * srv.w * srv.h, srv.chunk, P.Z_WBITS)
+                srv.z = new_inflater(srv)
             t.z = srv.z
             srv.z = None
         except MemoryError as e:
@@ -179,9 +179,14 @@ def remake(srv, fmt):
         if fmt == P.FMT_JPEG and srv.jpeg is None and srv.jpeg_cap:
             make_jpeg_buffer(srv, srv.jpeg_cap)
         elif fmt == P.FMT_RGB565Z and srv.z is None:
-            srv.z = zinflate.Inflater(2 * srv.w * srv.h, srv.chunk, P.Z_WBITS)
+            srv.z = new_inflater(srv)
     except MemoryError:
         pass
+
+
+def new_inflater(srv):
+    """An Inflater for one rgb565z image of the session's model input."""
+    return zinflate.Inflater(2 * srv.w * srv.h, srv.chunk, P.Z_WBITS)
 
 
 def drop(srv):
